@@ -1,0 +1,77 @@
+# pg_integration — every target installs what it needs, quietly when present.
+#   make run      build, install and start PostgreSQL + the sidecar locally
+#   make test     install what is missing and run every test
+#   make install  install the extension into the PostgreSQL of pg_config
+#   make bench    run the benchmarks in tests/bench
+
+SHELL        := /bin/bash
+PG_CONFIG    ?= /usr/bin/pg_config
+PGRX_VERSION := 0.16.1
+BUILD        := $(CURDIR)/build
+PGRX_PGDATA  := $(BUILD)/pgrx-test-data
+CARGO        ?= cargo
+APT_PACKAGES := postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config \
+                libssl-dev sudo
+SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: deps apt-deps pgrx-deps install install-release test test-unit test-pgrx \
+        test-e2e bench run sidecar lint
+
+deps: apt-deps pgrx-deps
+
+apt-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+pgrx-deps: apt-deps
+	@if ! cargo pgrx --version 2>/dev/null | grep -q "$(PGRX_VERSION)"; then \
+	  echo "installing cargo-pgrx $(PGRX_VERSION)"; \
+	  $(CARGO) install cargo-pgrx --version $(PGRX_VERSION) --locked --quiet; \
+	fi
+	@if ! grep -qs '^pg15 *= *"$(PG_CONFIG)"' $${PGRX_HOME:-$$HOME/.pgrx}/config.toml; then \
+	  $(CARGO) pgrx init --pg15=$(PG_CONFIG) >/dev/null; \
+	fi
+
+# Installs the debug build (what the end-to-end tests load).
+install: deps
+	cd extension && $(CARGO) pgrx install --pg-config $(PG_CONFIG) $(if $(SUDO),--sudo) >/dev/null
+
+install-release: deps
+	cd extension && $(CARGO) pgrx install --release --pg-config $(PG_CONFIG) $(if $(SUDO),--sudo) >/dev/null
+
+sidecar:
+	$(CARGO) build -p integration-sidecar
+
+test: deps test-unit test-pgrx test-e2e
+
+test-unit:
+	$(CARGO) test -p integration-core -p integration-sidecar
+
+# pgrx runs its own cluster as the postgres OS user; it does not clear an
+# old one, so start from an empty folder every time.
+test-pgrx: deps
+	@mkdir -p $(PGRX_PGDATA) && rm -rf $(PGRX_PGDATA)/15 && \
+	  if [ "$$(id -u)" = 0 ]; then chown -R postgres:postgres $(PGRX_PGDATA); fi
+	cd extension && $(CARGO) pgrx test pg15 $(if $(filter 0,$(shell id -u)),--runas postgres) \
+	  --pgdata $(PGRX_PGDATA)
+
+# `cargo pgrx test` installed its test build; install the normal one after it.
+test-e2e: install sidecar
+	$(CARGO) test -p integration-tests
+
+bench: install-release
+	$(CARGO) run --release -p integration-tests --bin bench
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+run: install-release
+	$(CARGO) build --release -p integration-sidecar
+	@BUILD=$(BUILD) PG_CONFIG=$(PG_CONFIG) bash scripts/run-local.sh

@@ -1,0 +1,5 @@
+//! Pure Rust shared by the extension and the sidecar: no pgrx, no server.
+//! Everything here is tested with a plain `cargo test -p integration-core`.
+
+pub mod api_keys;
+pub mod jwt;

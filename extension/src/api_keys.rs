@@ -1,0 +1,557 @@
+//! API keys in SQL: create, verify, authenticate, revoke and rotate.
+//! Token format and hashing live in `integration_core::api_keys`; this
+//! module keeps a per-backend cache of key rows, invalidated through a
+//! generation counter in shared memory that every committed change bumps.
+
+use crate::audit::{self, Action, Kind, Reason};
+use crate::errors::raise;
+use crate::owner::{as_owner, current_user_name};
+use crate::settings;
+use integration_core::api_keys::{self as keys, KeyHasher};
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, JsonB, PgAtomic};
+use serde_json::json;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bumped after every committed change to `api_key_store`.
+static GENERATION: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"pg_integration_api_keys_gen") };
+
+/// A backend reports a key's use at most this often (microseconds).
+const USE_REPORT_INTERVAL: i64 = 60_000_000;
+/// Entries kept per backend before the cache starts over.
+const CACHE_LIMIT: usize = 10_000;
+
+struct KeyRow {
+    name: String,
+    role: String,
+    scopes: Vec<String>,
+    metadata: serde_json::Value,
+    hash: Vec<u8>,
+    expires_at: Option<i64>,
+    revoked: bool,
+    last_reported_use: i64,
+}
+
+#[derive(Default)]
+struct Cache {
+    generation: u64,
+    hasher: Option<KeyHasher>,
+    rows: HashMap<i64, Option<KeyRow>>,
+    /// This transaction changed keys: bypass the cache until it ends.
+    dirty: bool,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+pub fn init() {
+    if settings::preloaded() {
+        pg_shmem_init!(GENERATION);
+    }
+    // SAFETY: registering a plain callback once per backend at load time.
+    unsafe { pg_sys::RegisterXactCallback(Some(on_xact_end), std::ptr::null_mut()) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    let commit = event == pg_sys::XactEvent::XACT_EVENT_COMMIT
+        || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT;
+    let abort = event == pg_sys::XactEvent::XACT_EVENT_ABORT
+        || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT;
+    if !commit && !abort {
+        return;
+    }
+    CACHE.with_borrow_mut(|cache| {
+        if cache.dirty {
+            cache.dirty = false;
+            cache.rows.clear();
+            cache.hasher = None;
+            if commit && settings::preloaded() {
+                GENERATION.get().fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    });
+}
+
+/// Statement trigger on `api_key_store`: every backend drops its cached
+/// rows once this transaction commits.
+#[pg_trigger]
+fn _api_keys_changed<'a>(
+    _trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, std::convert::Infallible> {
+    CACHE.with_borrow_mut(|cache| {
+        cache.dirty = true;
+        cache.rows.clear();
+        cache.hasher = None;
+    });
+    Ok(None)
+}
+
+/// What a successful verification returns.
+struct Verified {
+    id: i64,
+    name: String,
+    role: String,
+    scopes: Vec<String>,
+    metadata: serde_json::Value,
+}
+
+fn now() -> i64 {
+    // SAFETY: reads the clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+fn verify(token: &str, required_scope: Option<&str>, action: Action) -> Option<Verified> {
+    let refuse = |reason, id| {
+        audit::record(Kind::Refused, action, Some(reason), id);
+        None
+    };
+    let parsed = match keys::parse(token) {
+        Ok(parsed) => parsed,
+        Err(keys::TokenError::Malformed) => return refuse(Reason::Malformed, None),
+        Err(keys::TokenError::BadChecksum) => return refuse(Reason::BadChecksum, None),
+    };
+    let id = parsed.id;
+    let now = now();
+    let outcome = with_key(id, |hasher, row| {
+        let Some(row) = row else {
+            return Err(Reason::UnknownKey);
+        };
+        if !hasher.is_some_and(|h| h.matches(id, parsed.secret, &row.hash)) {
+            return Err(Reason::WrongSecret);
+        }
+        if row.revoked {
+            return Err(Reason::Revoked);
+        }
+        if row.expires_at.is_some_and(|at| at <= now) {
+            return Err(Reason::Expired);
+        }
+        if let Some(scope) = required_scope {
+            if !keys::scope_allows(&row.scopes, scope) {
+                return Err(Reason::MissingScope);
+            }
+        }
+        let report_use = now - row.last_reported_use >= USE_REPORT_INTERVAL;
+        if report_use {
+            row.last_reported_use = now;
+        }
+        Ok((
+            Verified {
+                id,
+                name: row.name.clone(),
+                role: row.role.clone(),
+                scopes: row.scopes.clone(),
+                metadata: row.metadata.clone(),
+            },
+            report_use,
+        ))
+    });
+    match outcome {
+        Ok((verified, report_use)) => {
+            if report_use {
+                audit::record(Kind::Used, action, None, Some(id));
+            }
+            Some(verified)
+        }
+        Err(reason) => refuse(reason, Some(id)),
+    }
+}
+
+/// Runs `check` on key `id`'s row, from the cache when it is current.
+fn with_key<R>(id: i64, check: impl FnOnce(Option<&KeyHasher>, Option<&mut KeyRow>) -> R) -> R {
+    let generation = settings::preloaded().then(|| GENERATION.get().load(Ordering::Acquire));
+    let cacheable = CACHE.with_borrow_mut(|cache| {
+        if generation != Some(cache.generation) || cache.rows.len() >= CACHE_LIMIT {
+            cache.rows.clear();
+            cache.hasher = None;
+            cache.generation = generation.unwrap_or(0);
+        }
+        generation.is_some() && !cache.dirty
+    });
+    let cached = cacheable && CACHE.with_borrow(|cache| cache.rows.contains_key(&id));
+    if !cached {
+        let (hasher, row) = load(id);
+        if !cacheable {
+            let mut row = row;
+            return check(hasher.as_ref(), row.as_mut());
+        }
+        CACHE.with_borrow_mut(|cache| {
+            if cache.hasher.is_none() {
+                cache.hasher = hasher;
+            }
+            cache.rows.insert(id, row);
+        });
+    }
+    CACHE.with_borrow_mut(|cache| {
+        let Cache { hasher, rows, .. } = cache;
+        let row = rows.get_mut(&id).and_then(Option::as_mut);
+        check(hasher.as_ref(), row)
+    })
+}
+
+fn load(id: i64) -> (Option<KeyHasher>, Option<KeyRow>) {
+    as_owner(|| {
+        Spi::connect(|client| {
+            let table = client
+                .select(
+                    "SELECT (SELECT key FROM integration.hash_keys WHERE purpose = 'api_keys'),
+                            s.id IS NOT NULL, s.name, s.role::text, s.scopes, s.metadata,
+                            s.secret_hash, s.expires_at, s.revoked_at IS NOT NULL
+                     FROM (SELECT) AS one
+                     LEFT JOIN integration.api_key_store s ON s.id = $1",
+                    Some(1),
+                    &[id.into()],
+                )
+                .unwrap_or_else(|e| error!("read API key {id}: {e}"))
+                .first();
+            let hasher = table
+                .get::<Vec<u8>>(1)
+                .ok()
+                .flatten()
+                .map(|key| KeyHasher::new(&key));
+            let exists = table.get::<bool>(2).ok().flatten().unwrap_or(false);
+            let row = exists.then(|| KeyRow {
+                name: table.get(3).ok().flatten().unwrap_or_default(),
+                role: table.get(4).ok().flatten().unwrap_or_default(),
+                scopes: table
+                    .get::<Vec<String>>(5)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+                metadata: table
+                    .get::<JsonB>(6)
+                    .ok()
+                    .flatten()
+                    .map_or(serde_json::Value::Null, |j| j.0),
+                hash: table.get(7).ok().flatten().unwrap_or_default(),
+                expires_at: table
+                    .get::<TimestampWithTimeZone>(8)
+                    .ok()
+                    .flatten()
+                    .map(pg_sys::TimestampTz::from),
+                revoked: table.get(9).ok().flatten().unwrap_or(true),
+                last_reported_use: 0,
+            });
+            (hasher, row)
+        })
+    })
+}
+
+/// Checks an API key. Returns the key's id, name, role, scopes and metadata,
+/// or no row when the token is malformed, unknown, wrong, revoked, expired
+/// or lacks `required_scope`; the reason goes to the audit log only.
+#[pg_extern(stable, parallel_restricted)]
+fn verify_api_key(
+    token: &str,
+    required_scope: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(id, i64),
+        name!(name, String),
+        name!(role, String),
+        name!(scopes, Vec<String>),
+        name!(metadata, JsonB),
+    ),
+> {
+    TableIterator::new(
+        verify(token, required_scope, Action::Verify)
+            .map(|v| (v.id, v.name, v.role, v.scopes, JsonB(v.metadata))),
+    )
+}
+
+/// Verifies `token` and switches to its role for the rest of the
+/// transaction (`SET LOCAL ROLE`), exposing the key id as
+/// `current_setting('integration.api_key_id')`. Meant for PostgREST's
+/// `db-pre-request`. Raises `28000` for any invalid key.
+#[pg_extern(volatile, parallel_unsafe)]
+fn authenticate(token: &str) -> i64 {
+    let Some(key) = verify(token, None, Action::Authenticate) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            "invalid API key",
+            None,
+        );
+    };
+    settings::set_local("role", &key.role, pg_sys::GucContext::PGC_USERSET);
+    settings::set_local(
+        "integration.api_key_id",
+        &key.id.to_string(),
+        pg_sys::GucContext::PGC_SUSET,
+    );
+    key.id
+}
+
+struct RoleInfo {
+    superuser: bool,
+}
+
+/// Checks that the caller may issue a key acting as `role`: the role exists,
+/// the caller is a member of it (a key delegates the caller's own rights),
+/// and only superusers issue keys for superuser roles.
+fn check_grantable(role: &str) -> RoleInfo {
+    let info = Spi::get_two_with_args::<bool, bool>(
+        "SELECT r.rolsuper, pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'MEMBER')
+         FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
+        &[role.into()],
+    );
+    let (superuser, member) = match info {
+        Ok((Some(superuser), Some(member))) => (superuser, member),
+        _ => raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("role \"{role}\" does not exist"),
+            Some("Create the role first, or name an existing one."),
+        ),
+    };
+    // SAFETY: reads the current user's superuser flag.
+    let caller_is_superuser = unsafe { pg_sys::superuser() };
+    if superuser && !caller_is_superuser {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("only a superuser may issue API keys for superuser role \"{role}\""),
+            None,
+        );
+    }
+    if !member && !caller_is_superuser {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to issue an API key for role \"{role}\""),
+            Some(&format!(
+                "Only members of role \"{role}\" may issue keys that act as it."
+            )),
+        );
+    }
+    RoleInfo { superuser }
+}
+
+fn invalid(message: String) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message,
+        None,
+    )
+}
+
+/// The hasher for this database, creating its key on first use.
+fn hasher_for_write() -> KeyHasher {
+    let fresh = keys::new_hash_key();
+    Spi::run_with_args(
+        "INSERT INTO integration.hash_keys (purpose, key) VALUES ('api_keys', $1) ON CONFLICT DO NOTHING",
+        &[fresh.to_vec().into()],
+    )
+    .unwrap_or_else(|e| error!("store the API key hash key: {e}"));
+    let key =
+        Spi::get_one::<Vec<u8>>("SELECT key FROM integration.hash_keys WHERE purpose = 'api_keys'")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| error!("the API key hash key is missing"));
+    KeyHasher::new(&key)
+}
+
+/// Inserts a key row and returns its token. Call inside `as_owner`.
+fn insert_key(
+    name: &str,
+    role: &str,
+    scopes: &[String],
+    expires_at: Option<TimestampWithTimeZone>,
+    metadata: &serde_json::Value,
+    created_by: &str,
+    rotated_from: Option<i64>,
+) -> (i64, String) {
+    let hasher = hasher_for_write();
+    let id = Spi::get_one::<i64>("SELECT nextval('integration.api_key_store_id_seq')")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| error!("allocate an API key id"));
+    let token = keys::generate(id);
+    let secret = keys::parse(&token)
+        .unwrap_or_else(|e| error!("a freshly generated token did not parse: {e}"))
+        .secret;
+    let hash = hasher.hash(id, secret);
+    Spi::run_with_args(
+        "INSERT INTO integration.api_key_store
+             (id, name, role, scopes, metadata, secret_hash, created_by, expires_at, rotated_from)
+         OVERRIDING SYSTEM VALUE
+         VALUES ($1, $2, $3::name, $4, $5, $6, $7::name, $8, $9)",
+        &[
+            id.into(),
+            name.into(),
+            role.into(),
+            scopes.to_vec().into(),
+            JsonB(metadata.clone()).into(),
+            hash.to_vec().into(),
+            created_by.into(),
+            expires_at.into(),
+            rotated_from.into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("insert API key {id}: {e}"));
+    (id, token)
+}
+
+/// Creates an API key acting as `role` and returns its token. The token is
+/// shown only here; only a keyed hash of its secret is stored.
+#[pg_extern(volatile, parallel_unsafe)]
+fn create_api_key(
+    name: &str,
+    role: &str,
+    scopes: default!(Vec<String>, "'{}'"),
+    expires_in: default!(Option<Interval>, "NULL"),
+    metadata: default!(JsonB, "'{}'"),
+) -> String {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        invalid("API key name must have 1 to 200 characters".into());
+    }
+    for scope in &scopes {
+        if let Err(e) = keys::validate_scope(scope) {
+            invalid(e.to_string());
+        }
+    }
+    if !metadata.0.is_object() {
+        invalid("API key metadata must be a JSON object".into());
+    }
+    if expires_in.is_some_and(|i| !i.is_positive()) {
+        invalid("expires_in must be a positive interval".into());
+    }
+    let role_info = check_grantable(role);
+    let caller = current_user_name();
+    let expires_at = expires_in.map(expiry_from_now);
+    as_owner(|| {
+        let (id, token) = insert_key(name, role, &scopes, expires_at, &metadata.0, &caller, None);
+        audit::write_now(
+            &caller,
+            "api_key.create",
+            &format!("api_key:{id}"),
+            json!({"name": name, "role": role, "scopes": scopes,
+                   "superuser_role": role_info.superuser,
+                   "expires_at": expires_at.map(|t| t.to_string())}),
+        );
+        token
+    })
+}
+
+fn expiry_from_now(interval: Interval) -> TimestampWithTimeZone {
+    Spi::get_one_with_args::<TimestampWithTimeZone>(
+        "SELECT pg_catalog.now() + $1",
+        &[interval.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| invalid("expires_in is out of range".into()))
+}
+
+struct StoredKey {
+    name: String,
+    role: String,
+    scopes: Vec<String>,
+    metadata: serde_json::Value,
+    lifetime: Option<Interval>,
+    status: String,
+}
+
+/// Reads key `id` (locking its row). Call inside `as_owner`.
+fn stored_key(id: i64) -> StoredKey {
+    Spi::connect(|client| {
+        let table = client
+            .select(
+                "SELECT name, role::text, scopes, metadata, expires_at - created_at,
+                        CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+                             WHEN expires_at <= now() THEN 'expired' ELSE 'active' END
+                 FROM integration.api_key_store WHERE id = $1 FOR UPDATE",
+                Some(1),
+                &[id.into()],
+            )
+            .unwrap_or_else(|e| error!("read API key {id}: {e}"));
+        let Some(r) = table.into_iter().next() else {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("API key {id} does not exist"),
+                None,
+            );
+        };
+        StoredKey {
+            name: r.get(1).ok().flatten().unwrap_or_default(),
+            role: r.get(2).ok().flatten().unwrap_or_default(),
+            scopes: r.get(3).ok().flatten().unwrap_or_default(),
+            metadata: r.get::<JsonB>(4).ok().flatten().map_or(json!({}), |j| j.0),
+            lifetime: r.get(5).ok().flatten(),
+            status: r.get(6).ok().flatten().unwrap_or_default(),
+        }
+    })
+}
+
+/// Revokes key `id` at once. Returns false when it was already revoked.
+#[pg_extern(volatile, parallel_unsafe)]
+fn revoke_api_key(id: i64) -> bool {
+    let caller = current_user_name();
+    as_owner(|| {
+        let key = stored_key(id);
+        if key.status == "revoked" {
+            return false;
+        }
+        Spi::run_with_args(
+            "UPDATE integration.api_key_store SET revoked_at = now() WHERE id = $1",
+            &[id.into()],
+        )
+        .unwrap_or_else(|e| error!("revoke API key {id}: {e}"));
+        audit::write_now(
+            &caller,
+            "api_key.revoke",
+            &format!("api_key:{id}"),
+            json!({"name": key.name, "role": key.role}),
+        );
+        true
+    })
+}
+
+/// Issues a new token with the same name, role, scopes, metadata and
+/// lifetime as key `id`; the old token keeps working for `grace`, then
+/// stops. Returns the new token.
+#[pg_extern(volatile, parallel_unsafe)]
+fn rotate_api_key(id: i64, grace: default!(Interval, "'1 hour'")) -> String {
+    if grace.is_negative() {
+        invalid("grace must not be negative".into());
+    }
+    let caller = current_user_name();
+    let key = as_owner(|| stored_key(id));
+    if key.status != "active" {
+        invalid(format!(
+            "API key {id} is {}: create a new key instead of rotating it",
+            key.status
+        ));
+    }
+    check_grantable(&key.role);
+    let expires_at = key.lifetime.map(expiry_from_now);
+    as_owner(|| {
+        let (new_id, token) = insert_key(
+            &key.name,
+            &key.role,
+            &key.scopes,
+            expires_at,
+            &key.metadata,
+            &caller,
+            Some(id),
+        );
+        Spi::run_with_args(
+            "UPDATE integration.api_key_store
+             SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), now() + $2)
+             WHERE id = $1",
+            &[id.into(), grace.into()],
+        )
+        .unwrap_or_else(|e| error!("shorten API key {id}: {e}"));
+        audit::write_now(
+            &caller,
+            "api_key.rotate",
+            &format!("api_key:{id}"),
+            json!({"new_key_id": new_id, "grace": grace.to_string()}),
+        );
+        token
+    })
+}

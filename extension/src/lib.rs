@@ -1,0 +1,42 @@
+//! pg_integration: connects PostgreSQL to the outside world.
+//! Each capability is one module; the SQL objects that are not functions
+//! (tables, views, roles, grants) live in `sql/` and are included below.
+
+use pgrx::prelude::*;
+
+mod api_keys;
+mod audit;
+mod errors;
+mod owner;
+mod settings;
+
+pgrx::pg_module_magic!();
+
+extension_sql_file!("../../sql/roles.sql", name = "roles", bootstrap);
+extension_sql_file!("../../sql/audit.sql", name = "audit", requires = ["roles"]);
+extension_sql_file!(
+    "../../sql/api_keys.sql",
+    name = "api_keys",
+    requires = ["roles", "audit"]
+);
+extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::init();
+    audit::init();
+    api_keys::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_integration'"]
+    }
+}

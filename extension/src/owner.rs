@@ -1,0 +1,64 @@
+//! Running a piece of work with the extension owner's rights, the way a
+//! SECURITY DEFINER function does, but only around the statements that need
+//! it, so that the caller's identity stays known and the warm path of
+//! `verify_api_key` switches nothing.
+
+use crate::errors::raise;
+use pgrx::prelude::*;
+use std::ffi::CStr;
+
+/// Runs `work` as the owner of the pg_integration extension with
+/// `search_path = pg_catalog, pg_temp`. On error, transaction abort
+/// restores the user and the settings, as it does for SECURITY DEFINER.
+pub fn as_owner<R>(work: impl FnOnce() -> R) -> R {
+    let owner = extension_owner();
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context = 0;
+    // SAFETY: the same sequence fmgr_security_definer() uses.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        let nest = pg_sys::NewGUCNestLevel();
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        let result = work();
+        pg_sys::AtEOXact_GUC(true, nest);
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        result
+    }
+}
+
+fn extension_owner() -> pg_sys::Oid {
+    Spi::get_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_integration'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_integration is not installed in this database",
+            Some("Run CREATE EXTENSION pg_integration first."),
+        )
+    })
+}
+
+/// The name of the current user (the caller, outside `as_owner`).
+pub fn current_user_name() -> String {
+    // SAFETY: GetUserNameFromId returns a palloc'd C string or raises.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false);
+        CStr::from_ptr(name).to_string_lossy().into_owned()
+    }
+}

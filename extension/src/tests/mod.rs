@@ -1,0 +1,3 @@
+//! In-database tests run by `cargo pgrx test`, one file per capability.
+
+mod api_keys;

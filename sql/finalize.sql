@@ -1,0 +1,20 @@
+-- Functions are executable by PUBLIC unless revoked: take that back, then
+-- grant each role exactly what it needs.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA integration FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    integration.verify_api_key(text, text),
+    integration.authenticate(text)
+TO integration_user, integration_admin, integration_sidecar;
+
+GRANT EXECUTE ON FUNCTION
+    integration.create_api_key(text, text, text[], interval, jsonb),
+    integration.revoke_api_key(bigint),
+    integration.rotate_api_key(bigint, interval)
+TO integration_admin;
+
+CREATE TRIGGER api_key_store_changed
+    AFTER INSERT OR DELETE OR TRUNCATE
+        OR UPDATE OF name, role, scopes, metadata, secret_hash, expires_at, revoked_at
+        ON integration.api_key_store
+    FOR EACH STATEMENT EXECUTE FUNCTION integration._api_keys_changed();

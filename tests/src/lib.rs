@@ -1,0 +1,10 @@
+//! The end-to-end harness: starts real servers on loopback, each with its own
+//! data folder and a free port, and stops them when the handle is dropped.
+//! PostgreSQL refuses to run as root, so when the tests run as root the
+//! servers run as the `postgres` OS user.
+
+mod postgres_cluster;
+mod process;
+
+pub use postgres_cluster::PgCluster;
+pub use process::{free_port, workspace_root};
