@@ -4,7 +4,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA integration FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
     integration.verify_api_key(text, text),
-    integration.authenticate(text)
+    integration.authenticate(text),
+    integration.verify_jwt(text, text, text, text, integer, boolean)
 TO integration_user, integration_admin, integration_sidecar;
 
 GRANT EXECUTE ON FUNCTION
@@ -12,6 +13,10 @@ GRANT EXECUTE ON FUNCTION
     integration.revoke_api_key(bigint),
     integration.rotate_api_key(bigint, interval)
 TO integration_admin;
+
+GRANT EXECUTE ON FUNCTION
+    integration.sign_jwt(jsonb, text, text, interval, text)
+TO integration_admin, integration_sidecar;
 
 CREATE TRIGGER api_key_store_changed
     AFTER INSERT OR DELETE OR TRUNCATE

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod api_keys;
 mod audit;
 mod errors;
+mod jwt;
 mod owner;
 mod settings;
 
