@@ -8,10 +8,11 @@ SHELL        := /bin/bash
 PG_CONFIG    ?= /usr/bin/pg_config
 PGRX_VERSION := 0.16.1
 BUILD        := $(CURDIR)/build
-PGRX_PGDATA  := $(BUILD)/pgrx-test-data
+# Outside the checkout: the postgres OS user must be able to reach it.
+PGRX_PGDATA  := $(or $(TMPDIR),/tmp)/pg_integration-pgrx-$(shell id -u)
 CARGO        ?= cargo
 APT_PACKAGES := postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config \
-                libssl-dev sudo
+                libssl-dev sudo openssl
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: deps apt-deps pgrx-deps install install-release test test-unit test-pgrx \

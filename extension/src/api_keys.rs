@@ -6,10 +6,12 @@
 use crate::audit::{self, Action, Kind, Reason};
 use crate::errors::raise;
 use crate::owner::{as_owner, current_user_name};
+use crate::raw_datum::{Jsonb, Raw, TextArray};
 use crate::settings;
 use integration_core::api_keys::{self as keys, KeyHasher};
 use pgrx::prelude::*;
-use pgrx::{pg_shmem_init, JsonB, PgAtomic};
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{pg_shmem_init, JsonB, PgAtomic, PgBuiltInOids, PgOid};
 use serde_json::json;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,7 +29,8 @@ struct KeyRow {
     name: String,
     role: String,
     scopes: Vec<String>,
-    metadata: serde_json::Value,
+    scopes_raw: Raw<TextArray>,
+    metadata: Raw<Jsonb>,
     hash: Vec<u8>,
     expires_at: Option<i64>,
     revoked: bool,
@@ -98,8 +101,8 @@ struct Verified {
     id: i64,
     name: String,
     role: String,
-    scopes: Vec<String>,
-    metadata: serde_json::Value,
+    scopes: Raw<TextArray>,
+    metadata: Raw<Jsonb>,
 }
 
 fn now() -> i64 {
@@ -146,7 +149,7 @@ fn verify(token: &str, required_scope: Option<&str>, action: Action) -> Option<V
                 id,
                 name: row.name.clone(),
                 role: row.role.clone(),
-                scopes: row.scopes.clone(),
+                scopes: row.scopes_raw.clone(),
                 metadata: row.metadata.clone(),
             },
             report_use,
@@ -195,21 +198,41 @@ fn with_key<R>(id: i64, check: impl FnOnce(Option<&KeyHasher>, Option<&mut KeyRo
     })
 }
 
+thread_local! {
+    /// The lookup, planned once per backend (Postgres re-plans it when the
+    /// tables change).
+    static LOAD_PLAN: std::cell::OnceCell<&'static OwnedPreparedStatement> =
+        const { std::cell::OnceCell::new() };
+}
+
+const LOAD_SQL: &str = "
+    SELECT (SELECT key FROM integration.hash_keys WHERE purpose = 'api_keys'),
+           s.id IS NOT NULL, s.name, s.role::text, s.scopes, s.metadata,
+           s.secret_hash, s.expires_at, s.revoked_at IS NOT NULL
+    FROM (SELECT) AS one
+    LEFT JOIN integration.api_key_store s ON s.id = $1";
+
 fn load(id: i64) -> (Option<KeyHasher>, Option<KeyRow>) {
     as_owner(|| {
         Spi::connect(|client| {
+            let plan = LOAD_PLAN.with(|cell| {
+                *cell.get_or_init(|| {
+                    let plan = client
+                        .prepare(LOAD_SQL, &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)])
+                        .unwrap_or_else(|e| error!("prepare the API key lookup: {e}"));
+                    Box::leak(Box::new(plan.keep()))
+                })
+            });
             let table = client
-                .select(
-                    "SELECT (SELECT key FROM integration.hash_keys WHERE purpose = 'api_keys'),
-                            s.id IS NOT NULL, s.name, s.role::text, s.scopes, s.metadata,
-                            s.secret_hash, s.expires_at, s.revoked_at IS NOT NULL
-                     FROM (SELECT) AS one
-                     LEFT JOIN integration.api_key_store s ON s.id = $1",
-                    Some(1),
-                    &[id.into()],
-                )
+                .select(plan, Some(1), &[id.into()])
                 .unwrap_or_else(|e| error!("read API key {id}: {e}"))
                 .first();
+            let datum = |n| {
+                table
+                    .get_datum_by_ordinal(n)
+                    .unwrap_or_else(|e| error!("read API key {id}: {e}"))
+                    .unwrap_or_else(|| error!("API key {id}: column {n} is null"))
+            };
             let hasher = table
                 .get::<Vec<u8>>(1)
                 .ok()
@@ -224,11 +247,9 @@ fn load(id: i64) -> (Option<KeyHasher>, Option<KeyRow>) {
                     .ok()
                     .flatten()
                     .unwrap_or_default(),
-                metadata: table
-                    .get::<JsonB>(6)
-                    .ok()
-                    .flatten()
-                    .map_or(serde_json::Value::Null, |j| j.0),
+                // SAFETY: NOT NULL columns of exactly these types.
+                scopes_raw: unsafe { Raw::copy_of(datum(5)) },
+                metadata: unsafe { Raw::copy_of(datum(6)) },
                 hash: table.get(7).ok().flatten().unwrap_or_default(),
                 expires_at: table
                     .get::<TimestampWithTimeZone>(8)
@@ -246,6 +267,8 @@ fn load(id: i64) -> (Option<KeyHasher>, Option<KeyRow>) {
 /// Checks an API key. Returns the key's id, name, role, scopes and metadata,
 /// or no row when the token is malformed, unknown, wrong, revoked, expired
 /// or lacks `required_scope`; the reason goes to the audit log only.
+// pgrx reads the row type from the signature, so it cannot be an alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_restricted)]
 fn verify_api_key(
     token: &str,
@@ -256,13 +279,13 @@ fn verify_api_key(
         name!(id, i64),
         name!(name, String),
         name!(role, String),
-        name!(scopes, Vec<String>),
-        name!(metadata, JsonB),
+        name!(scopes, Raw<TextArray>),
+        name!(metadata, Raw<Jsonb>),
     ),
 > {
     TableIterator::new(
         verify(token, required_scope, Action::Verify)
-            .map(|v| (v.id, v.name, v.role, v.scopes, JsonB(v.metadata))),
+            .map(|v| (v.id, v.name, v.role, v.scopes, v.metadata)),
     )
 }
 
@@ -458,9 +481,9 @@ struct StoredKey {
 
 /// Reads key `id` (locking its row). Call inside `as_owner`.
 fn stored_key(id: i64) -> StoredKey {
-    Spi::connect(|client| {
+    Spi::connect_mut(|client| {
         let table = client
-            .select(
+            .update(
                 "SELECT name, role::text, scopes, metadata, expires_at - created_at,
                         CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
                              WHEN expires_at <= now() THEN 'expired' ELSE 'active' END

@@ -9,6 +9,7 @@ mod audit;
 mod errors;
 mod jwt;
 mod owner;
+mod raw_datum;
 mod settings;
 
 pgrx::pg_module_magic!();

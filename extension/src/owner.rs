@@ -5,6 +5,7 @@
 
 use crate::errors::raise;
 use pgrx::prelude::*;
+use std::cell::Cell;
 use std::ffi::CStr;
 
 /// Runs `work` as the owner of the pg_integration extension with
@@ -39,7 +40,22 @@ pub fn as_owner<R>(work: impl FnOnce() -> R) -> R {
     }
 }
 
+thread_local! {
+    /// Only superusers create this extension and its owner cannot change,
+    /// so the owner is looked up once per backend.
+    static OWNER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+}
+
 fn extension_owner() -> pg_sys::Oid {
+    if let Some(owner) = OWNER.get() {
+        return owner;
+    }
+    let owner = lookup_owner();
+    OWNER.set(Some(owner));
+    owner
+}
+
+fn lookup_owner() -> pg_sys::Oid {
     Spi::get_one::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_integration'",
     )

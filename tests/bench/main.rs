@@ -1,1 +1,142 @@
-fn main() {}
+//! `make bench`: measured figures, never asserted. Each figure is printed
+//! beside the limit measured in the same run on the same cluster, as a ratio.
+//!
+//! api_keys: 100 000 `verify_api_key` calls in one statement (warm cache),
+//! 20 000 distinct keys verified once each in a fresh session (cold cache),
+//! against the same check written in plain SQL (pgcrypto digest + indexed
+//! lookup + revoked/expiry test) and against the bare loop.
+
+use integration_tests::PgCluster;
+use postgres::Client;
+use std::time::Instant;
+
+const WARM_CALLS: i64 = 100_000;
+const COLD_KEYS: i64 = 20_000;
+const RUNS: usize = 5;
+
+fn main() {
+    let cluster = PgCluster::start();
+    let mut db = cluster.create_database("bench");
+    db.batch_execute(PLAIN_SQL_SETUP).expect("plain SQL setup");
+    println!("# pg_integration benchmarks (release build, PostgreSQL 15, loopback)");
+    api_keys(&cluster, &mut db);
+}
+
+const PLAIN_SQL_SETUP: &str = "
+    CREATE EXTENSION pgcrypto;
+    CREATE ROLE web_user NOLOGIN;
+    CREATE TABLE plain_keys (
+        id bigint PRIMARY KEY, name text, role text, scopes text[], metadata jsonb,
+        secret_hash bytea, expires_at timestamptz, revoked_at timestamptz);
+    CREATE FUNCTION plain_verify(token text)
+    RETURNS TABLE (id bigint, name text, role text, scopes text[], metadata jsonb)
+    LANGUAGE sql STABLE AS $$
+        SELECT k.id, k.name, k.role, k.scopes, k.metadata
+        FROM plain_keys k
+        WHERE k.id = split_part(token, '_', 2)::bigint
+          AND k.secret_hash = digest(split_part(token, '_', 3), 'sha256')
+          AND k.revoked_at IS NULL
+          AND (k.expires_at IS NULL OR k.expires_at > now())
+    $$;
+";
+
+/// Median wall time of `sql` over `RUNS` runs, in microseconds per `calls`.
+fn per_call(
+    client: &mut Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+    calls: i64,
+) -> f64 {
+    let mut times: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            let n: i64 = client.query_one(sql, params).expect(sql).get(0);
+            assert_eq!(n, calls, "every call must verify: {sql}");
+            start.elapsed().as_secs_f64() * 1e6 / calls as f64
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[RUNS / 2]
+}
+
+fn api_keys(cluster: &PgCluster, db: &mut Client) {
+    let token: String = db
+        .query_one(
+            "SELECT integration.create_api_key('bench', 'web_user', '{orders:read}', metadata => '{\"team\":\"a\"}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let plain_token = "pgplain_1_secretsecretsecretsecretsecretsecretsec";
+    db.execute(
+        "INSERT INTO plain_keys VALUES (1, 'bench', 'web_user', '{orders:read}', '{\"team\":\"a\"}',
+                digest('secretsecretsecretsecretsecretsecretsec', 'sha256'), NULL, NULL)",
+        &[],
+    )
+    .unwrap();
+
+    let loop_only = per_call(
+        db,
+        "SELECT count(*) FROM (SELECT g FROM generate_series(1, $1::bigint) g) s",
+        &[&WARM_CALLS],
+        WARM_CALLS,
+    );
+    let ours = per_call(
+        db,
+        "SELECT count(*) FROM (SELECT integration.verify_api_key($2) FROM generate_series(1, $1::bigint)) s",
+        &[&WARM_CALLS, &token],
+        WARM_CALLS,
+    );
+    let plain = per_call(
+        db,
+        "SELECT count(*) FROM (SELECT plain_verify($2) FROM generate_series(1, $1::bigint)) s",
+        &[&WARM_CALLS, &plain_token],
+        WARM_CALLS,
+    );
+    println!("\n## api_keys: verify_api_key, {WARM_CALLS} calls in one statement, warm cache (median of {RUNS})");
+    println!("bare loop                      {loop_only:8.3} µs/row");
+    println!("integration.verify_api_key     {ours:8.3} µs/call");
+    println!("plain SQL (pgcrypto + index)   {plain:8.3} µs/call");
+    println!("ratio plain SQL / ours         {:8.2}x", plain / ours);
+    println!(
+        "ratio net of the loop          {:8.2}x",
+        (plain - loop_only) / (ours - loop_only)
+    );
+
+    // Cold: distinct keys, each verified once, in a fresh session.
+    db.batch_execute(&format!(
+        "CREATE TABLE cold_tokens AS
+           SELECT integration.create_api_key('cold ' || g, 'web_user') AS token
+           FROM generate_series(1, {COLD_KEYS}) g;
+         INSERT INTO plain_keys
+           SELECT 1000 + g, 'cold', 'web_user', '{{}}', '{{}}',
+                  digest('s' || g, 'sha256'), NULL, NULL
+           FROM generate_series(1, {COLD_KEYS}) g;
+         CREATE TABLE cold_plain AS
+           SELECT 'pgplain_' || (1000 + g) || '_s' || g AS token FROM generate_series(1, {COLD_KEYS}) g;"
+    ))
+    .unwrap();
+    let cold = |sql: &str| {
+        let mut times: Vec<f64> = (0..RUNS)
+            .map(|_| {
+                let mut fresh = cluster.connect("bench");
+                let start = Instant::now();
+                let n: i64 = fresh.query_one(sql, &[]).expect(sql).get(0);
+                assert_eq!(n, COLD_KEYS, "{sql}");
+                start.elapsed().as_secs_f64() * 1e6 / COLD_KEYS as f64
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[RUNS / 2]
+    };
+    let ours_cold =
+        cold("SELECT count(*) FROM (SELECT integration.verify_api_key(token) FROM cold_tokens) s");
+    let plain_cold = cold("SELECT count(*) FROM (SELECT plain_verify(token) FROM cold_plain) s");
+    println!("\n## api_keys: {COLD_KEYS} distinct keys verified once each, fresh session (median of {RUNS})");
+    println!("integration.verify_api_key     {ours_cold:8.3} µs/call");
+    println!("plain SQL (pgcrypto + index)   {plain_cold:8.3} µs/call");
+    println!(
+        "ratio plain SQL / ours         {:8.2}x",
+        plain_cold / ours_cold
+    );
+}

@@ -81,13 +81,7 @@ impl PgCluster {
         let mut text = fs::read_to_string(&conf_path).expect("read postgresql.conf");
         text.push_str(&conf);
         fs::write(&conf_path, text).expect("write postgresql.conf");
-        run_checked(
-            as_postgres(cluster.bin("pg_ctl").to_str().unwrap())
-                .args(["-D", cluster.data().to_str().unwrap()])
-                .args(["-l", cluster.log_path().to_str().unwrap()])
-                .args(["-w", "-t", "60", "start"]),
-            "pg_ctl start",
-        );
+        cluster.restart();
         cluster
     }
 
@@ -121,6 +115,29 @@ impl PgCluster {
             .batch_execute("CREATE EXTENSION pg_integration")
             .unwrap_or_else(|e| panic!("CREATE EXTENSION: {e}\n{}", self.log_tail()));
         client
+    }
+
+    /// Stops the server (fast shutdown); [`PgCluster::restart`] brings it back.
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "stop"], "pg_ctl stop");
+    }
+
+    /// Starts a stopped server again on the same port with the same data.
+    pub fn restart(&self) {
+        let log = self.log_path();
+        self.pg_ctl(
+            &["-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+            "pg_ctl start",
+        );
+    }
+
+    fn pg_ctl(&self, args: &[&str], what: &str) {
+        run_checked(
+            as_postgres(self.bin("pg_ctl").to_str().unwrap())
+                .args(["-D", self.data().to_str().unwrap()])
+                .args(args),
+            what,
+        );
     }
 
     /// The last lines of the server log, for failure messages.

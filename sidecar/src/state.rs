@@ -1,0 +1,47 @@
+//! What every handler can reach: the database pool and the metrics. Also the
+//! one database check shared by `/readyz` and `/metrics`, which keeps the
+//! `db_up` gauge current and logs only when reachability changes.
+
+use crate::db::{Database, DbError};
+use crate::metrics::Metrics;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub metrics: Arc<Metrics>,
+    db_status: Arc<AtomicU8>,
+}
+
+impl AppState {
+    pub fn new(db: Database, metrics: Metrics) -> AppState {
+        AppState {
+            db,
+            metrics: Arc::new(metrics),
+            db_status: Arc::new(AtomicU8::new(UNKNOWN)),
+        }
+    }
+
+    /// Pings the database, records the outcome in `integration_sidecar_db_up`
+    /// and logs a line when the outcome differs from the previous check.
+    pub async fn check_database(&self) -> Result<(), DbError> {
+        let result = self.db.ping().await;
+        self.metrics.set_db_up(result.is_ok());
+        let now = if result.is_ok() { UP } else { DOWN };
+        if self.db_status.swap(now, Ordering::Relaxed) != now {
+            match &result {
+                Ok(()) => tracing::info!("database is reachable"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "database is unreachable; /readyz answers 503 until it is back"
+                ),
+            }
+        }
+        result
+    }
+}
