@@ -5,15 +5,19 @@
 
 use crate::audit::{self, Action, Kind, Reason};
 use crate::errors::raise;
-use crate::owner::{as_owner, current_user_name};
+use crate::owner::{as_owner, as_owner_saved_plan, current_user_name};
 use crate::raw_datum::{Jsonb, Raw, TextArray};
 use crate::settings;
 use integration_core::api_keys::{self as keys, KeyHasher};
+use pgrx::fcinfo::{
+    pg_getarg, pg_return_null, srf_is_first_call, srf_return_done, srf_return_next,
+};
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
+use pgrx::PgMemoryContexts;
 use pgrx::{pg_shmem_init, JsonB, PgAtomic, PgBuiltInOids, PgOid};
 use serde_json::json;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -212,17 +216,25 @@ const LOAD_SQL: &str = "
     FROM (SELECT) AS one
     LEFT JOIN integration.api_key_store s ON s.id = $1";
 
-fn load(id: i64) -> (Option<KeyHasher>, Option<KeyRow>) {
-    as_owner(|| {
-        Spi::connect(|client| {
-            let plan = LOAD_PLAN.with(|cell| {
-                *cell.get_or_init(|| {
+fn load_plan() -> &'static OwnedPreparedStatement {
+    LOAD_PLAN.with(|cell| {
+        *cell.get_or_init(|| {
+            as_owner(|| {
+                Spi::connect(|client| {
                     let plan = client
                         .prepare(LOAD_SQL, &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)])
                         .unwrap_or_else(|e| error!("prepare the API key lookup: {e}"));
                     Box::leak(Box::new(plan.keep()))
                 })
-            });
+            })
+        })
+    })
+}
+
+fn load(id: i64) -> (Option<KeyHasher>, Option<KeyRow>) {
+    let plan = load_plan();
+    as_owner_saved_plan(|| {
+        Spi::connect(|client| {
             let table = client
                 .select(plan, Some(1), &[id.into()])
                 .unwrap_or_else(|e| error!("read API key {id}: {e}"))
@@ -264,29 +276,94 @@ fn load(id: i64) -> (Option<KeyHasher>, Option<KeyRow>) {
     })
 }
 
-/// Checks an API key. Returns the key's id, name, role, scopes and metadata,
-/// or no row when the token is malformed, unknown, wrong, revoked, expired
-/// or lacks `required_scope`; the reason goes to the audit log only.
-// pgrx reads the row type from the signature, so it cannot be an alias.
-#[allow(clippy::type_complexity)]
-#[pg_extern(stable, parallel_restricted)]
-fn verify_api_key(
-    token: &str,
-    required_scope: default!(Option<&str>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(id, i64),
-        name!(name, String),
-        name!(role, String),
-        name!(scopes, Raw<TextArray>),
-        name!(metadata, Raw<Jsonb>),
-    ),
-> {
-    TableIterator::new(
-        verify(token, required_scope, Action::Verify)
-            .map(|v| (v.id, v.name, v.role, v.scopes, v.metadata)),
-    )
+extension_sql!(
+    r#"
+CREATE FUNCTION integration.verify_api_key(token text, required_scope text DEFAULT NULL)
+RETURNS TABLE (id bigint, name text, role text, scopes text[], metadata jsonb)
+LANGUAGE c STABLE PARALLEL RESTRICTED ROWS 1
+AS 'MODULE_PATHNAME', 'verify_api_key_srf';
+COMMENT ON FUNCTION integration.verify_api_key(text, text) IS
+    'Returns the key''s id, name, role, scopes and metadata, or no row when the token is invalid';
+"#,
+    name = "verify_api_key",
+    requires = ["roles"],
+);
+
+thread_local! {
+    /// `verify_api_key`'s blessed row descriptor, built once per backend:
+    /// pgrx's table functions rebuild it on every call, which costs more
+    /// than the whole warm verification.
+    static ROW_DESC: Cell<pg_sys::TupleDesc> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+unsafe fn row_desc(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::TupleDesc {
+    let cached = ROW_DESC.get();
+    if !cached.is_null() {
+        return cached;
+    }
+    // SAFETY: a descriptor for this function's OUT columns, kept in
+    // TopMemoryContext for the life of the backend.
+    let desc = unsafe {
+        PgMemoryContexts::TopMemoryContext.switch_to(|_| {
+            let mut desc = std::ptr::null_mut();
+            let class = pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut desc);
+            if class != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE || desc.is_null() {
+                error!("verify_api_key must be declared RETURNS TABLE");
+            }
+            pg_sys::BlessTupleDesc(desc)
+        })
+    };
+    ROW_DESC.set(desc);
+    desc
+}
+
+/// Tells Postgres that [`verify_api_key_srf`] uses the version-1 calling
+/// convention (PG_FUNCTION_INFO_V1).
+#[unsafe(no_mangle)]
+pub extern "C" fn pg_finfo_verify_api_key_srf() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `integration.verify_api_key(token, required_scope)`: the key's id, name,
+/// role, scopes and metadata, or no row when the token is malformed,
+/// unknown, wrong, revoked, expired or lacks `required_scope`; the reason
+/// goes to the audit log only. A hand-written set-returning function (see
+/// [`ROW_DESC`]).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn verify_api_key_srf(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: the ValuePerCall protocol of funcapi.h: the first call
+    // returns the row (if any), the next one ends the set.
+    unsafe {
+        if !srf_is_first_call(fcinfo) {
+            let funcctx = pg_sys::per_MultiFuncCall(fcinfo);
+            srf_return_done(fcinfo, funcctx);
+            return pg_return_null(fcinfo);
+        }
+        let funcctx = pg_sys::init_MultiFuncCall(fcinfo);
+        let token = pg_getarg::<&str>(fcinfo, 0);
+        let scope = pg_getarg::<&str>(fcinfo, 1);
+        let Some(key) = token.and_then(|t| verify(t, scope, Action::Verify)) else {
+            srf_return_done(fcinfo, funcctx);
+            return pg_return_null(fcinfo);
+        };
+        let desc = row_desc(fcinfo);
+        let mut values = [
+            key.id.into_datum(),
+            key.name.into_datum(),
+            key.role.into_datum(),
+            key.scopes.into_datum(),
+            key.metadata.into_datum(),
+        ]
+        .map(|d| d.unwrap_or(pg_sys::Datum::from(0)));
+        let mut nulls = [false; 5];
+        let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        srf_return_next(fcinfo, funcctx);
+        pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
+    }
 }
 
 /// Verifies `token` and switches to its role for the rest of the

@@ -17,8 +17,9 @@ use std::time::Duration;
 const CAPACITY: usize = 4096;
 /// Databases that can have a writer at the same time.
 const WORKER_SLOTS: usize = 32;
-/// A writer leaves after this many empty polls (200 ms each).
-const IDLE_POLLS: u32 = 150;
+/// A writer leaves after this many empty polls (200 ms each): soon, since
+/// while it is connected `DROP DATABASE` (without FORCE) is refused.
+const IDLE_POLLS: u32 = 25;
 /// Events written per transaction.
 const BATCH: usize = 512;
 /// A writer that could not connect this many times gives up on its database.

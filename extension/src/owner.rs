@@ -12,29 +12,44 @@ use std::ffi::CStr;
 /// `search_path = pg_catalog, pg_temp`. On error, transaction abort
 /// restores the user and the settings, as it does for SECURITY DEFINER.
 pub fn as_owner<R>(work: impl FnOnce() -> R) -> R {
+    switch_to_owner(true, work)
+}
+
+/// Like [`as_owner`] but keeps the caller's `search_path`: only for running
+/// plans saved inside [`as_owner`], which Postgres re-plans with the
+/// `search_path` they were made with.
+pub fn as_owner_saved_plan<R>(work: impl FnOnce() -> R) -> R {
+    switch_to_owner(false, work)
+}
+
+fn switch_to_owner<R>(safe_search_path: bool, work: impl FnOnce() -> R) -> R {
     let owner = extension_owner();
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_context = 0;
     // SAFETY: the same sequence fmgr_security_definer() uses.
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        let nest = pg_sys::NewGUCNestLevel();
+        let nest = safe_search_path.then(|| pg_sys::NewGUCNestLevel());
         pg_sys::SetUserIdAndSecContext(
             owner,
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
         );
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
+        if nest.is_some() {
+            pg_sys::set_config_option(
+                c"search_path".as_ptr(),
+                c"pg_catalog, pg_temp".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
         let result = work();
-        pg_sys::AtEOXact_GUC(true, nest);
+        if let Some(nest) = nest {
+            pg_sys::AtEOXact_GUC(true, nest);
+        }
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         result
     }

@@ -2,11 +2,6 @@
 //! cached `jsonb` or `text[]` costs one palloc and a memcpy per call instead
 //! of a parse. Only for types passed by reference as varlena.
 
-use pgrx::callconv::{BoxRet, FcInfo};
-use pgrx::datum::Datum;
-use pgrx::pgrx_sql_entity_graph::metadata::{
-    ArgumentError, Returns, ReturnsError, SqlMapping, SqlTranslatable,
-};
 use pgrx::prelude::*;
 use pgrx::IntoDatum;
 use std::marker::PhantomData;
@@ -15,19 +10,16 @@ use std::rc::Rc;
 /// A varlena SQL type that [`Raw`] may hold.
 pub trait VarlenaType {
     const OID: pg_sys::Oid;
-    const SQL: &'static str;
 }
 
 pub struct Jsonb;
 impl VarlenaType for Jsonb {
     const OID: pg_sys::Oid = pg_sys::JSONBOID;
-    const SQL: &'static str = "jsonb";
 }
 
 pub struct TextArray;
 impl VarlenaType for TextArray {
     const OID: pg_sys::Oid = pg_sys::TEXTARRAYOID;
-    const SQL: &'static str = "text[]";
 }
 
 /// The bytes of one value of type `T`; cloning shares them.
@@ -77,27 +69,5 @@ impl<T: VarlenaType> IntoDatum for Raw<T> {
 
     fn type_oid() -> pg_sys::Oid {
         T::OID
-    }
-}
-
-// SAFETY: the datum is a complete palloc'd value of the declared type.
-unsafe impl<T: VarlenaType> BoxRet for Raw<T> {
-    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
-        match self.into_datum() {
-            // SAFETY: see above.
-            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
-            None => fcinfo.return_null(),
-        }
-    }
-}
-
-// SAFETY: the SQL type named is the one the bytes hold.
-unsafe impl<T: VarlenaType> SqlTranslatable for Raw<T> {
-    fn argument_sql() -> Result<SqlMapping, ArgumentError> {
-        Ok(SqlMapping::literal(T::SQL))
-    }
-
-    fn return_sql() -> Result<Returns, ReturnsError> {
-        Ok(Returns::One(SqlMapping::literal(T::SQL)))
     }
 }

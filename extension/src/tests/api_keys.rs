@@ -189,4 +189,28 @@ mod tests {
     fn authenticate_refuses_bad_tokens() {
         Spi::run("SELECT integration.authenticate('pgik_1_nope')").unwrap();
     }
+
+    #[pg_test]
+    fn verify_works_in_every_set_returning_position() {
+        let token = create(", scopes => '{a}'");
+        let sql = format!(
+            "WITH t(token) AS (VALUES ('{token}'), ('bad'), ('{token}'), (NULL))
+             SELECT (SELECT count(*) FROM t, LATERAL integration.verify_api_key(t.token)),
+                    (SELECT count(*) FROM (SELECT integration.verify_api_key(token) FROM t) s),
+                    (SELECT count(*) FROM (SELECT integration.verify_api_key(token) FROM t LIMIT 1) s),
+                    (SELECT count(*) FROM t WHERE EXISTS (SELECT FROM integration.verify_api_key(t.token, 'a')))"
+        );
+        let counts = Spi::connect(|client| {
+            let row = client.select(&sql, Some(1), &[]).unwrap().first();
+            (1..=4)
+                .map(|n| row.get::<i64>(n).unwrap().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(counts, vec![2, 2, 1, 2]);
+        let columns = one::<String>(&format!(
+            "SELECT concat_ws('|', name, role, scopes::text, metadata::text)
+             FROM integration.verify_api_key('{token}')"
+        ));
+        assert_eq!(columns.as_deref(), Some("test key|postgres|{a}|{}"));
+    }
 }
