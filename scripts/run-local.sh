@@ -56,7 +56,8 @@ psql_admin() { "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT
 if [ "$(psql_admin -d postgres -Atc "SELECT count(*) FROM pg_database WHERE datname = '$DB'")" = 0 ]; then
   psql_admin -d postgres -c "CREATE DATABASE $DB"
 fi
-psql_admin -d "$DB" -c "CREATE EXTENSION IF NOT EXISTS pg_integration" \
+psql_admin -d "$DB" -c "SET client_min_messages = warning" \
+  -c "CREATE EXTENSION IF NOT EXISTS pg_integration" \
   -c "ALTER EXTENSION pg_integration UPDATE" \
   -c "ALTER ROLE integration_sidecar LOGIN"
 
@@ -99,6 +100,8 @@ Try, in psql:
 
 Press Ctrl-C to stop everything.
 MSG
-wait "$SIDECAR_PID" || true
-echo "the sidecar exited; see $RUN/sidecar.log"
+status=0
+wait "$SIDECAR_PID" || status=$?
+# Ctrl-C reaches the sidecar too; it then stops cleanly with status 0.
+[ "$status" = 0 ] || echo "the sidecar exited with status $status; see $RUN/sidecar.log" >&2
 stop

@@ -152,16 +152,22 @@ mod tests {
             "SELECT id FROM integration.verify_api_key('{token}')"
         ))
         .unwrap();
+        let rotated = one::<String>(&format!("SELECT integration.rotate_api_key({id})")).unwrap();
         Spi::run(&format!("SELECT integration.revoke_api_key({id})")).unwrap();
         let actions = one::<String>(&format!(
             "SELECT string_agg(action, ',' ORDER BY id) FROM integration.audit_log WHERE target = 'api_key:{id}'"
         ));
-        assert_eq!(actions.as_deref(), Some("api_key.create,api_key.revoke"));
-        let leaks = one::<i64>(&format!(
-            "SELECT count(*) FROM integration.audit_log WHERE detail::text LIKE '%{}%'",
-            &token[token.len() - 49..]
-        ));
-        assert_eq!(leaks, Some(0));
+        assert_eq!(
+            actions.as_deref(),
+            Some("api_key.create,api_key.rotate,api_key.revoke")
+        );
+        for secret in [&token, &rotated] {
+            let leaks = one::<i64>(&format!(
+                "SELECT count(*) FROM integration.audit_log WHERE detail::text LIKE '%{}%'",
+                &secret[secret.len() - 49..]
+            ));
+            assert_eq!(leaks, Some(0));
+        }
     }
 
     #[pg_test(error = "role \"no_such_role\" does not exist")]
