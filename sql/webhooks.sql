@@ -169,10 +169,11 @@ BEGIN
             USING ERRCODE = '42501';
     END IF;
     IF w.handler IS NOT NULL THEN
-        SELECT p.prorettype, p.proargtypes, p.prosecdef, p.proowner, p.prokind INTO proc
+        SELECT p.prorettype, p.pronargs, p.proargtypes[0] AS argtype, p.prosecdef, p.proowner,
+               p.prokind INTO proc
           FROM pg_proc p WHERE p.oid = w.handler;
-        IF proc.prokind <> 'f' OR proc.prorettype <> 'jsonb'::regtype::oid
-           OR proc.proargtypes::oid[] <> ARRAY['jsonb'::regtype::oid] THEN
+        IF proc.prokind <> 'f' OR proc.prorettype <> 'jsonb'::regtype OR proc.pronargs <> 1
+           OR proc.argtype <> 'jsonb'::regtype THEN
             RAISE EXCEPTION 'handler % of webhook % must be a function (event jsonb) RETURNS jsonb', w.handler, w.name
                 USING ERRCODE = '42P13';
         END IF;
