@@ -377,7 +377,7 @@ impl Check<'_> {
         let digest = value
             .trim()
             .strip_prefix("sha256=")
-            .and_then(|hex| decode_hex(hex))
+            .and_then(decode_hex)
             .ok_or(SignatureError::Malformed {
                 header: HEADER,
                 reason: "expected sha256=<64 hex digits>",

@@ -212,10 +212,15 @@ pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64>
 
 /// The sidecar binary with none of its variables inherited from the caller.
 pub fn sidecar_command() -> Command {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    // The bench runs the release build: INTEGRATION_SIDECAR_BIN names it.
+    let binary = std::env::var_os("INTEGRATION_SIDECAR_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let binary = target.join("debug").join("integration-sidecar");
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"));
+            target.join("debug").join("integration-sidecar")
+        });
     assert!(
         binary.is_file(),
         "{} is missing: build it first with `cargo build -p integration-sidecar` \

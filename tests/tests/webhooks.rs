@@ -655,6 +655,13 @@ fn concurrent_redelivery_of_one_id_is_stored_once() {
     );
 }
 
+/// The load threads, the delivery ids answered 2xx, and the count of 503s.
+type Load = (
+    Vec<thread::JoinHandle<()>>,
+    Arc<Mutex<BTreeMap<String, u16>>>,
+    Arc<AtomicUsize>,
+);
+
 /// Sends distinct signed deliveries from `connections` threads until `stop`,
 /// recording every delivery id answered 2xx (and how many 503s).
 fn load(
@@ -662,11 +669,7 @@ fn load(
     secret: String,
     connections: usize,
     stop: Arc<AtomicBool>,
-) -> (
-    Vec<thread::JoinHandle<()>>,
-    Arc<Mutex<BTreeMap<String, u16>>>,
-    Arc<AtomicUsize>,
-) {
+) -> Load {
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let unavailable = Arc::new(AtomicUsize::new(0));
     let threads = (0..connections)
