@@ -208,7 +208,7 @@ async fn receive(
             tracing::warn!(webhook = %webhook.name, error = %error, "webhook event rolled back");
             json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "the webhook's handler failed; nothing was stored",
+                "the webhook's handler or target table failed; nothing was stored",
             )
         }
         commit::Outcome::Gone => {
