@@ -66,7 +66,7 @@ fn webhooks() {
         .expect("create_webhook")
         .get(0);
     let pad = "x".repeat(1024 - 60);
-    let body = format!(r#"{{"action":"opened","number":1,"pad":"{pad}"}}"#);
+    let body = format!(r#"{{"action":"opened","number":"1","pad":"{pad}"}}"#);
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(body.as_bytes());
     let signature: String = mac
@@ -118,9 +118,10 @@ end
     fs::write(
         &insert,
         format!(
-            "INSERT INTO integration.webhook_events \
+            "\\set r random(1, 1000000000000)\n\
+             INSERT INTO integration.webhook_events \
              (webhook, delivery_id, headers, payload, raw_body, content_type, source) \
-             VALUES ('pgbench', 'p' || :client_id || '-' || random(1, 1000000000000), \
+             VALUES ('pgbench', 'p' || :client_id || '-' || :r, \
              '{{\"x-github-event\": \"pull_request\"}}', '{body}', \
              convert_to('{body}', 'UTF8'), 'application/json', '127.0.0.1');\n"
         ),
