@@ -404,8 +404,9 @@ END
 $$;
 
 -- Called by the sidecar with a batch of verified deliveries, in one
--- transaction (group commit). Each event is stored in its webhook's target
--- in its own subtransaction, so a failing handler rolls back that event
+-- transaction (group commit). Events of webhooks without a handler are
+-- stored with one INSERT per target table; events with a handler each get
+-- their own subtransaction, so a failing handler rolls back that event
 -- alone. A known (webhook, delivery_id) is a duplicate: nothing is written
 -- and the original id is returned. New events notify integration_webhook.
 CREATE FUNCTION integration.ingest_webhook_events(
@@ -419,51 +420,99 @@ CREATE FUNCTION integration.ingest_webhook_events(
 ) RETURNS TABLE (ord integer, event_id bigint, duplicate boolean, response jsonb, error text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    n integer := coalesce(array_length(webhook_ids, 1), 0);
+    ids bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    dups boolean[] := array_fill(false, ARRAY[n]);
+    responses jsonb[] := array_fill(NULL::jsonb, ARRAY[n]);
+    errors text[] := array_fill('webhook_gone'::text, ARRAY[n]);
     w integration.webhooks;
+    t regclass;
+    r record;
+    found_id bigint;
+    new_id bigint;
+    answer jsonb;
     i integer;
 BEGIN
-    FOR i IN 1 .. coalesce(array_length(webhook_ids, 1), 0) LOOP
-        ord := i;
-        event_id := NULL;
-        duplicate := false;
-        response := NULL;
-        error := NULL;
-        SELECT * INTO w FROM integration.webhooks x WHERE x.id = webhook_ids[i] AND x.enabled;
-        IF NOT FOUND THEN
-            error := 'webhook_gone';
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
+    -- Webhooks without a handler: one set-based INSERT per target. Ids are
+    -- drawn first so that inserted rows map back to their place in the batch.
+    FOR t IN SELECT DISTINCT x.target FROM integration.webhooks x
+              WHERE x.id = ANY (webhook_ids) AND x.enabled AND x.handler IS NULL LOOP
+        FOR r IN EXECUTE format(
+            'WITH input AS (
+                 SELECT u.ord::integer AS ord, nextval(%L) AS id, x.name, u.delivery_id,
+                        coalesce(u.headers, ''{}'') AS headers, u.payload, u.raw_body,
+                        u.content_type, u.source
+                   FROM unnest($1, $2, $3, $4, $5, $6, $7) WITH ORDINALITY
+                        AS u(webhook_id, delivery_id, headers, payload, raw_body, content_type, source, ord)
+                   JOIN integration.webhooks x ON x.id = u.webhook_id
+                  WHERE x.enabled AND x.handler IS NULL AND x.target = $8),
+             ins AS (
+                 INSERT INTO %s AS e (id, webhook, delivery_id, headers, payload, raw_body, content_type, source)
+                 OVERRIDING SYSTEM VALUE
+                 SELECT id, name, delivery_id, headers, payload, raw_body, content_type, source
+                   FROM input ORDER BY ord
+                 ON CONFLICT (webhook, delivery_id) DO NOTHING
+                 RETURNING e.id)
+             SELECT i.ord, i.id, i.name, i.delivery_id, ins.id IS NOT NULL AS inserted
+               FROM input i LEFT JOIN ins ON ins.id = i.id',
+            pg_get_serial_sequence(t::text, 'id'), t)
+          USING webhook_ids, delivery_ids, headers, payloads, raw_bodies, content_types, sources, t
+        LOOP
+            errors[r.ord] := NULL;
+            IF r.inserted THEN
+                ids[r.ord] := r.id;
+                PERFORM pg_notify('integration_webhook', r.id::text);
+            ELSE
+                -- A separate statement: it sees a row that a concurrent
+                -- transaction committed while this INSERT waited for it.
+                EXECUTE format('SELECT e.id FROM %s e WHERE e.webhook = $1 AND e.delivery_id = $2', t)
+                   INTO found_id USING r.name, r.delivery_id;
+                ids[r.ord] := found_id;
+                dups[r.ord] := true;
+            END IF;
+        END LOOP;
+    END LOOP;
+
+    -- Webhooks with a handler: one subtransaction per event.
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN errors[i] IS DISTINCT FROM 'webhook_gone';
+        SELECT * INTO w FROM integration.webhooks x
+         WHERE x.id = webhook_ids[i] AND x.enabled AND x.handler IS NOT NULL;
+        CONTINUE WHEN NOT FOUND;
         BEGIN
+            new_id := NULL;
+            answer := NULL;
             EXECUTE format('INSERT INTO %s AS t (webhook, delivery_id, headers, payload, raw_body, content_type, source)
                             VALUES ($1, $2, $3, $4, $5, $6, $7)
                             ON CONFLICT (webhook, delivery_id) DO NOTHING RETURNING t.id', w.target)
-               INTO event_id
+               INTO new_id
               USING w.name, delivery_ids[i], coalesce(headers[i], '{}'), payloads[i], raw_bodies[i],
                     content_types[i], sources[i];
-            IF event_id IS NULL THEN
+            IF new_id IS NULL THEN
                 EXECUTE format('SELECT t.id FROM %s t WHERE t.webhook = $1 AND t.delivery_id = $2', w.target)
-                   INTO event_id USING w.name, delivery_ids[i];
-                duplicate := true;
+                   INTO new_id USING w.name, delivery_ids[i];
+                dups[i] := true;
             ELSE
-                PERFORM pg_notify('integration_webhook', event_id::text);
-                IF w.handler IS NOT NULL THEN
-                    EXECUTE format('SELECT %s($1)', w.handler::oid::regproc)
-                       INTO response
-                      USING jsonb_build_object('id', event_id, 'webhook', w.name,
-                                'delivery_id', delivery_ids[i], 'headers', headers[i],
-                                'payload', payloads[i], 'content_type', content_types[i],
-                                'source', host(sources[i]), 'received_at', now());
-                END IF;
+                PERFORM pg_notify('integration_webhook', new_id::text);
+                EXECUTE format('SELECT %s($1)', w.handler::oid::regproc)
+                   INTO answer
+                  USING jsonb_build_object('id', new_id, 'webhook', w.name,
+                            'delivery_id', delivery_ids[i], 'headers', headers[i],
+                            'payload', payloads[i], 'content_type', content_types[i],
+                            'source', host(sources[i]), 'received_at', now());
             END IF;
+            ids[i] := new_id;
+            responses[i] := answer;
+            errors[i] := NULL;
         EXCEPTION WHEN OTHERS THEN
-            event_id := NULL;
-            duplicate := false;
-            response := NULL;
-            error := SQLSTATE || ': ' || SQLERRM;
+            ids[i] := NULL;
+            dups[i] := false;
+            responses[i] := NULL;
+            errors[i] := SQLSTATE || ': ' || SQLERRM;
         END;
-        RETURN NEXT;
     END LOOP;
+
+    RETURN QUERY SELECT g, ids[g], dups[g], responses[g], errors[g] FROM generate_series(1, n) g;
 END
 $$;
 
