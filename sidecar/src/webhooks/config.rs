@@ -120,13 +120,12 @@ impl Cache {
         tokio::spawn(async move {
             let mut retry = RETRY_MIN;
             loop {
-                match cache.listen_and_reload(&db).await {
-                    Ok(()) => retry = RETRY_MIN,
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_ms = retry.as_millis() as u64,
-                            "webhook configuration listener lost; keeping the last configuration");
-                    }
+                let (loaded, reason) = cache.listen_and_reload(&db).await;
+                if loaded {
+                    retry = RETRY_MIN;
                 }
+                tracing::warn!(error = %reason, retry_ms = retry.as_millis() as u64,
+                    "webhook configuration listener lost; keeping the last configuration");
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
             }
@@ -134,9 +133,13 @@ impl Cache {
     }
 
     /// Connects, LISTENs, loads, then reloads on every notification until
-    /// the connection ends.
-    async fn listen_and_reload(&self, db: &Database) -> Result<(), String> {
-        let (client, mut connection) = db.connect_dedicated().await.map_err(|e| e.to_string())?;
+    /// the connection ends; says whether a load succeeded and why it ended.
+    async fn listen_and_reload(&self, db: &Database) -> (bool, String) {
+        let (client, mut connection) = match db.connect_dedicated().await {
+            Ok(dedicated) => dedicated,
+            Err(e) => return (false, e.to_string()),
+        };
+        let mut loaded = false;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let driver = tokio::spawn(async move {
             while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
@@ -158,6 +161,7 @@ impl Cache {
                 .await
                 .map_err(|e| describe(&e))?;
             self.reload(&client).await?;
+            loaded = true;
             while rx.recv().await.is_some() {
                 tokio::time::sleep(DEBOUNCE).await;
                 while rx.try_recv().is_ok() {}
@@ -168,7 +172,7 @@ impl Cache {
         .await;
         drop(client);
         let ended = driver.await.unwrap_or_else(|e| e.to_string());
-        result.and(Err(ended))
+        (loaded, result.err().unwrap_or(ended))
     }
 
     async fn reload(&self, client: &tokio_postgres::Client) -> Result<(), String> {

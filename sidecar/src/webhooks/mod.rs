@@ -356,3 +356,28 @@ fn handler_answer(webhook: &str, response: Value, default: Value) -> Response {
     }
     answer
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handler_answer_sets_status_headers_and_body() {
+        let answer = handler_answer(
+            "orders",
+            json!({"status": 201, "headers": {"x-order": "7", "bad header": "x"}, "body": {"ok": true}}),
+            json!({"event_id": 1}),
+        );
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        assert_eq!(answer.headers()["x-order"], "7");
+        assert_eq!(answer.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn an_invalid_handler_status_falls_back_to_200() {
+        for status in [json!(99), json!(700), json!("201")] {
+            let answer = handler_answer("orders", json!({"status": status}), json!({}));
+            assert_eq!(answer.status(), StatusCode::OK);
+        }
+    }
+}
