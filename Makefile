@@ -16,7 +16,7 @@ APT_PACKAGES := postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-co
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: deps apt-deps pgrx-deps install install-release test test-unit test-pgrx \
-        test-e2e bench run sidecar lint
+        test-e2e bench bench-deps run sidecar lint
 
 deps: apt-deps pgrx-deps
 
@@ -66,7 +66,13 @@ test-pgrx: deps
 test-e2e: install sidecar
 	$(CARGO) test -p integration-tests
 
-bench: install-release
+bench-deps:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+
+# The webhook figures need the release sidecar, wrk and pgbench (postgresql-15).
+bench: install-release bench-deps
+	$(CARGO) build --release -p integration-sidecar
 	$(CARGO) run --release -p integration-tests --bin bench
 
 lint:

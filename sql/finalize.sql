@@ -23,3 +23,20 @@ CREATE TRIGGER api_key_store_changed
         OR UPDATE OF name, role, scopes, metadata, secret_hash, expires_at, revoked_at
         ON integration.api_key_store
     FOR EACH STATEMENT EXECUTE FUNCTION integration._api_keys_changed();
+
+GRANT EXECUTE ON FUNCTION
+    integration.create_webhook(text, text, text, regclass, jsonb, regprocedure, cidr[], integer,
+                               text, text, text, interval, boolean),
+    integration.alter_webhook(text, text, regclass, jsonb, regprocedure, cidr[], integer, text,
+                              text, text, interval, boolean, text[]),
+    integration.rotate_webhook_secret(text, text, interval),
+    integration.drop_old_webhook_secrets(text),
+    integration.drop_webhook(text, boolean)
+TO integration_admin;
+
+-- The sidecar stores events only through this SECURITY DEFINER function, so
+-- it needs no INSERT right on any target table.
+GRANT EXECUTE ON FUNCTION
+    integration.ingest_webhook_events(bigint[], text[], jsonb[], jsonb[], bytea[], text[], inet[]),
+    integration.record_webhook_refusals(jsonb)
+TO integration_sidecar;

@@ -3,3 +3,4 @@
 
 pub mod api_keys;
 pub mod jwt;
+pub mod webhooks;

@@ -21,6 +21,11 @@ extension_sql_file!(
     name = "api_keys",
     requires = ["roles", "audit"]
 );
+extension_sql_file!(
+    "../../sql/webhooks.sql",
+    name = "webhooks",
+    requires = ["roles", "audit"]
+);
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

@@ -19,9 +19,10 @@ const REDACTED: &str = "***";
 #[command(
     name = "integration-sidecar",
     version,
-    about = "HTTP sidecar of pg_integration: health, readiness and Prometheus metrics",
-    long_about = "HTTP sidecar of pg_integration: health (/healthz), readiness (/readyz) and \
-                  Prometheus metrics (/metrics). Every flag can also be given by the environment \
+    about = "HTTP sidecar of pg_integration: webhook ingress, health, readiness and Prometheus metrics",
+    long_about = "HTTP sidecar of pg_integration: webhook ingress (POST /webhooks/{name}, configured \
+                  in the database), health (/healthz), readiness (/readyz) and Prometheus metrics \
+                  (/metrics). Every flag can also be given by the environment \
                   variable named next to it; the flag wins."
 )]
 pub struct Config {

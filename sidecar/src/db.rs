@@ -37,7 +37,14 @@ pub enum DbError {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    config: tokio_postgres::Config,
 }
+
+/// A connection outside the pool, for LISTEN; drive `connection` to use it.
+pub type Dedicated = (
+    tokio_postgres::Client,
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+);
 
 impl Database {
     /// Builds a pool of at most `size` connections to `url`; opens none yet.
@@ -54,7 +61,7 @@ impl Database {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -68,7 +75,7 @@ impl Database {
             .recycle_timeout(Some(PING_TIMEOUT))
             .build()
             .map_err(|e| DbError::Pool(e.to_string()))?;
-        Ok(Database { pool })
+        Ok(Database { pool, config })
     }
 
     /// Runs `SELECT 1` on a pooled connection, giving up after [`PING_TIMEOUT`].
@@ -84,6 +91,18 @@ impl Database {
         tokio::time::timeout(PING_TIMEOUT, attempt)
             .await
             .map_err(|_| DbError::Timeout(PING_TIMEOUT))?
+    }
+
+    /// A pooled connection, or why none could be had.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
+        self.pool.get().await.map_err(from_pool_error)
+    }
+
+    /// A new connection outside the pool (for LISTEN, which needs its own).
+    pub async fn connect_dedicated(&self) -> Result<Dedicated, DbError> {
+        self.config.connect(NoTls).await.map_err(|e| {
+            DbError::Unavailable(format!("cannot connect to the database: {}", describe(&e)))
+        })
     }
 
     /// Closes idle connections and refuses new checkouts; used at shutdown.
@@ -107,7 +126,7 @@ fn from_pool_error(err: PoolError) -> DbError {
 
 /// An error and its causes on one line: tokio-postgres keeps the interesting
 /// part ("Connection refused", the server's FATAL message) in the source.
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(inner) = cause {

@@ -12,6 +12,7 @@ mod logging;
 mod metrics;
 mod server;
 mod state;
+mod webhooks;
 
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -69,7 +70,9 @@ async fn run(config: config::Config) -> Result<(), StartError> {
     );
     let db = db::Database::new(&config.database_url, usize::from(config.db_pool_size))?;
     let server = server::Server::bind(&config).await?;
-    let state = state::AppState::new(db.clone(), metrics::Metrics::new());
+    // Half the pool commits webhook batches; the rest serves probes and API keys.
+    let workers = usize::from(config.db_pool_size).div_ceil(2);
+    let state = state::AppState::new(db.clone(), metrics::Metrics::new(), workers);
     // Logs whether the database is reachable; the sidecar serves either way.
     state.check_database().await.ok();
     server.serve(app(state)).await?;
@@ -83,6 +86,7 @@ fn app(state: state::AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(metrics::router())
+        .merge(webhooks::router())
         .fallback(errors::not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
@@ -114,7 +118,7 @@ mod tests {
             .parse()
             .expect("infallible");
         let db = db::Database::new(&url, 1).expect("pool");
-        app(state::AppState::new(db, metrics::Metrics::new()))
+        app(state::AppState::new(db, metrics::Metrics::new(), 1))
     }
 
     async fn call(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {

@@ -36,6 +36,12 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
     method: &'static str,
@@ -47,6 +53,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
     db_up: Gauge,
+    webhook_deliveries: Family<WebhookLabels, Counter>,
+    webhook_batch: Histogram,
+    webhook_audit_dropped: Counter,
 }
 
 impl Metrics {
@@ -72,6 +81,24 @@ impl Metrics {
             "1 when the last database check succeeded, else 0",
             db_up.clone(),
         );
+        let webhook_deliveries = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by webhook (configured names only, else _unknown) and outcome",
+            webhook_deliveries.clone(),
+        );
+        let webhook_batch = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        registry.register(
+            "webhook_commit_batch_size",
+            "Events stored per group commit",
+            webhook_batch.clone(),
+        );
+        let webhook_audit_dropped = Counter::default();
+        registry.register(
+            "webhook_refusals_not_audited",
+            "Refused webhook deliveries that could not be written to the audit log",
+            webhook_audit_dropped.clone(),
+        );
         registry.register(
             "build",
             "Version of the running sidecar",
@@ -82,6 +109,9 @@ impl Metrics {
             requests,
             durations,
             db_up,
+            webhook_deliveries,
+            webhook_batch,
+            webhook_audit_dropped,
         }
     }
 
@@ -104,6 +134,24 @@ impl Metrics {
 
     pub fn set_db_up(&self, up: bool) {
         self.db_up.set(i64::from(up));
+    }
+
+    /// Counts one webhook delivery with its outcome.
+    pub fn count_webhook(&self, webhook: &str, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn observe_webhook_batch(&self, events: usize) {
+        self.webhook_batch.observe(events as f64);
+    }
+
+    pub fn count_audit_dropped(&self, refusals: usize) {
+        self.webhook_audit_dropped.inc_by(refusals as u64);
     }
 
     /// The OpenMetrics text exposition of every metric.

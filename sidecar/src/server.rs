@@ -89,7 +89,11 @@ async fn serve_http(
 ) -> Result<(), ServeError> {
     listener.set_nonblocking(true).map_err(ServeError::Io)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(ServeError::Io)?;
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop.clone()));
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop.clone()));
     tokio::select! {
         result = server => result.map_err(ServeError::Io),
         () = async { stopped(stop).await; tokio::time::sleep(GRACE).await } => {
@@ -114,7 +118,7 @@ async fn serve_https(
     axum_server::from_tcp_rustls(listener, tls)
         .map_err(ServeError::Io)?
         .handle(handle)
-        .serve(app.into_make_service())
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await
         .map_err(ServeError::Io)
 }

@@ -1,9 +1,11 @@
-//! What every handler can reach: the database pool and the metrics. Also the
+//! What every handler can reach: the database pool, the metrics and the
+//! webhook machinery. Also the
 //! one database check shared by `/readyz` and `/metrics`, which keeps the
 //! `db_up` gauge current and logs only when reachability changes.
 
 use crate::db::{Database, DbError};
 use crate::metrics::Metrics;
+use crate::webhooks::Webhooks;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -15,14 +17,18 @@ const DOWN: u8 = 2;
 pub struct AppState {
     pub db: Database,
     pub metrics: Arc<Metrics>,
+    pub webhooks: Webhooks,
     db_status: Arc<AtomicU8>,
 }
 
 impl AppState {
-    pub fn new(db: Database, metrics: Metrics) -> AppState {
+    /// The state, with the webhook workers started (`commit_workers` of them).
+    pub fn new(db: Database, metrics: Metrics, commit_workers: usize) -> AppState {
+        let metrics = Arc::new(metrics);
         AppState {
+            webhooks: Webhooks::start(&db, metrics.clone(), commit_workers),
             db,
-            metrics: Arc::new(metrics),
+            metrics,
             db_status: Arc::new(AtomicU8::new(UNKNOWN)),
         }
     }

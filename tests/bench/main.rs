@@ -10,9 +10,18 @@
 //! pgjwt-style check in plain SQL (pgcrypto hmac + base64url decoding). The
 //! token is made to depend on the row so the planner cannot fold the
 //! plain-SQL check (its functions are immutable) into one evaluation.
+//!
+//! webhooks: 1 KB GitHub-signed deliveries (a new delivery id each) sent by
+//! wrk from 64 connections to the release sidecar, beside wrk on `/healthz`
+//! (the HTTP limit) and pgbench running the same INSERT with 64 clients (one
+//! commit per event), on a cluster with fsync and synchronous_commit on.
 
-use integration_tests::PgCluster;
+use hmac::{Hmac, Mac};
+use integration_tests::{scratch_dir, workspace_root, PgCluster, Sidecar};
 use postgres::Client;
+use sha2::Sha256;
+use std::fs;
+use std::process::Command;
 use std::time::Instant;
 
 const WARM_CALLS: i64 = 100_000;
@@ -26,6 +35,254 @@ fn main() {
     println!("# pg_integration benchmarks (release build, PostgreSQL 15, loopback)");
     api_keys(&cluster, &mut db);
     jwt(&mut db);
+    drop(db);
+    drop(cluster);
+    webhooks();
+}
+
+/// Connections of wrk and clients of pgbench.
+const CONNECTIONS: u32 = 64;
+
+/// What wrk or pgbench reported.
+struct Run {
+    rps: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+fn webhooks() {
+    let seconds: u32 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    // Durable commits: group commit matters only when a commit costs a flush.
+    let cluster = PgCluster::start_with(&[
+        ("fsync", "on"),
+        ("synchronous_commit", "on"),
+        ("max_connections", "200"),
+    ]);
+    let mut db = cluster.create_database("bench");
+    db.batch_execute("ALTER ROLE integration_sidecar LOGIN")
+        .expect("sidecar login");
+    let secret: String = db
+        .query_one(
+            "SELECT new_secret FROM integration.create_webhook('bench', 'github')",
+            &[],
+        )
+        .expect("create_webhook")
+        .get(0);
+    let pad = "x".repeat(1024 - 60);
+    let body = format!(r#"{{"action":"opened","number":"1","pad":"{pad}"}}"#);
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    let signature: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+
+    std::env::set_var(
+        "INTEGRATION_SIDECAR_BIN",
+        workspace_root().join("target/release/integration-sidecar"),
+    );
+    let sidecar = Sidecar::start(
+        &cluster.url("bench", "integration_sidecar"),
+        &["--db-pool-size", "16"],
+        None,
+    );
+    let dir = scratch_dir("bench");
+    // The signature covers the body only, so each request may carry a new
+    // X-GitHub-Delivery: every request is a new event, never a duplicate.
+    let lua = dir.join("deliveries.lua");
+    fs::write(
+        &lua,
+        format!(
+            r#"local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("prefix", "w" .. threads .. "-")
+end
+function init(args)
+  n = 0
+  wrk.method = "POST"
+  wrk.body = '{body}'
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["X-GitHub-Event"] = "pull_request"
+  wrk.headers["X-Hub-Signature-256"] = "sha256={signature}"
+end
+function request()
+  n = n + 1
+  wrk.headers["X-GitHub-Delivery"] = prefix .. n
+  return wrk.format()
+end
+"#
+        ),
+    )
+    .expect("write the wrk script");
+    let insert = dir.join("insert.sql");
+    fs::write(
+        &insert,
+        format!(
+            "\\set r random(1, 1000000000000)\n\
+             INSERT INTO integration.webhook_events \
+             (webhook, delivery_id, headers, payload, raw_body, content_type, source) \
+             VALUES ('pgbench', 'p' || :client_id || '-' || :r, \
+             '{{\"x-github-event\": \"pull_request\"}}', '{body}', \
+             convert_to('{body}', 'UTF8'), 'application/json', '127.0.0.1');\n"
+        ),
+    )
+    .expect("write the pgbench script");
+
+    println!("\n## webhooks: {CONNECTIONS} connections, {seconds} s each, fsync and synchronous_commit on");
+    let health = wrk(&sidecar.url("/healthz"), None, seconds);
+    let hooks = wrk(&sidecar.url("/webhooks/bench"), Some(&lua), seconds);
+    let stored: i64 = db
+        .query_one(
+            "SELECT count(*) FROM integration.webhook_events WHERE webhook = 'bench'",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    let pg = pgbench(&cluster, &insert, seconds);
+    let batch = batch_sizes(&sidecar.metrics());
+    print_run("wrk GET /healthz (HTTP limit)", &health);
+    print_run("wrk POST /webhooks/bench (1 KB, signed)", &hooks);
+    print_run("pgbench same INSERT, 1 commit/event", &pg);
+    println!("events stored by the sidecar         {stored:>10}");
+    println!("mean events per group commit         {batch:>10.1}");
+    println!(
+        "ratio webhooks / pgbench             {:>10.2}x",
+        hooks.rps / pg.rps
+    );
+    println!(
+        "ratio webhooks / healthz             {:>10.2}x",
+        hooks.rps / health.rps
+    );
+}
+
+fn print_run(what: &str, run: &Run) {
+    let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2} ms"));
+    println!(
+        "{what:<40} {:>9.0} req/s  p50 {:>9}  p99 {:>9}",
+        run.rps,
+        ms(run.p50_ms),
+        ms(run.p99_ms)
+    );
+}
+
+fn wrk(url: &str, script: Option<&std::path::Path>, seconds: u32) -> Run {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t", "2", "-c", &CONNECTIONS.to_string(), "-d"])
+        .arg(format!("{seconds}s"))
+        .arg("--latency");
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("run wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(errors) = text.lines().find(|l| l.contains("Non-2xx")) {
+        println!("wrk {url}: {}", errors.trim());
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+    };
+    Run {
+        rps: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        p50_ms: field("50%").and_then(|v| wrk_ms(&v)),
+        p99_ms: field("99%").and_then(|v| wrk_ms(&v)),
+    }
+}
+
+/// wrk prints latencies as `812.00us`, `3.41ms` or `1.02s`.
+fn wrk_ms(value: &str) -> Option<f64> {
+    let split = value.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        _ => return None,
+    })
+}
+
+fn pgbench(cluster: &PgCluster, script: &std::path::Path, seconds: u32) -> Run {
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-j",
+            "2",
+            "-c",
+            &CONNECTIONS.to_string(),
+        ])
+        .args([
+            "-T",
+            &seconds.to_string(),
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &cluster.port().to_string(), "-f"])
+        .arg(script)
+        .arg("bench")
+        .output()
+        .expect("run pgbench");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "pgbench failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l["tps = ".len()..].split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let average = text
+        .lines()
+        .find_map(|l| l.strip_prefix("latency average = "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok());
+    // pgbench reports the mean latency only; it is shown in the p50 column.
+    Run {
+        rps: tps,
+        p50_ms: average,
+        p99_ms: None,
+    }
+}
+
+/// Mean events per group commit, from the sidecar's histogram.
+fn batch_sizes(metrics: &str) -> f64 {
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let sum = value("integration_sidecar_webhook_commit_batch_size_sum ");
+    let count = value("integration_sidecar_webhook_commit_batch_size_count ");
+    if count > 0.0 {
+        sum / count
+    } else {
+        0.0
+    }
 }
 
 const PLAIN_SQL_SETUP: &str = "

@@ -5,6 +5,8 @@
 
 mod postgres_cluster;
 mod process;
+mod sidecar;
 
 pub use postgres_cluster::PgCluster;
 pub use process::{free_port, workspace_root};
+pub use sidecar::{sample, scratch_dir, sidecar_command, Sidecar, SIDECAR_VARIABLES};

@@ -39,10 +39,13 @@ impl PgCluster {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create the cluster folder");
         if running_as_root() {
+            // Only this cluster's folder and the shared parent itself: other
+            // tests may be running initdb under the parent right now.
             run_checked(
                 Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(dir.parent().unwrap()),
+                    .arg("postgres:postgres")
+                    .arg(dir.parent().unwrap())
+                    .arg(&dir),
                 "chown the cluster folder to postgres",
             );
         }

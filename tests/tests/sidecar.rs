@@ -3,32 +3,17 @@
 //! up, down and up again), HTTPS, and a clean exit on SIGTERM. The binary must
 //! be built first (`cargo build -p integration-sidecar`; `make test-e2e` does).
 
-use integration_tests::{free_port, workspace_root, PgCluster};
+use integration_tests::{free_port, sample, scratch_dir, sidecar_command, PgCluster, Sidecar};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::thread::sleep;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Given in every DATABASE_URL (trust authentication ignores it), so the tests
 /// can prove it never reaches a log line or an HTTP answer.
 const PASSWORD: &str = "never-print-me-7f3a";
-/// Every variable the sidecar reads; cleared so the caller's environment
-/// cannot change what a test sees.
-const SIDECAR_VARIABLES: [&str; 8] = [
-    "DATABASE_URL",
-    "LISTEN_ADDR",
-    "PUBLIC_URL",
-    "LOG_FORMAT",
-    "DB_POOL_SIZE",
-    "TLS_CERT",
-    "TLS_KEY",
-    "RUST_LOG",
-];
-/// How long a started sidecar may take to answer /healthz.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[test]
 fn help_lists_every_flag_with_its_environment_variable() {
@@ -285,198 +270,6 @@ fn serves_https_when_given_a_certificate_and_key() {
     fs::remove_dir_all(&dir).ok();
 }
 
-/// A running sidecar whose output goes to a log file; killed on drop, its
-/// log printed (and kept) when the test failed.
-struct Sidecar {
-    child: Child,
-    base_url: String,
-    client: Client,
-    /// Holds the log; removed on drop unless the test failed.
-    dir: PathBuf,
-    log_path: PathBuf,
-}
-
-impl Sidecar {
-    /// Starts the binary with DATABASE_URL and LISTEN_ADDR in its environment
-    /// and `args` on its command line, and waits until /healthz answers. With
-    /// `ca_pem` it speaks HTTPS and trusts only that certificate.
-    fn start(database_url: &str, args: &[&str], ca_pem: Option<&[u8]>) -> Sidecar {
-        let port = free_port();
-        let dir = scratch_dir(&format!("port-{port}"));
-        let log_path = dir.join("sidecar.log");
-        let log = File::create(&log_path).expect("create the sidecar log");
-        let child = sidecar_command()
-            .env("DATABASE_URL", database_url)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .args(args)
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn integration-sidecar");
-        let mut client = Client::builder()
-            .timeout(Duration::from_secs(10))
-            .no_proxy();
-        let scheme = match ca_pem {
-            Some(pem) => {
-                let ca = reqwest::Certificate::from_pem(pem).expect("a PEM certificate");
-                client = client
-                    .tls_built_in_root_certs(false)
-                    .add_root_certificate(ca);
-                "https"
-            }
-            None => "http",
-        };
-        let mut sidecar = Sidecar {
-            child,
-            base_url: format!("{scheme}://127.0.0.1:{port}"),
-            client: client.build().expect("an HTTP client"),
-            dir,
-            log_path,
-        };
-        sidecar.wait_until_healthy();
-        sidecar
-    }
-
-    fn wait_until_healthy(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the sidecar exited at start with {status}:\n{}", self.log());
-            }
-            let last = match self.client.get(format!("{}/healthz", self.base_url)).send() {
-                Ok(r) if r.status().is_success() => return,
-                Ok(r) => format!("status {}", r.status()),
-                Err(e) => format!("{e:?}"),
-            };
-            if Instant::now() > deadline {
-                panic!(
-                    "/healthz did not answer 200 within {START_TIMEOUT:?} (last: {last}):\n{}",
-                    self.log()
-                );
-            }
-            sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// GETs `path` and returns the status and the JSON body.
-    fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base_url))
-            .send()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()));
-        let status = response.status().as_u16();
-        let body = response
-            .text()
-            .unwrap_or_else(|e| panic!("GET {path} body: {e}"));
-        let json = serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("GET {path} answered {status} with non-JSON ({e}): {body}"));
-        (status, json)
-    }
-
-    /// The Prometheus text of /metrics.
-    fn metrics(&self) -> String {
-        let response = self
-            .client
-            .get(format!("{}/metrics", self.base_url))
-            .send()
-            .unwrap_or_else(|e| panic!("GET /metrics: {e}\n{}", self.log()));
-        assert_eq!(response.status().as_u16(), 200, "GET /metrics");
-        response.text().expect("the /metrics body")
-    }
-
-    /// Polls `path` until it answers `status`, for at most `within`.
-    fn wait_for(&self, path: &str, status: u16, within: Duration) -> (u16, Value) {
-        let deadline = Instant::now() + within;
-        loop {
-            let answer = self.get(path);
-            if answer.0 == status {
-                return answer;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "GET {path} still answers {} {} after {within:?}, expected {status}\n{}",
-                    answer.0,
-                    answer.1,
-                    self.log()
-                );
-            }
-            sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit; returns its status and how long it took.
-    fn terminate(&mut self) -> (ExitStatus, Duration) {
-        let sent = Instant::now();
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(kill.success(), "kill -TERM failed");
-        let status = wait_with_deadline(&mut self.child, Duration::from_secs(15))
-            .unwrap_or_else(|| panic!("the sidecar ignored SIGTERM for 15 s:\n{}", self.log()));
-        (status, sent.elapsed())
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- sidecar log ---\n{}", self.log());
-        } else {
-            fs::remove_dir_all(&self.dir).ok();
-        }
-    }
-}
-
-/// The value of the sample `name` whose labels include `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((n, l)) => (n, l),
-            None => (series, ""),
-        };
-        let matches = series_name == name
-            && labels
-                .iter()
-                .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")));
-        if matches {
-            value.parse().ok()
-        } else {
-            None
-        }
-    })
-}
-
-/// The sidecar binary with none of its variables inherited from the caller.
-fn sidecar_command() -> Command {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let binary = target.join("debug").join("integration-sidecar");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it first with `cargo build -p integration-sidecar` \
-         (`make test-e2e` does)",
-        binary.display()
-    );
-    let mut cmd = Command::new(binary);
-    for variable in SIDECAR_VARIABLES {
-        cmd.env_remove(variable);
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
 /// Runs `cmd` to completion and collects its output, killing it after 30 s
 /// so a test cannot hang.
 fn run_to_exit(cmd: &mut Command) -> Output {
@@ -496,26 +289,6 @@ fn run_to_exit(cmd: &mut Command) -> Output {
             panic!("{cmd:?} was still running after 30 s");
         }
     }
-}
-
-fn wait_with_deadline(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("poll the child") {
-            return Some(status);
-        }
-        sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-/// A fresh folder for this test process under the system temp folder.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir()
-        .join("pg_integration-e2e")
-        .join(format!("sidecar-{}-{name}", std::process::id()));
-    fs::create_dir_all(&dir).expect("create a scratch folder");
-    dir
 }
 
 fn path_str(path: &Path) -> &str {

@@ -1,0 +1,250 @@
+//! The webhook configuration cache: every row of `integration.webhooks` with
+//! its secrets, loaded on a dedicated connection that LISTENs on
+//! `integration_webhook_config` and reloads after each committed change. On
+//! a lost connection it reconnects with backoff and reloads, so changes made
+//! while it was away are not missed. Until the first load, lookups say so.
+
+use crate::db::{describe, Database};
+use futures_util::future::poll_fn;
+use integration_core::webhooks::{DeliveryId, Scheme, DEFAULT_TOLERANCE_SECONDS};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
+
+const CHANNEL: &str = "integration_webhook_config";
+/// Changes arriving this close together cause one reload.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+const LOAD: &str = "
+    SELECT w.id, w.name, w.signature, w.signature_header, w.signature_encoding,
+           extract(epoch FROM w.tolerance)::bigint AS tolerance, w.delivery_id,
+           w.json_schema::text AS json_schema, w.allowed_ips::text[] AS allowed_ips,
+           w.max_body_bytes, w.enabled,
+           coalesce((SELECT array_agg(s.secret ORDER BY s.id DESC) FROM integration.webhook_secrets s
+                      WHERE s.webhook = w.id), '{}') AS secrets,
+           coalesce((SELECT array_agg(coalesce(extract(epoch FROM s.expires_at)::bigint, 9223372036854775807)
+                                      ORDER BY s.id DESC)
+                       FROM integration.webhook_secrets s WHERE s.webhook = w.id), '{}') AS expiries
+    FROM integration.webhooks w";
+
+/// One webhook as the handler needs it.
+pub struct Webhook {
+    pub id: i64,
+    pub name: String,
+    pub scheme: Scheme,
+    pub tolerance: i64,
+    pub delivery_id: Option<DeliveryId>,
+    /// The compiled schema, or why it does not compile.
+    pub schema: Option<Result<jsonschema::Validator, String>>,
+    pub allowed: Option<Vec<IpNet>>,
+    pub max_body_bytes: usize,
+    pub enabled: bool,
+    /// Newest first, each with its expiry in Unix seconds (`i64::MAX`: none).
+    secrets: Vec<(String, i64)>,
+}
+
+impl Webhook {
+    /// The secrets still valid at `now`, newest first.
+    pub fn secrets_at(&self, now: i64) -> Vec<String> {
+        self.secrets
+            .iter()
+            .filter(|(_, expires)| *expires > now)
+            .map(|(secret, _)| secret.clone())
+            .collect()
+    }
+
+    pub fn allows(&self, ip: Option<IpAddr>) -> bool {
+        match (&self.allowed, ip) {
+            (None, _) => true,
+            (Some(nets), Some(ip)) => nets.iter().any(|net| net.contains(&canonical(ip))),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+type Table = HashMap<String, Arc<Webhook>>;
+
+/// The cache shared by every request; `None` until the first load.
+#[derive(Clone, Default)]
+pub struct Cache {
+    table: Arc<RwLock<Option<Arc<Table>>>>,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Found(Arc<Webhook>),
+    Unknown,
+    NotLoaded,
+}
+
+impl Cache {
+    pub fn get(&self, name: &str) -> Lookup {
+        let table = self
+            .table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match table {
+            None => Lookup::NotLoaded,
+            Some(table) => table
+                .get(name)
+                .cloned()
+                .map_or(Lookup::Unknown, Lookup::Found),
+        }
+    }
+
+    fn set(&self, table: Table) {
+        *self
+            .table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(table));
+    }
+
+    /// Keeps the cache current for as long as the process runs.
+    pub fn spawn_reloader(&self, db: Database) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut retry = RETRY_MIN;
+            loop {
+                let (loaded, reason) = cache.listen_and_reload(&db).await;
+                if loaded {
+                    retry = RETRY_MIN;
+                }
+                tracing::warn!(error = %reason, retry_ms = retry.as_millis() as u64,
+                    "webhook configuration listener lost; keeping the last configuration");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        });
+    }
+
+    /// Connects, LISTENs, loads, then reloads on every notification until
+    /// the connection ends; says whether a load succeeded and why it ended.
+    async fn listen_and_reload(&self, db: &Database) -> (bool, String) {
+        let (client, mut connection) = match db.connect_dedicated().await {
+            Ok(dedicated) => dedicated,
+            Err(e) => return (false, e.to_string()),
+        };
+        let mut loaded = false;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        if tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => return describe(&e),
+                }
+            }
+            "the connection closed".to_owned()
+        });
+        let result = async {
+            client
+                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .await
+                .map_err(|e| describe(&e))?;
+            self.reload(&client).await?;
+            loaded = true;
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+                self.reload(&client).await?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        drop(client);
+        let ended = driver.await.unwrap_or_else(|e| e.to_string());
+        (loaded, result.err().unwrap_or(ended))
+    }
+
+    async fn reload(&self, client: &tokio_postgres::Client) -> Result<(), String> {
+        let rows = client
+            .query(LOAD, &[])
+            .await
+            .map_err(|e| format!("cannot load integration.webhooks: {}", describe(&e)))?;
+        let mut table = Table::new();
+        for row in rows {
+            match parse_row(&row) {
+                Ok(webhook) => {
+                    table.insert(webhook.name.clone(), Arc::new(webhook));
+                }
+                Err(e) => tracing::error!(error = %e, "skipping a webhook that cannot be used"),
+            }
+        }
+        tracing::info!(webhooks = table.len(), "webhook configuration loaded");
+        self.set(table);
+        Ok(())
+    }
+}
+
+fn parse_row(row: &tokio_postgres::Row) -> Result<Webhook, String> {
+    let get = |e: tokio_postgres::Error| describe(&e);
+    let name: String = row.try_get("name").map_err(get)?;
+    let scheme = Scheme::parse(
+        row.try_get("signature").map_err(get)?,
+        row.try_get("signature_header").map_err(get)?,
+        row.try_get("signature_encoding").map_err(get)?,
+    )
+    .map_err(|e| format!("webhook {name}: {e}"))?;
+    let delivery_id = row
+        .try_get::<_, Option<&str>>("delivery_id")
+        .map_err(get)?
+        .map(DeliveryId::parse)
+        .or_else(|| scheme.default_delivery_id());
+    let schema = row
+        .try_get::<_, Option<&str>>("json_schema")
+        .map_err(get)?
+        .map(|text| {
+            serde_json::from_str(text)
+                .map_err(|e| e.to_string())
+                .and_then(|schema| jsonschema::validator_for(&schema).map_err(|e| e.to_string()))
+        });
+    let allowed = row
+        .try_get::<_, Option<Vec<String>>>("allowed_ips")
+        .map_err(get)?
+        .map(|nets| {
+            nets.iter()
+                .map(|net| {
+                    net.parse::<IpNet>()
+                        .map_err(|e| format!("webhook {name}: {net}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let secrets: Vec<String> = row.try_get("secrets").map_err(get)?;
+    let expiries: Vec<i64> = row.try_get("expiries").map_err(get)?;
+    let max_body: i32 = row.try_get("max_body_bytes").map_err(get)?;
+    Ok(Webhook {
+        id: row.try_get("id").map_err(get)?,
+        scheme,
+        tolerance: row
+            .try_get::<_, Option<i64>>("tolerance")
+            .map_err(get)?
+            .unwrap_or(DEFAULT_TOLERANCE_SECONDS),
+        delivery_id,
+        schema,
+        allowed,
+        max_body_bytes: usize::try_from(max_body).unwrap_or(0),
+        enabled: row.try_get("enabled").map_err(get)?,
+        secrets: secrets.into_iter().zip(expiries).collect(),
+        name,
+    })
+}
