@@ -2,4 +2,5 @@
 //! Everything here is tested with a plain `cargo test -p integration-core`.
 
 pub mod api_keys;
+pub mod http_policy;
 pub mod jwt;

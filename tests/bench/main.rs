@@ -6,13 +6,18 @@
 //! against the same check written in plain SQL (pgcrypto digest + indexed
 //! lookup + revoked/expiry test) and against the bare loop.
 //!
+//! http: 5 000 sequential `http_get` calls in one statement against a
+//! loopback nginx, beside `wrk -c1 -t1` on the same URL (the limit of one
+//! connection doing one request at a time).
+//!
 //! jwt: 100 000 `verify_jwt` HS256 checks in one statement against the
 //! pgjwt-style check in plain SQL (pgcrypto hmac + base64url decoding). The
 //! token is made to depend on the row so the planner cannot fold the
 //! plain-SQL check (its functions are immutable) into one evaluation.
 
-use integration_tests::PgCluster;
+use integration_tests::{Nginx, PgCluster};
 use postgres::Client;
+use std::process::Command;
 use std::time::Instant;
 
 const WARM_CALLS: i64 = 100_000;
@@ -26,6 +31,54 @@ fn main() {
     println!("# pg_integration benchmarks (release build, PostgreSQL 15, loopback)");
     api_keys(&cluster, &mut db);
     jwt(&mut db);
+    http(&mut db);
+}
+
+const HTTP_CALLS: i64 = 5_000;
+
+/// Requests per second that `wrk` reaches on `url` with `connections`.
+fn wrk(url: &str, connections: u32) -> f64 {
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}"), "-d5s", url])
+        .output()
+        .expect("run wrk (Debian package wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"))
+}
+
+fn http(db: &mut Client) {
+    let nginx = Nginx::start();
+    let url = nginx.url("/ok");
+    db.batch_execute("SET integration.http_allowed_networks = '127.0.0.1/32'")
+        .unwrap();
+    let limit = wrk(&url, 1);
+    let mut rates: Vec<f64> = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            let n: i64 = db
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE (r).status = 200)
+                     FROM (SELECT integration.http_get($2) AS r
+                           FROM generate_series(1, $1::bigint)) calls",
+                    &[&HTTP_CALLS, &url],
+                )
+                .unwrap()
+                .get(0);
+            assert_eq!(n, HTTP_CALLS);
+            HTTP_CALLS as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let ours = rates[1];
+    println!(
+        "\n## http: {HTTP_CALLS} sequential http_get in one session, loopback nginx (median of 3)"
+    );
+    println!("wrk -c1 -t1 (the limit)        {limit:8.0} requests/s");
+    println!("integration.http_get           {ours:8.0} calls/s");
+    println!("ratio ours / wrk               {:8.2}x", ours / limit);
 }
 
 const PLAIN_SQL_SETUP: &str = "

@@ -3,8 +3,12 @@
 //! PostgreSQL refuses to run as root, so when the tests run as root the
 //! servers run as the `postgres` OS user.
 
+mod httpbin;
+mod nginx;
 mod postgres_cluster;
 mod process;
 
+pub use httpbin::HttpBin;
+pub use nginx::Nginx;
 pub use postgres_cluster::PgCluster;
 pub use process::{free_port, workspace_root};
