@@ -12,13 +12,21 @@ BUILD        := $(CURDIR)/build
 PGRX_PGDATA  := $(or $(TMPDIR),/tmp)/pg_integration-pgrx-$(shell id -u)
 CARGO        ?= cargo
 APT_PACKAGES := postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config \
-                libssl-dev sudo openssl
+                libssl-dev sudo openssl python3-venv
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps apt-deps pgrx-deps install install-release test test-unit test-pgrx \
-        test-e2e bench bench-deps run sidecar lint
+.PHONY: deps apt-deps pgrx-deps test-deps bench-deps install install-release test test-unit \
+        test-pgrx test-e2e bench run sidecar lint
 
 deps: apt-deps pgrx-deps
+
+# Test peers from PyPI (httpbin under gunicorn), in a virtualenv of ours.
+VENV := $(BUILD)/venv
+test-deps: $(VENV)/.installed
+$(VENV)/.installed: apt-deps
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
+	touch $@
 
 apt-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -63,14 +71,20 @@ test-pgrx: deps
 	  --pgdata $(PGRX_PGDATA)
 
 # `cargo pgrx test` installed its test build; install the normal one after it.
-test-e2e: install sidecar
+test-e2e: install sidecar test-deps
 	$(CARGO) test -p integration-tests
 
-bench-deps:
-	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+BENCH_PACKAGES := wrk nginx-light
+bench-deps: apt-deps
+	@missing=$$(for p in $(BENCH_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
-# The webhook figures need the release sidecar, wrk and pgbench (postgresql-15).
+# The webhook figures need the release sidecar, wrk and pgbench (postgresql-15);
+# the HTTP figures need nginx.
 bench: install-release bench-deps
 	$(CARGO) build --release -p integration-sidecar
 	$(CARGO) run --release -p integration-tests --bin bench

@@ -18,6 +18,20 @@ GRANT EXECUTE ON FUNCTION
     integration.sign_jwt(jsonb, text, text, interval, text)
 TO integration_admin, integration_sidecar;
 
+-- Outbound HTTP: every overload of http and http_*.
+DO $grant$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'integration'::regnamespace AND p.proname ~ '^http(_|$)'
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO integration_user, integration_admin', f);
+    END LOOP;
+END
+$grant$;
+
 CREATE TRIGGER api_key_store_changed
     AFTER INSERT OR DELETE OR TRUNCATE
         OR UPDATE OF name, role, scopes, metadata, secret_hash, expires_at, revoked_at

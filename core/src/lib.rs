@@ -2,5 +2,6 @@
 //! Everything here is tested with a plain `cargo test -p integration-core`.
 
 pub mod api_keys;
+pub mod http_policy;
 pub mod jwt;
 pub mod webhooks;

@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 use std::time::Duration;
 
-/// Events the ring holds; about 100 bytes each.
+/// Events the ring holds; about 260 bytes each.
 const CAPACITY: usize = 4096;
 /// Databases that can have a writer at the same time.
 const WORKER_SLOTS: usize = 32;
@@ -33,6 +33,8 @@ pub enum Kind {
     Refused = 1,
     /// A key was used successfully at `at` (coalesced per backend).
     Used = 2,
+    /// An outbound HTTP call: method, host, status or error, duration.
+    Http = 3,
 }
 
 /// Why a verification failed. The caller never learns it; the audit log does.
@@ -102,6 +104,13 @@ struct Event {
     reason: u8,
     key_id: i64,
     actor: [u8; 64],
+    /// HTTP calls: the method, host (cut to 128 bytes), status (0 when no
+    /// response), duration and the error kind when there was no response.
+    method: [u8; 12],
+    host: [u8; 128],
+    status: u16,
+    duration_us: u64,
+    error: [u8; 12],
 }
 
 impl Event {
@@ -113,7 +122,28 @@ impl Event {
         reason: 0,
         key_id: 0,
         actor: [0; 64],
+        method: [0; 12],
+        host: [0; 128],
+        status: 0,
+        duration_us: 0,
+        error: [0; 12],
     };
+}
+
+/// Copies `text` into a fixed buffer, cut at a character boundary.
+fn fixed<const N: usize>(text: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut end = text.len().min(N - 1);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[..end].copy_from_slice(&text.as_bytes()[..end]);
+    out
+}
+
+fn unfixed(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 #[derive(Copy, Clone)]
@@ -214,8 +244,8 @@ pub fn init() {
     }
 }
 
-/// Records an event for the current database and makes sure a writer runs.
-pub fn record(kind: Kind, action: Action, reason: Option<Reason>, key_id: Option<i64>) {
+/// An event of `kind` by the current user in the current database, now.
+fn event(kind: Kind) -> Event {
     // SAFETY: globals set for every backend before any query runs.
     let (database, at, user) = unsafe {
         (
@@ -224,23 +254,58 @@ pub fn record(kind: Kind, action: Action, reason: Option<Reason>, key_id: Option
             pg_sys::GetUserId(),
         )
     };
-    let mut actor = [0u8; 64];
     // SAFETY: GetUserNameFromId with noerr returns NULL or a C string.
     let name = unsafe { pg_sys::GetUserNameFromId(user, true) };
-    if !name.is_null() {
+    let actor = if name.is_null() {
+        [0u8; 64]
+    } else {
         // SAFETY: non-null NUL-terminated string from the catalog.
-        let bytes = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
-        let n = bytes.len().min(63);
-        actor[..n].copy_from_slice(&bytes[..n]);
-    }
-    let event = Event {
+        fixed(&unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy())
+    };
+    Event {
         database,
         at,
         kind: kind as u8,
+        actor,
+        ..Event::EMPTY
+    }
+}
+
+/// Records an outbound HTTP call (never its headers or body).
+pub fn record_http(
+    method: &str,
+    host: &str,
+    status: Option<u16>,
+    elapsed: Duration,
+    error: Option<&str>,
+) {
+    let event = Event {
+        method: fixed(method),
+        host: fixed(host),
+        status: status.unwrap_or(0),
+        duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        error: fixed(error.unwrap_or("")),
+        ..event(Kind::Http)
+    };
+    if !settings::preloaded() {
+        pgrx::log!(
+            "pg_integration: {method} {host} -> {} in {} ms{}",
+            status.map_or("no response".to_string(), |s| s.to_string()),
+            elapsed.as_millis(),
+            error.map_or(String::new(), |e| format!(" ({e})"))
+        );
+        return;
+    }
+    push(event);
+}
+
+/// Records an event for the current database and makes sure a writer runs.
+pub fn record(kind: Kind, action: Action, reason: Option<Reason>, key_id: Option<i64>) {
+    let event = Event {
         action: action as u8,
         reason: reason.map_or(0, |r| r as u8),
         key_id: key_id.unwrap_or(0),
-        actor,
+        ..event(kind)
     };
     if !settings::preloaded() {
         if kind == Kind::Refused {
@@ -254,6 +319,11 @@ pub fn record(kind: Kind, action: Action, reason: Option<Reason>, key_id: Option
         }
         return;
     }
+    push(event);
+}
+
+fn push(event: Event) {
+    let database = event.database;
     let start_writer = {
         let mut ring = RING.exclusive();
         if ring.len < CAPACITY {
@@ -436,6 +506,49 @@ fn insert(batch: &[Event], dropped: u64) {
         )
         .unwrap_or_else(|e| error!("update last_used_at: {e}"));
     }
+    let calls: Vec<&Event> = batch
+        .iter()
+        .filter(|e| e.kind == Kind::Http as u8)
+        .collect();
+    if !calls.is_empty() {
+        let ats: Vec<i64> = calls.iter().map(|e| e.at).collect();
+        let actors: Vec<String> = calls.iter().map(|e| actor_name(e)).collect();
+        let methods: Vec<String> = calls.iter().map(|e| unfixed(&e.method)).collect();
+        let hosts: Vec<String> = calls.iter().map(|e| unfixed(&e.host)).collect();
+        let statuses: Vec<Option<i32>> = calls
+            .iter()
+            .map(|e| (e.status != 0).then_some(i32::from(e.status)))
+            .collect();
+        let durations: Vec<i64> = calls
+            .iter()
+            .map(|e| i64::try_from(e.duration_us).unwrap_or(i64::MAX))
+            .collect();
+        let errors: Vec<Option<String>> = calls
+            .iter()
+            .map(|e| Some(unfixed(&e.error)).filter(|s| !s.is_empty()))
+            .collect();
+        Spi::run_with_args(
+            "INSERT INTO integration.audit_log (at, actor, action, target, ok, detail)
+             SELECT timestamptz '2000-01-01 00:00:00+00' + e.us * interval '1 microsecond',
+                    e.actor, 'http.request', e.host, e.status IS NOT NULL,
+                    jsonb_strip_nulls(jsonb_build_object(
+                        'method', e.method, 'status', e.status,
+                        'duration_ms', round(e.dur / 1000.0, 3), 'error', e.error))
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[],
+                         $6::bigint[], $7::text[])
+                  AS e(us, actor, method, host, status, dur, error)",
+            &[
+                ats.into(),
+                actors.into(),
+                methods.into(),
+                hosts.into(),
+                statuses.into(),
+                durations.into(),
+                errors.into(),
+            ],
+        )
+        .unwrap_or_else(|e| error!("insert HTTP audit rows: {e}"));
+    }
     if dropped > 0 {
         Spi::run_with_args(
             "INSERT INTO integration.audit_log (actor, action, ok, detail)
@@ -447,8 +560,7 @@ fn insert(batch: &[Event], dropped: u64) {
 }
 
 fn actor_name(event: &Event) -> String {
-    let end = event.actor.iter().position(|&b| b == 0).unwrap_or(64);
-    String::from_utf8_lossy(&event.actor[..end]).into_owned()
+    unfixed(&event.actor)
 }
 
 fn action_name(event: &Event) -> &'static str {

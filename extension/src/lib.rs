@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod api_keys;
 mod audit;
 mod errors;
+mod http;
 mod jwt;
 mod owner;
 mod raw_datum;
@@ -33,6 +34,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::init();
     audit::init();
     api_keys::init();
+    http::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

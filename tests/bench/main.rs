@@ -6,6 +6,10 @@
 //! against the same check written in plain SQL (pgcrypto digest + indexed
 //! lookup + revoked/expiry test) and against the bare loop.
 //!
+//! http: 5 000 sequential `http_get` calls in one statement against a
+//! loopback nginx, beside `wrk -c1 -t1` on the same URL (the limit of one
+//! connection doing one request at a time).
+//!
 //! jwt: 100 000 `verify_jwt` HS256 checks in one statement against the
 //! pgjwt-style check in plain SQL (pgcrypto hmac + base64url decoding). The
 //! token is made to depend on the row so the planner cannot fold the
@@ -17,7 +21,7 @@
 //! commit per event), on a cluster with fsync and synchronous_commit on.
 
 use hmac::{Hmac, Mac};
-use integration_tests::{scratch_dir, workspace_root, PgCluster, Sidecar};
+use integration_tests::{scratch_dir, workspace_root, Nginx, PgCluster, Sidecar};
 use postgres::Client;
 use sha2::Sha256;
 use std::fs;
@@ -35,6 +39,7 @@ fn main() {
     println!("# pg_integration benchmarks (release build, PostgreSQL 15, loopback)");
     api_keys(&cluster, &mut db);
     jwt(&mut db);
+    http(&mut db);
     drop(db);
     drop(cluster);
     webhooks();
@@ -135,8 +140,13 @@ end
     .expect("write the pgbench script");
 
     println!("\n## webhooks: {CONNECTIONS} connections, {seconds} s each, fsync and synchronous_commit on");
-    let health = wrk(&sidecar.url("/healthz"), None, seconds);
-    let hooks = wrk(&sidecar.url("/webhooks/bench"), Some(&lua), seconds);
+    let health = wrk(&sidecar.url("/healthz"), None, seconds, CONNECTIONS);
+    let hooks = wrk(
+        &sidecar.url("/webhooks/bench"),
+        Some(&lua),
+        seconds,
+        CONNECTIONS,
+    );
     let stored: i64 = db
         .query_one(
             "SELECT count(*) FROM integration.webhook_events WHERE webhook = 'bench'",
@@ -171,11 +181,18 @@ fn print_run(what: &str, run: &Run) {
     );
 }
 
-fn wrk(url: &str, script: Option<&std::path::Path>, seconds: u32) -> Run {
+fn wrk(url: &str, script: Option<&std::path::Path>, seconds: u32, connections: u32) -> Run {
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t", "2", "-c", &CONNECTIONS.to_string(), "-d"])
-        .arg(format!("{seconds}s"))
-        .arg("--latency");
+    let threads = connections.min(2);
+    cmd.args([
+        "-t",
+        &threads.to_string(),
+        "-c",
+        &connections.to_string(),
+        "-d",
+    ])
+    .arg(format!("{seconds}s"))
+    .arg("--latency");
     if let Some(script) = script {
         cmd.arg("-s").arg(script);
     }
@@ -283,6 +300,40 @@ fn batch_sizes(metrics: &str) -> f64 {
     } else {
         0.0
     }
+}
+
+const HTTP_CALLS: i64 = 5_000;
+
+fn http(db: &mut Client) {
+    let nginx = Nginx::start();
+    let url = nginx.url("/ok");
+    db.batch_execute("SET integration.http_allowed_networks = '127.0.0.1/32'")
+        .unwrap();
+    let limit = wrk(&url, None, 5, 1).rps;
+    let mut rates: Vec<f64> = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            let n: i64 = db
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE (r).status = 200)
+                     FROM (SELECT integration.http_get($2) AS r
+                           FROM generate_series(1, $1::bigint)) calls",
+                    &[&HTTP_CALLS, &url],
+                )
+                .unwrap()
+                .get(0);
+            assert_eq!(n, HTTP_CALLS);
+            HTTP_CALLS as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let ours = rates[1];
+    println!(
+        "\n## http: {HTTP_CALLS} sequential http_get in one session, loopback nginx (median of 3)"
+    );
+    println!("wrk -c1 -t1 (the limit)        {limit:8.0} requests/s");
+    println!("integration.http_get           {ours:8.0} calls/s");
+    println!("ratio ours / wrk               {:8.2}x", ours / limit);
 }
 
 const PLAIN_SQL_SETUP: &str = "

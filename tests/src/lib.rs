@@ -3,10 +3,14 @@
 //! PostgreSQL refuses to run as root, so when the tests run as root the
 //! servers run as the `postgres` OS user.
 
+mod httpbin;
+mod nginx;
 mod postgres_cluster;
 mod process;
 mod sidecar;
 
+pub use httpbin::HttpBin;
+pub use nginx::Nginx;
 pub use postgres_cluster::PgCluster;
 pub use process::{free_port, workspace_root};
 pub use sidecar::{sample, scratch_dir, sidecar_command, Sidecar, SIDECAR_VARIABLES};

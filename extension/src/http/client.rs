@@ -1,0 +1,276 @@
+//! The outbound HTTP engine of one backend: a current-thread tokio runtime
+//! and one reqwest client per distinct policy, kept for the life of the
+//! backend so connections are reused across calls. Every resolved address
+//! is checked against the policy before connecting (so DNS rebinding cannot
+//! bypass it), every redirect hop against the URL rules, and waits poll
+//! Postgres' cancel flags so statement_timeout and pg_cancel_backend stop a
+//! call within about 50 ms.
+
+use integration_core::http_policy::{Policy, PolicyError};
+use pgrx::pg_sys;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::redirect;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// One request, as the SQL functions build it.
+pub struct Request {
+    pub method: reqwest::Method,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+/// What came back; any status is a response, not an error.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Why a call produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("invalid request to {host}: {cause}")]
+    Invalid { host: String, cause: String },
+    #[error("request to {host} timed out after {after:?}")]
+    Timeout { host: String, after: Duration },
+    #[error("cannot connect to {host}: {cause}")]
+    Connect { host: String, cause: String },
+    #[error("TLS failure with {host}: {cause}")]
+    Tls { host: String, cause: String },
+    #[error(
+        "response from {host} is larger than {limit} bytes (integration.http_max_response_bytes)"
+    )]
+    TooLarge { host: String, limit: u64 },
+    #[error("more than {limit} redirects from {host} (integration.http_max_redirects)")]
+    Redirects { host: String, limit: u32 },
+    #[error("request to {host} failed: {cause}")]
+    Other { host: String, cause: String },
+    /// A cancel or termination request arrived; the caller raises it.
+    #[error("canceled")]
+    Interrupted,
+}
+
+struct Engine {
+    runtime: tokio::runtime::Runtime,
+    clients: HashMap<(String, bool), reqwest::Client>,
+}
+
+thread_local! {
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+}
+
+fn new_runtime() -> Result<tokio::runtime::Runtime, CallError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // DNS look-ups run on helper threads: keep Postgres' signals on the
+        // backend's own thread.
+        .on_thread_start(|| {
+            // SAFETY: blocking every signal in a thread that runs no Postgres code.
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+            }
+        })
+        .build()
+        .map_err(|e| CallError::Other {
+            host: String::new(),
+            cause: format!("cannot start the HTTP runtime: {e}"),
+        })
+}
+
+/// Resolves names itself and refuses any address the policy forbids.
+struct CheckedResolver {
+    policy: Arc<Policy>,
+}
+
+impl Resolve for CheckedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = Arc::clone(&self.policy);
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            for addr in &addrs {
+                policy.check_ip(&host, addr.ip())?;
+            }
+            Ok::<Addrs, Box<dyn std::error::Error + Send + Sync>>(Box::new(addrs.into_iter()))
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("more than {0} redirects")]
+struct TooManyRedirects(u32);
+
+fn build_client(policy: Arc<Policy>, insecure: bool) -> Result<reqwest::Client, CallError> {
+    let hops = Arc::clone(&policy);
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(CheckedResolver {
+            policy: Arc::clone(&policy),
+        }))
+        .redirect(redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > hops.max_redirects as usize {
+                let limit = hops.max_redirects;
+                return attempt.error(TooManyRedirects(limit));
+            }
+            match hops.check_url(attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(e) => attempt.error(e),
+            }
+        }))
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(8)
+        .danger_accept_invalid_certs(insecure)
+        .user_agent(concat!("pg_integration/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| CallError::Other {
+            host: String::new(),
+            cause: format!("cannot build the HTTP client: {e}"),
+        })
+}
+
+fn cancel_requested() -> bool {
+    // SAFETY: plain reads of flags set by Postgres' signal handlers.
+    unsafe { pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 }
+}
+
+/// Sends `request` under `policy`, reusing this backend's client for the
+/// same policy. `insecure` skips certificate verification (an admin chose
+/// it for this host).
+pub fn send(
+    request: Request,
+    policy: Policy,
+    policy_key: String,
+    insecure: bool,
+) -> Result<Response, CallError> {
+    policy.check_url(&request.url)?;
+    let limit = policy.max_response_bytes;
+    let max_redirects = policy.max_redirects;
+    let host = request.url.host_str().unwrap_or_default().to_string();
+    ENGINE.with_borrow_mut(|engine| {
+        let engine = match engine {
+            Some(engine) => engine,
+            None => engine.insert(Engine {
+                runtime: new_runtime()?,
+                clients: HashMap::new(),
+            }),
+        };
+        let key = (policy_key, insecure);
+        if !engine.clients.contains_key(&key) {
+            let client = build_client(Arc::new(policy), insecure)?;
+            engine.clients.insert(key.clone(), client);
+        }
+        let client = engine.clients[&key].clone();
+        let timeout = request.timeout;
+        let started = Instant::now();
+        let call = async move {
+            let mut builder = client.request(request.method, request.url).timeout(timeout);
+            for (name, value) in &request.headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            if let Some(body) = request.body {
+                builder = builder.body(body);
+            }
+            let mut response = builder.send().await?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let content_type = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Ok(Err(()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>(Ok(Response {
+                status,
+                headers,
+                body,
+                content_type,
+                elapsed: started.elapsed(),
+            }))
+        };
+        let outcome = engine.runtime.block_on(async {
+            tokio::pin!(call);
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tokio::select! {
+                    out = &mut call => return Some(out),
+                    _ = tick.tick() => if cancel_requested() { return None },
+                }
+            }
+        });
+        match outcome {
+            None => Err(CallError::Interrupted),
+            Some(Ok(Ok(response))) => Ok(response),
+            Some(Ok(Err(()))) => Err(CallError::TooLarge { host, limit }),
+            Some(Err(e)) => Err(classify(e, host, timeout, max_redirects)),
+        }
+    })
+}
+
+/// Turns a reqwest error into the cause a SQL user can act on.
+fn classify(
+    error: reqwest::Error,
+    host: String,
+    timeout: Duration,
+    max_redirects: u32,
+) -> CallError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    let mut chain = Vec::new();
+    while let Some(e) = source {
+        if let Some(policy) = e.downcast_ref::<PolicyError>() {
+            return CallError::Policy(policy.clone());
+        }
+        if e.downcast_ref::<TooManyRedirects>().is_some() {
+            return CallError::Redirects {
+                host,
+                limit: max_redirects,
+            };
+        }
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    chain.dedup();
+    let cause = chain.join(": ");
+    if error.is_timeout() {
+        CallError::Timeout {
+            host,
+            after: timeout,
+        }
+    } else if cause.contains("certificate") || cause.contains("tls") || cause.contains("TLS") {
+        CallError::Tls { host, cause }
+    } else if error.is_connect() {
+        CallError::Connect { host, cause }
+    } else if error.is_builder() {
+        CallError::Invalid { host, cause }
+    } else {
+        CallError::Other { host, cause }
+    }
+}

@@ -1,0 +1,117 @@
+//! The outbound HTTP policy as GUCs. The ones that widen what may be
+//! reached are superuser-only, so an administrator sets them per role or
+//! database (`ALTER ROLE … SET`, `ALTER DATABASE … SET`) or delegates them
+//! with `GRANT SET ON PARAMETER`; callers cannot raise them.
+
+use integration_core::http_policy::{self, HostPattern, Policy};
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+use std::time::Duration;
+
+static ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ALLOWED_NETWORKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static INSECURE_TLS_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static MAX_REDIRECTS: GucSetting<i32> = GucSetting::<i32>::new(5);
+static MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(10 * 1024 * 1024);
+static TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"integration.http_allowed_hosts",
+        c"Hosts outbound HTTP may reach: api.example.com, *.example.com, host:port; empty means any public host.",
+        c"Superuser-only; set it per role or database with ALTER ROLE/DATABASE ... SET.",
+        &ALLOWED_HOSTS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"integration.http_allowed_networks",
+        c"Non-public networks outbound HTTP may reach, as CIDRs (e.g. 10.1.0.0/16, 127.0.0.1).",
+        c"Private, loopback, link-local and metadata addresses are refused unless listed here.",
+        &ALLOWED_NETWORKS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"integration.http_insecure_tls_hosts",
+        c"Hosts whose TLS certificates are not verified (self-signed test servers); empty by default.",
+        c"Superuser-only. Every other host is verified against the system roots.",
+        &INSECURE_TLS_HOSTS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"integration.http_max_redirects",
+        c"Redirects outbound HTTP follows before it fails.",
+        c"Every hop is checked against the policy again.",
+        &MAX_REDIRECTS,
+        0,
+        20,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"integration.http_max_response_bytes",
+        c"Largest response body outbound HTTP accepts.",
+        c"A larger body fails the call instead of filling memory.",
+        &MAX_RESPONSE_BYTES,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"integration.http_timeout",
+        c"Default time limit of one outbound HTTP call, in milliseconds.",
+        c"A call's own timeout argument overrides it; statement_timeout still applies.",
+        &TIMEOUT_MS,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+}
+
+fn text(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn invalid(name: &str, error: impl std::fmt::Display) -> ! {
+    crate::errors::raise(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        format!("invalid value of {name}: {error}"),
+        None,
+    )
+}
+
+/// The policy in force for the current role and database, and the text it
+/// was read from (the key under which its client is kept).
+pub fn current() -> (Policy, String) {
+    let hosts = text(&ALLOWED_HOSTS);
+    let networks = text(&ALLOWED_NETWORKS);
+    let policy = Policy {
+        allowed_hosts: http_policy::parse_host_list(&hosts)
+            .unwrap_or_else(|e| invalid("integration.http_allowed_hosts", e)),
+        allowed_networks: http_policy::parse_network_list(&networks)
+            .unwrap_or_else(|e| invalid("integration.http_allowed_networks", e)),
+        max_redirects: u32::try_from(MAX_REDIRECTS.get()).unwrap_or(0),
+        max_response_bytes: u64::try_from(MAX_RESPONSE_BYTES.get()).unwrap_or(0),
+    };
+    let key = format!("{hosts}\n{networks}\n{}", MAX_REDIRECTS.get());
+    (policy, key)
+}
+
+/// Hosts whose certificates are not verified.
+pub fn insecure_tls_hosts() -> Vec<HostPattern> {
+    http_policy::parse_host_list(&text(&INSECURE_TLS_HOSTS))
+        .unwrap_or_else(|e| invalid("integration.http_insecure_tls_hosts", e))
+}
+
+/// The default time limit of one call.
+pub fn default_timeout() -> Duration {
+    Duration::from_millis(u64::try_from(TIMEOUT_MS.get()).unwrap_or(30_000))
+}
