@@ -1,8 +1,10 @@
 //! End-to-end tests of webhook ingress: the real sidecar binary in front of a
 //! real PostgreSQL with pg_integration. Every signature scheme with valid,
-//! tampered, stale, replayed and rotated-secret deliveries; every status
-//! code; concurrent redelivery; handlers; reload after alter_webhook; the
-//! database stopped under load; and `kill -9` of the sidecar under load.
+//! tampered, stale, replayed and rotated-secret deliveries (one table of
+//! the secret-based schemes, plus Standard Webhooks `v1a` ed25519); a
+//! custom target table; every status code; concurrent redelivery;
+//! handlers; reload after alter_webhook; the database stopped under load;
+//! and `kill -9` of the sidecar under load.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -818,4 +820,527 @@ fn kill_9_under_load_keeps_every_acknowledged_delivery_exactly_once() {
         );
     }
     assert_exactly_once(&mut admin, &acked);
+}
+
+/// Signs a delivery: (secret, delivery id, timestamp, body) → headers.
+type Signer = fn(&str, &str, i64, &[u8]) -> Vec<(String, String)>;
+
+/// One secret-based scheme in the table of `secret_schemes_…` below.
+struct SchemeCase {
+    name: &'static str,
+    /// The rest of the create_webhook arguments after name and scheme.
+    options: &'static str,
+    sign: Signer,
+    /// The scheme signs a timestamp, so a stale one must be refused.
+    timestamped: bool,
+    /// The signature covers the body (basic credentials do not).
+    body_signed: bool,
+}
+
+fn secret_scheme_cases() -> Vec<SchemeCase> {
+    vec![
+        SchemeCase {
+            name: "standard",
+            options: "",
+            sign: |s, id, ts, body| standard(s, id, ts, body),
+            timestamped: true,
+            body_signed: true,
+        },
+        SchemeCase {
+            name: "github",
+            options: "",
+            sign: |s, id, _, body| github(s, id, body),
+            timestamped: false,
+            body_signed: true,
+        },
+        SchemeCase {
+            name: "stripe",
+            options: "",
+            sign: |s, _, ts, body| stripe(s, ts, body),
+            timestamped: true,
+            body_signed: true,
+        },
+        SchemeCase {
+            name: "slack",
+            options: "",
+            sign: |s, _, ts, body| slack(s, ts, body),
+            timestamped: true,
+            body_signed: true,
+        },
+        SchemeCase {
+            name: "hmac-sha256",
+            options: ", signature_header => 'X-Hook-Signature', delivery_id => 'X-Hook-Id'",
+            sign: |s, id, _, body| {
+                vec![
+                    (
+                        "X-Hook-Signature".into(),
+                        format!("sha256={}", hex(&hmac(s.as_bytes(), &[body]))),
+                    ),
+                    ("X-Hook-Id".into(), id.into()),
+                ]
+            },
+            timestamped: false,
+            body_signed: true,
+        },
+        SchemeCase {
+            name: "basic",
+            options: ", delivery_id => '/id'",
+            sign: |s, _, _, _| vec![("Authorization".into(), format!("Basic {}", B64.encode(s)))],
+            timestamped: false,
+            body_signed: false,
+        },
+    ]
+}
+
+/// A body carrying `id` where Stripe (`/id`), Slack (`/event_id`) and a
+/// configured `/id` pointer read the delivery id.
+fn body_for(id: &str) -> Vec<u8> {
+    json!({"id": id, "event_id": id, "type": "test"})
+        .to_string()
+        .into_bytes()
+}
+
+/// A secret of the same form that is not the webhook's.
+fn wrong_secret(secret: &str) -> String {
+    match secret.strip_prefix("whsec_") {
+        Some(_) => format!("whsec_{}", B64.encode(b"not the secret of this webhook!!")),
+        None if secret.contains(':') => format!("{secret}x"),
+        None => format!("{secret}0"),
+    }
+}
+
+/// Every secret-based scheme, table-driven: valid, replayed, tampered and
+/// stale deliveries; then rotation (old and new both accepted until
+/// drop_old_webhook_secrets, after which only the new one), a rotation to a
+/// given secret, and a rotation with `old_valid_for` after which the old
+/// secret expires by itself.
+#[test]
+fn secret_schemes_verify_valid_replayed_tampered_stale_and_rotated_deliveries() {
+    let (cluster, mut admin) = setup();
+    let cases = secret_scheme_cases();
+    let mut secrets = Vec::new();
+    for case in &cases {
+        let hook = format!("rot-{}", case.name);
+        let secret = create(
+            &mut admin,
+            &format!("'{hook}', '{}'{}", case.name, case.options),
+        )
+        .1
+        .unwrap_or_else(|| panic!("{}: a generated secret", case.name));
+        secrets.push(secret);
+    }
+    let sidecar = start_sidecar(&cluster);
+    let mut n = 0;
+    // Sends a fresh delivery signed with `secret` at `ts`; its status.
+    let mut send = |case: &SchemeCase, secret: &str, ts: i64| -> u16 {
+        n += 1;
+        let id = format!("{}-{n}", case.name);
+        let body = body_for(&id);
+        let a = post_ok(
+            &sidecar,
+            &format!("rot-{}", case.name),
+            &(case.sign)(secret, &id, ts, &body),
+            &body,
+        );
+        assert!(
+            a.status != 200 || a.body["duplicate"] == false,
+            "{}: {}",
+            case.name,
+            a.body
+        );
+        a.status
+    };
+
+    for (case, old) in cases.iter().zip(&secrets) {
+        let hook = format!("rot-{}", case.name);
+        let who = case.name;
+        // Valid, then replayed: the same event, nothing new written.
+        let id = format!("{who}-first");
+        let body = body_for(&id);
+        let headers = (case.sign)(old, &id, now(), &body);
+        let first = post_ok(&sidecar, &hook, &headers, &body);
+        assert_eq!(first.status, 200, "{who}: {}", first.body);
+        assert_eq!(first.body["duplicate"], false, "{who}");
+        assert_eq!(first.body["delivery_id"], id.as_str(), "{who}");
+        let replay = post_ok(&sidecar, &hook, &headers, &body);
+        assert_eq!(replay.status, 200, "{who}: {}", replay.body);
+        assert_eq!(replay.body["duplicate"], true, "{who}");
+        assert_eq!(replay.body["event_id"], first.body["event_id"], "{who}");
+        // Tampered: another body under the same signature, or a wrong secret.
+        if case.body_signed {
+            let other = body_for(&format!("{who}-tampered"));
+            let a = post_ok(&sidecar, &hook, &headers, &other);
+            assert_eq!(a.status, 401, "{who} tampered body: {}", a.body);
+        }
+        assert_eq!(
+            send(case, &wrong_secret(old), now()),
+            401,
+            "{who} wrong secret"
+        );
+        // Stale and future timestamps, outside ±300 s.
+        if case.timestamped {
+            assert_eq!(send(case, old, now() - 301), 401, "{who} stale");
+            assert_eq!(send(case, old, now() + 301), 401, "{who} from the future");
+            assert_eq!(send(case, old, now() - 200), 200, "{who} within tolerance");
+        }
+
+        // Rotation to a generated secret: both accepted…
+        let new: String = admin
+            .query_one("SELECT integration.rotate_webhook_secret($1)", &[&hook])
+            .unwrap_or_else(|e| panic!("{who} rotate: {:?}", e.as_db_error()))
+            .get(0);
+        assert_ne!(&new, old, "{who}");
+        wait_until(Duration::from_secs(5), || send(case, &new, now()) == 200);
+        assert_eq!(
+            send(case, old, now()),
+            200,
+            "{who}: the old secret during the rotation"
+        );
+        if case.timestamped {
+            assert_eq!(
+                send(case, &new, now() - 301),
+                401,
+                "{who} stale, new secret"
+            );
+        }
+        let active: i64 = admin
+            .query_one(
+                "SELECT active_secrets FROM integration.webhook_list WHERE name = $1",
+                &[&hook],
+            )
+            .expect("webhook_list")
+            .get(0);
+        assert_eq!(active, 2, "{who}");
+        // …until the old one is dropped.
+        let dropped: i32 = admin
+            .query_one("SELECT integration.drop_old_webhook_secrets($1)", &[&hook])
+            .expect("drop old")
+            .get(0);
+        assert_eq!(dropped, 1, "{who}");
+        wait_until(Duration::from_secs(5), || send(case, old, now()) == 401);
+        assert_eq!(
+            send(case, &new, now()),
+            200,
+            "{who}: the new secret after the drop"
+        );
+
+        // Rotation to a given secret, the previous one valid for 2 s more.
+        let given = match case.name {
+            "standard" => format!("whsec_{}", B64.encode(format!("given secret of {hook}!"))),
+            "basic" => format!("webhook:given-{hook}"),
+            _ => format!("given-secret-{hook}"),
+        };
+        let returned: String = admin
+            .query_one(
+                "SELECT integration.rotate_webhook_secret($1, $2, old_valid_for => '2 seconds')",
+                &[&hook, &given],
+            )
+            .unwrap_or_else(|e| panic!("{who} rotate to a given secret: {:?}", e.as_db_error()))
+            .get(0);
+        assert_eq!(returned, given, "{who}");
+        wait_until(Duration::from_secs(5), || send(case, &given, now()) == 200);
+        let rotated = Instant::now();
+        assert_eq!(
+            send(case, &new, now()),
+            200,
+            "{who}: the previous secret within old_valid_for"
+        );
+        sleep(Duration::from_secs(3).saturating_sub(rotated.elapsed()));
+        assert_eq!(
+            send(case, &new, now()),
+            401,
+            "{who}: the previous secret after old_valid_for"
+        );
+        assert_eq!(send(case, &given, now()), 200, "{who}: the given secret");
+    }
+}
+
+/// An ed25519 key pair from a 32-byte seed given in hex, and its public key
+/// as a Standard Webhooks `whpk_` secret.
+fn ed25519_key(seed_hex: &str) -> (ed25519_dalek::SigningKey, String) {
+    let seed: Vec<u8> = (0..seed_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&seed_hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let key = ed25519_dalek::SigningKey::from_bytes(&<[u8; 32]>::try_from(seed).expect("32 bytes"));
+    let public = format!("whpk_{}", B64.encode(key.verifying_key().as_bytes()));
+    (key, public)
+}
+
+/// A `v1a,<base64 ed25519 signature>` entry over `id.timestamp.body`.
+fn v1a(key: &ed25519_dalek::SigningKey, id: &str, ts: i64, body: &[u8]) -> String {
+    use ed25519_dalek::Signer;
+    let message = [id.as_bytes(), b".", ts.to_string().as_bytes(), b".", body].concat();
+    format!("v1a,{}", B64.encode(key.sign(&message).to_bytes()))
+}
+
+fn standard_headers(id: &str, ts: i64, signature: String) -> Vec<(String, String)> {
+    vec![
+        ("webhook-id".into(), id.into()),
+        ("webhook-timestamp".into(), ts.to_string()),
+        ("webhook-signature".into(), signature),
+    ]
+}
+
+/// Standard Webhooks `v1a` (ed25519, the webhook holds the `whpk_` public
+/// key) through the real sidecar: valid, replayed, tampered, stale, several
+/// signatures in one header, and rotation to another key pair.
+#[test]
+fn standard_v1a_ed25519_deliveries_end_to_end() {
+    let (cluster, mut admin) = setup();
+    // RFC 8032 section 7.1, TEST 1 and TEST 2 key pairs.
+    let (key1, public1) =
+        ed25519_key("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+    let (key2, public2) =
+        ed25519_key("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb");
+    let (_, echoed) = create(
+        &mut admin,
+        &format!("'ed', 'standard', secret => '{public1}'"),
+    );
+    assert_eq!(echoed, None, "a given key is not echoed");
+    let sidecar = start_sidecar(&cluster);
+    let send = |key: &ed25519_dalek::SigningKey, id: &str, ts: i64| {
+        let body = body_for(id);
+        post_ok(
+            &sidecar,
+            "ed",
+            &standard_headers(id, ts, v1a(key, id, ts, &body)),
+            &body,
+        )
+    };
+
+    // Valid, then replayed.
+    let body = br#"{"type":"user.created","id":"u1"}"#;
+    let ts = now();
+    let headers = standard_headers("ed-1", ts, v1a(&key1, "ed-1", ts, body));
+    let first = post_ok(&sidecar, "ed", &headers, body);
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["duplicate"], false);
+    let replay = post_ok(&sidecar, "ed", &headers, body);
+    assert_eq!(
+        (
+            replay.status,
+            &replay.body["duplicate"],
+            &replay.body["event_id"]
+        ),
+        (200, &json!(true), &first.body["event_id"]),
+        "{}",
+        replay.body
+    );
+    let stored: Vec<u8> = admin
+        .query_one(
+            "SELECT raw_body FROM integration.webhook_events WHERE webhook = 'ed' AND delivery_id = 'ed-1'",
+            &[],
+        )
+        .expect("the v1a event")
+        .get(0);
+    assert_eq!(stored, body.to_vec());
+    // Tampered body, id or timestamp; a key that is not the webhook's.
+    let tampered = post_ok(
+        &sidecar,
+        "ed",
+        &headers,
+        br#"{"type":"user.created","id":"u2"}"#,
+    );
+    assert_eq!(tampered.status, 401, "{}", tampered.body);
+    let mut other_id = headers.clone();
+    other_id[0].1 = "ed-1b".into();
+    assert_eq!(post_ok(&sidecar, "ed", &other_id, body).status, 401);
+    let mut other_ts = headers.clone();
+    other_ts[1].1 = (ts + 1).to_string();
+    assert_eq!(post_ok(&sidecar, "ed", &other_ts, body).status, 401);
+    assert_eq!(send(&key2, "ed-2", now()).status, 401, "a foreign key");
+    // Stale and future.
+    let stale = send(&key1, "ed-3", now() - 301);
+    assert_eq!(stale.status, 401, "{}", stale.body);
+    assert!(
+        stale.body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timestamp"),
+        "{}",
+        stale.body
+    );
+    assert_eq!(send(&key1, "ed-4", now() + 301).status, 401);
+    // Several signatures in one header: any valid one is enough.
+    let ts = now();
+    let body = body_for("ed-5");
+    let several = format!(
+        "v1,{} {} {}",
+        B64.encode([0u8; 32]),
+        v1a(&key2, "ed-5", ts, &body),
+        v1a(&key1, "ed-5", ts, &body)
+    );
+    let a = post_ok(
+        &sidecar,
+        "ed",
+        &standard_headers("ed-5", ts, several),
+        &body,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // Rotation to a second key pair: both until the first is dropped.
+    let returned: String = admin
+        .query_one(
+            "SELECT integration.rotate_webhook_secret('ed', $1)",
+            &[&public2],
+        )
+        .expect("rotate")
+        .get(0);
+    assert_eq!(returned, public2);
+    let mut n = 10;
+    let mut next = || {
+        n += 1;
+        format!("ed-{n}")
+    };
+    wait_until(Duration::from_secs(5), || {
+        send(&key2, &next(), now()).status == 200
+    });
+    assert_eq!(
+        send(&key1, &next(), now()).status,
+        200,
+        "the old key during the rotation"
+    );
+    let dropped: i32 = admin
+        .query_one("SELECT integration.drop_old_webhook_secrets('ed')", &[])
+        .expect("drop old")
+        .get(0);
+    assert_eq!(dropped, 1);
+    wait_until(Duration::from_secs(5), || {
+        send(&key1, &next(), now()).status == 401
+    });
+    assert_eq!(send(&key2, &next(), now()).status, 200);
+    assert_eq!(
+        send(&key2, &next(), now() - 301).status,
+        401,
+        "stale, new key"
+    );
+}
+
+/// Events of a webhook whose `target` is the application's own table (with
+/// a schema-qualified, quoted name and an extra column), with and without a
+/// handler: stored there and only there, deduplicated there, notified, and
+/// dropped with drop_webhook(drop_events). A target without the unique
+/// index on (webhook, delivery_id) is refused.
+#[test]
+fn custom_target_table_receives_events() {
+    let (cluster, mut admin) = setup();
+    admin
+        .batch_execute(
+            r#"CREATE SCHEMA app;
+               CREATE TABLE app."Deliveries" (LIKE integration.webhook_events INCLUDING ALL,
+                                              handled boolean NOT NULL DEFAULT false);
+               CREATE TABLE app.no_unique (LIKE integration.webhook_events INCLUDING DEFAULTS INCLUDING IDENTITY);
+               CREATE FUNCTION app.mark(event jsonb) RETURNS jsonb
+               LANGUAGE plpgsql SECURITY DEFINER AS $$
+               BEGIN
+                   UPDATE app."Deliveries" SET handled = true WHERE id = (event->>'id')::bigint;
+                   RETURN jsonb_build_object('status', 202, 'body',
+                       jsonb_build_object('marked', event->'id'));
+               END $$;"#,
+        )
+        .expect("application tables");
+    create(
+        &mut admin,
+        r#"'mine', 'none', target => 'app."Deliveries"', delivery_id => '/id'"#,
+    );
+    create(
+        &mut admin,
+        r#"'mine-h', 'none', target => 'app."Deliveries"', delivery_id => '/id',
+           handler => 'app.mark(jsonb)'"#,
+    );
+    let err = admin
+        .query_one(
+            "SELECT * FROM integration.create_webhook('bad', 'none', target => 'app.no_unique')",
+            &[],
+        )
+        .expect_err("a target without the unique index");
+    assert_eq!(
+        err.code(),
+        Some(&postgres::error::SqlState::INVALID_COLUMN_REFERENCE),
+        "{err:?}"
+    );
+    let sidecar = start_sidecar(&cluster);
+    let mut listener = cluster.connect(DB);
+    listener
+        .batch_execute("LISTEN integration_webhook")
+        .expect("LISTEN");
+
+    let body = body_for("c1");
+    let a = post_ok(&sidecar, "mine", &[], &body);
+    assert_eq!(
+        (a.status, &a.body["duplicate"]),
+        (200, &json!(false)),
+        "{}",
+        a.body
+    );
+    let event_id = a.body["event_id"].as_i64().expect("event id");
+    let again = post_ok(&sidecar, "mine", &[], &body);
+    assert_eq!(
+        (
+            again.status,
+            &again.body["duplicate"],
+            &again.body["event_id"]
+        ),
+        (200, &json!(true), &a.body["event_id"]),
+        "{}",
+        again.body
+    );
+    let h = post_ok(&sidecar, "mine-h", &[], &body_for("c1"));
+    assert_eq!(h.status, 202, "{}", h.body);
+    let marked = h.body["marked"].as_i64().expect("handler answer");
+    assert_eq!(
+        post_ok(&sidecar, "mine-h", &[], &body_for("c1")).body["event_id"],
+        marked,
+        "a redelivery to the handler's webhook names the stored event"
+    );
+    let mut notes = Vec::new();
+    {
+        let mut notifications = listener.notifications();
+        let mut it = notifications.timeout_iter(Duration::from_secs(2));
+        while let Some(n) = it.next().expect("notification") {
+            notes.push(n.payload().to_owned());
+        }
+    }
+    assert_eq!(notes, vec![event_id.to_string(), marked.to_string()]);
+
+    let rows = admin
+        .query(
+            r#"SELECT id, webhook, delivery_id, payload, handled FROM app."Deliveries" ORDER BY id"#,
+            &[],
+        )
+        .expect("the custom table");
+    let rows: Vec<(i64, String, String, Value, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let payload: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        rows,
+        vec![
+            (event_id, "mine".into(), "c1".into(), payload.clone(), false),
+            (marked, "mine-h".into(), "c1".into(), payload, true),
+        ]
+    );
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM integration.webhook_events"
+        ),
+        0,
+        "nothing in the default table"
+    );
+    let dropped: bool = admin
+        .query_one(
+            "SELECT integration.drop_webhook('mine', drop_events => true)",
+            &[],
+        )
+        .expect("drop")
+        .get(0);
+    assert!(dropped);
+    assert_eq!(
+        count(&mut admin, r#"SELECT count(*) FROM app."Deliveries""#),
+        1,
+        "only the dropped webhook's events are deleted"
+    );
 }
