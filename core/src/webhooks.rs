@@ -288,6 +288,20 @@ impl Check<'_> {
         })
     }
 
+    /// [`Self::any_hmac`] as the verdict of a scheme.
+    fn require_hmac(
+        &self,
+        keys: &[Vec<u8>],
+        parts: &[&[u8]],
+        candidates: &[Vec<u8>],
+    ) -> Result<(), SignatureError> {
+        if self.any_hmac(keys, parts, candidates) {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+
     fn utf8_keys(&self) -> Result<Vec<Vec<u8>>, SignatureError> {
         let keys: Vec<Vec<u8>> = self
             .secrets
@@ -382,11 +396,7 @@ impl Check<'_> {
                 header: HEADER,
                 reason: "expected sha256=<64 hex digits>",
             })?;
-        if self.any_hmac(&self.utf8_keys()?, &[body], &[digest]) {
-            Ok(())
-        } else {
-            Err(SignatureError::Mismatch)
-        }
+        self.require_hmac(&self.utf8_keys()?, &[body], &[digest])
     }
 
     fn stripe(&self, headers: &dyn Headers, body: &[u8]) -> Result<(), SignatureError> {
@@ -415,11 +425,7 @@ impl Check<'_> {
         }
         self.fresh(HEADER, timestamp)?;
         let keys = self.utf8_keys()?;
-        if self.any_hmac(&keys, &[timestamp.as_bytes(), b".", body], &v1) {
-            Ok(())
-        } else {
-            Err(SignatureError::Mismatch)
-        }
+        self.require_hmac(&keys, &[timestamp.as_bytes(), b".", body], &v1)
     }
 
     fn slack(&self, headers: &dyn Headers, body: &[u8]) -> Result<(), SignatureError> {
@@ -441,11 +447,7 @@ impl Check<'_> {
         self.fresh(TIMESTAMP, timestamp)?;
         let keys = self.utf8_keys()?;
         let signed = [b"v0:", timestamp.as_bytes(), b":", body];
-        if self.any_hmac(&keys, &signed, &[digest]) {
-            Ok(())
-        } else {
-            Err(SignatureError::Mismatch)
-        }
+        self.require_hmac(&keys, &signed, &[digest])
     }
 
     fn generic_hmac(
@@ -470,11 +472,7 @@ impl Check<'_> {
             header: "the configured signature header",
             reason: "not a digest in the configured encoding",
         })?;
-        if self.any_hmac(&self.utf8_keys()?, &[body], &[digest]) {
-            Ok(())
-        } else {
-            Err(SignatureError::Mismatch)
-        }
+        self.require_hmac(&self.utf8_keys()?, &[body], &[digest])
     }
 
     fn basic(&self, headers: &dyn Headers) -> Result<(), SignatureError> {
