@@ -40,12 +40,14 @@ CREATE TRIGGER api_key_store_changed
 
 GRANT EXECUTE ON FUNCTION
     integration.create_webhook(text, text, text, regclass, jsonb, regprocedure, cidr[], integer,
-                               text, text, text, interval, boolean),
+                               text, text, text, interval, boolean, text),
     integration.alter_webhook(text, text, regclass, jsonb, regprocedure, cidr[], integer, text,
-                              text, text, interval, boolean, text[]),
-    integration.rotate_webhook_secret(text, text, interval),
-    integration.drop_old_webhook_secrets(text),
-    integration.drop_webhook(text, boolean)
+                              text, text, interval, boolean, text[], text),
+    integration.rotate_webhook_secret(text, text, interval, text),
+    integration.drop_old_webhook_secrets(text, text),
+    integration.drop_webhook(text, boolean, text),
+    -- Evaluated by the caller as the default `caller` argument of the above.
+    integration._caller()
 TO integration_admin;
 
 -- The sidecar stores events only through this SECURITY DEFINER function, so

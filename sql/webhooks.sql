@@ -133,9 +133,11 @@ BEGIN
 END
 $$;
 
--- Checks what needs the caller's rights. Functions here are SECURITY
--- DEFINER, so the caller is session_user: the login role, not a SET ROLE.
-CREATE FUNCTION integration._check_webhook(w integration.webhooks) RETURNS void
+-- Checks what needs the caller's rights. The functions that call it are
+-- SECURITY DEFINER: `who` is the role that called them, proven by the
+-- `caller` token their default argument computes (see caller.rs), not
+-- session_user (the login role, wrong after SET ROLE or under PostgREST).
+CREATE FUNCTION integration._check_webhook(w integration.webhooks, who name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     columns text[];
@@ -164,8 +166,10 @@ BEGIN
         RAISE EXCEPTION 'target % of webhook % has no unique index on (webhook, delivery_id)', w.target, w.name
             USING ERRCODE = '42P10';
     END IF;
-    IF NOT has_table_privilege(session_user, w.target, 'INSERT') THEN
-        RAISE EXCEPTION 'role % may not insert into %, the target of webhook %', session_user, w.target, w.name
+    -- Events go to the extension's own table, or to one the caller may fill.
+    IF w.target <> 'integration.webhook_events'::regclass
+       AND NOT has_table_privilege(who, w.target, 'INSERT') THEN
+        RAISE EXCEPTION 'role % may not insert into %, the target of webhook %', who, w.target, w.name
             USING ERRCODE = '42501';
     END IF;
     IF w.handler IS NOT NULL THEN
@@ -177,18 +181,18 @@ BEGIN
             RAISE EXCEPTION 'handler % of webhook % must be a function (event jsonb) RETURNS jsonb', w.handler, w.name
                 USING ERRCODE = '42P13';
         END IF;
-        IF NOT has_function_privilege(session_user, w.handler, 'EXECUTE') THEN
-            RAISE EXCEPTION 'role % may not execute %, the handler of webhook %', session_user, w.handler, w.name
+        IF NOT has_function_privilege(who, w.handler, 'EXECUTE') THEN
+            RAISE EXCEPTION 'role % may not execute %, the handler of webhook %', who, w.handler, w.name
                 USING ERRCODE = '42501';
         END IF;
         -- The handler is called by a SECURITY DEFINER function; it must run
         -- with its own owner's rights, never with the extension owner's.
-        IF NOT proc.prosecdef AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+        IF NOT proc.prosecdef AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = who) THEN
             RAISE EXCEPTION 'handler % of webhook % must be SECURITY DEFINER', w.handler, w.name
                 USING ERRCODE = '42501',
                       HINT = 'It then runs with the rights of its owner, who must be a role you belong to.';
         END IF;
-        IF NOT pg_has_role(session_user, proc.proowner, 'USAGE') THEN
+        IF NOT pg_has_role(who, proc.proowner, 'USAGE') THEN
             RAISE EXCEPTION 'handler % of webhook % belongs to a role you are not a member of', w.handler, w.name
                 USING ERRCODE = '42501';
         END IF;
@@ -231,10 +235,12 @@ CREATE FUNCTION integration.create_webhook(
     signature_header text DEFAULT NULL,
     signature_encoding text DEFAULT 'hex',
     tolerance interval DEFAULT '5 minutes',
-    enabled boolean DEFAULT true
+    enabled boolean DEFAULT true,
+    caller text DEFAULT integration._caller()
 ) RETURNS TABLE (path text, new_secret text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    who name := integration._verified_caller(caller);
     w integration.webhooks;
     generated boolean := secret IS NULL;
     the_secret text := coalesce(secret, integration._new_webhook_secret(signature));
@@ -250,14 +256,14 @@ BEGIN
     VALUES (name, signature,
             CASE WHEN signature = 'hmac-sha256' THEN lower(coalesce(signature_header, 'x-signature')) END,
             signature_encoding, tolerance, delivery_id, target, json_schema, handler, allowed_ips,
-            max_body_bytes, enabled, session_user)
+            max_body_bytes, enabled, who)
     RETURNING * INTO w;
-    PERFORM integration._check_webhook(w);
+    PERFORM integration._check_webhook(w, who);
     IF the_secret IS NOT NULL THEN
         INSERT INTO integration.webhook_secrets (webhook, secret) VALUES (w.id, the_secret);
     END IF;
     INSERT INTO integration.audit_log (actor, action, target, ok, detail)
-    VALUES (session_user, 'webhook.create', 'webhook:' || w.name, true,
+    VALUES (who, 'webhook.create', 'webhook:' || w.name, true,
             jsonb_build_object('signature', w.signature, 'target', w.target::text,
                                'handler', w.handler::text, 'secret_generated', generated));
     path := '/webhooks/' || w.name;
@@ -282,10 +288,12 @@ CREATE FUNCTION integration.alter_webhook(
     signature_encoding text DEFAULT NULL,
     tolerance interval DEFAULT NULL,
     enabled boolean DEFAULT NULL,
-    reset text[] DEFAULT '{}'
+    reset text[] DEFAULT '{}',
+    caller text DEFAULT integration._caller()
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    who name := integration._verified_caller(caller);
     w integration.webhooks := integration._webhook(name);
     old_signature text := w.signature;
     unknown text[];
@@ -316,7 +324,7 @@ BEGIN
             USING ERRCODE = '22023',
                   HINT = 'Drop and create the webhook, or create a second one and switch the sender.';
     END IF;
-    PERFORM integration._check_webhook(w);
+    PERFORM integration._check_webhook(w, who);
     UPDATE integration.webhooks x
        SET target = w.target, json_schema = w.json_schema, handler = w.handler,
            allowed_ips = w.allowed_ips, delivery_id = w.delivery_id,
@@ -325,7 +333,7 @@ BEGIN
            enabled = w.enabled, updated_at = now()
      WHERE x.id = w.id;
     INSERT INTO integration.audit_log (actor, action, target, ok, detail)
-    VALUES (session_user, 'webhook.alter', 'webhook:' || w.name, true,
+    VALUES (who, 'webhook.alter', 'webhook:' || w.name, true,
             jsonb_build_object('enabled', w.enabled, 'target', w.target::text,
                                'handler', w.handler::text, 'reset', reset));
 END
@@ -337,10 +345,12 @@ $$;
 CREATE FUNCTION integration.rotate_webhook_secret(
     name text,
     secret text DEFAULT NULL,
-    old_valid_for interval DEFAULT NULL
+    old_valid_for interval DEFAULT NULL,
+    caller text DEFAULT integration._caller()
 ) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    who name := integration._verified_caller(caller);
     w integration.webhooks := integration._webhook(name);
     the_secret text := coalesce(secret, integration._new_webhook_secret(w.signature));
 BEGIN
@@ -356,16 +366,20 @@ BEGIN
     END IF;
     INSERT INTO integration.webhook_secrets (webhook, secret) VALUES (w.id, the_secret);
     INSERT INTO integration.audit_log (actor, action, target, ok, detail)
-    VALUES (session_user, 'webhook.rotate_secret', 'webhook:' || w.name, true,
+    VALUES (who, 'webhook.rotate_secret', 'webhook:' || w.name, true,
             jsonb_build_object('old_valid_for', old_valid_for::text, 'generated', secret IS NULL));
     RETURN the_secret;
 END
 $$;
 
 -- Forgets every secret but the newest; returns how many were dropped.
-CREATE FUNCTION integration.drop_old_webhook_secrets(name text) RETURNS integer
+CREATE FUNCTION integration.drop_old_webhook_secrets(
+    name text,
+    caller text DEFAULT integration._caller()
+) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    who name := integration._verified_caller(caller);
     w integration.webhooks := integration._webhook(name);
     dropped integer;
 BEGIN
@@ -374,16 +388,21 @@ BEGIN
        AND s.id <> (SELECT max(n.id) FROM integration.webhook_secrets n WHERE n.webhook = w.id);
     GET DIAGNOSTICS dropped = ROW_COUNT;
     INSERT INTO integration.audit_log (actor, action, target, ok, detail)
-    VALUES (session_user, 'webhook.drop_old_secrets', 'webhook:' || w.name, true,
+    VALUES (who, 'webhook.drop_old_secrets', 'webhook:' || w.name, true,
             jsonb_build_object('dropped', dropped));
     RETURN dropped;
 END
 $$;
 
 -- Drops the webhook; its events stay unless drop_events.
-CREATE FUNCTION integration.drop_webhook(name text, drop_events boolean DEFAULT false) RETURNS boolean
+CREATE FUNCTION integration.drop_webhook(
+    name text,
+    drop_events boolean DEFAULT false,
+    caller text DEFAULT integration._caller()
+) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    who name := integration._verified_caller(caller);
     w integration.webhooks;
     events bigint := 0;
 BEGIN
@@ -397,7 +416,7 @@ BEGIN
     END IF;
     DELETE FROM integration.webhooks x WHERE x.id = w.id;
     INSERT INTO integration.audit_log (actor, action, target, ok, detail)
-    VALUES (session_user, 'webhook.drop', 'webhook:' || w.name, true,
+    VALUES (who, 'webhook.drop', 'webhook:' || w.name, true,
             jsonb_build_object('events_dropped', events));
     RETURN true;
 END

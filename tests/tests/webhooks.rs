@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use integration_tests::{sample, PgCluster, Sidecar};
+use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -1343,4 +1344,70 @@ fn custom_target_table_receives_events() {
         1,
         "only the dropped webhook's events are deleted"
     );
+}
+
+#[test]
+fn admin_functions_act_as_the_calling_role_not_the_login_role() {
+    let (_cluster, mut db) = setup();
+    db.batch_execute(
+        "CREATE ROLE hooks_admin NOLOGIN IN ROLE integration_admin;
+         CREATE TABLE private_events (LIKE integration.webhook_events INCLUDING ALL);
+         SET ROLE hooks_admin;",
+    )
+    .unwrap();
+    // The login role (a superuser) could fill private_events; the role
+    // calling now cannot, and that is what counts.
+    let error = db
+        .query(
+            "SELECT * FROM integration.create_webhook('private', 'github', 'a-long-secret',
+                                                      target => 'private_events')",
+            &[],
+        )
+        .unwrap_err();
+    let error = error.as_db_error().unwrap();
+    assert_eq!(*error.code(), SqlState::INSUFFICIENT_PRIVILEGE);
+    assert!(
+        error.message().contains("hooks_admin"),
+        "{}",
+        error.message()
+    );
+    // Its own webhooks land in the extension's table; they are recorded as its.
+    db.query(
+        "SELECT * FROM integration.create_webhook('mine', 'github', 'a-long-secret')",
+        &[],
+    )
+    .unwrap();
+    db.query_one("SELECT integration.rotate_webhook_secret('mine')", &[])
+        .unwrap();
+    // A forged caller is refused.
+    let error = db
+        .query(
+            "SELECT integration.drop_webhook('mine', caller => 'AAAA:postgres')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        *error.as_db_error().unwrap().code(),
+        SqlState::INSUFFICIENT_PRIVILEGE
+    );
+    db.batch_execute("RESET ROLE").unwrap();
+    let created_by: String = db
+        .query_one(
+            "SELECT created_by::text FROM integration.webhooks WHERE name = 'mine'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(created_by, "hooks_admin");
+    let actors: Vec<String> = db
+        .query(
+            "SELECT actor FROM integration.audit_log
+             WHERE action IN ('webhook.create', 'webhook.rotate_secret') ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(actors, ["hooks_admin", "hooks_admin"]);
 }
