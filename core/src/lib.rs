@@ -3,5 +3,7 @@
 
 pub mod api_keys;
 pub mod http_policy;
+pub mod http_retry;
 pub mod jwt;
+pub mod multipart;
 pub mod webhooks;

@@ -1,29 +1,23 @@
 //! Audit events that must survive the caller's transaction: failed key
 //! verifications (often inside READ ONLY transactions, or followed by an
 //! error that rolls everything back) and "key used" marks. Backends append
-//! them to a ring in shared memory; a per-database background worker
-//! writes them to `integration.audit_log` and `api_key_store.last_used_at`.
+//! them to a ring in shared memory; the database's background worker
+//! (`worker.rs`) writes them to `integration.audit_log` and
+//! `api_key_store.last_used_at`.
 //! Events are lost only when the ring is full (counted and reported as an
 //! `audit.dropped` row) or when the server stops before the next flush
 //! (about 200 ms).
 
-use crate::settings;
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use crate::{settings, subxact, worker};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 use std::time::Duration;
 
 /// Events the ring holds; about 260 bytes each.
 const CAPACITY: usize = 4096;
-/// Databases that can have a writer at the same time.
-const WORKER_SLOTS: usize = 32;
-/// A writer leaves after this many empty polls (200 ms each): soon, since
-/// while it is connected `DROP DATABASE` (without FORCE) is refused.
-const IDLE_POLLS: u32 = 25;
 /// Events written per transaction.
 const BATCH: usize = 512;
-/// A writer that could not connect this many times gives up on its database.
-const MAX_ATTEMPTS: u8 = 3;
 
 /// What an event records.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -147,19 +141,10 @@ fn unfixed(bytes: &[u8]) -> String {
 }
 
 #[derive(Copy, Clone)]
-struct Slot {
-    database: u32,
-    /// 0 free, 1 starting, 2 running.
-    state: u8,
-    attempts: u8,
-}
-
-#[derive(Copy, Clone)]
 struct Ring {
     events: [Event; CAPACITY],
     len: usize,
     dropped: u64,
-    slots: [Slot; WORKER_SLOTS],
 }
 
 impl Default for Ring {
@@ -168,11 +153,6 @@ impl Default for Ring {
             events: [Event::EMPTY; CAPACITY],
             len: 0,
             dropped: 0,
-            slots: [Slot {
-                database: 0,
-                state: 0,
-                attempts: 0,
-            }; WORKER_SLOTS],
         }
     }
 }
@@ -183,37 +163,6 @@ unsafe impl PGRXSharedMemory for Ring {}
 static RING: PgLwLock<Ring> = unsafe { PgLwLock::new(c"pg_integration_audit_ring") };
 
 impl Ring {
-    fn slot(&mut self, database: u32) -> Option<&mut Slot> {
-        self.slots
-            .iter_mut()
-            .find(|s| s.state != 0 && s.database == database)
-    }
-
-    /// Marks a writer for `database` as starting; false when one is already
-    /// there or no slot is free (the events then wait for the next push).
-    fn claim(&mut self, database: u32) -> bool {
-        if self.slot(database).is_some() {
-            return false;
-        }
-        match self.slots.iter_mut().find(|s| s.state == 0) {
-            Some(slot) => {
-                *slot = Slot {
-                    database,
-                    state: 1,
-                    attempts: 0,
-                };
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn release(&mut self, database: u32) {
-        if let Some(slot) = self.slot(database) {
-            slot.state = 0;
-        }
-    }
-
     /// Removes up to `max` events of `database`, keeping the others in order.
     fn take(&mut self, database: u32, max: usize) -> Vec<Event> {
         let mut taken = Vec::new();
@@ -323,8 +272,7 @@ pub fn record(kind: Kind, action: Action, reason: Option<Reason>, key_id: Option
 }
 
 fn push(event: Event) {
-    let database = event.database;
-    let start_writer = {
+    {
         let mut ring = RING.exclusive();
         if ring.len < CAPACITY {
             let len = ring.len;
@@ -333,119 +281,57 @@ fn push(event: Event) {
         } else {
             ring.dropped += 1;
         }
-        ring.claim(database)
-    };
-    if start_writer && start_worker(database).is_err() {
-        RING.exclusive().release(database);
-        pgrx::warning!(
-            "pg_integration: could not start the audit writer (max_worker_processes reached?); \
-             events wait in shared memory"
-        );
     }
+    worker::ensure(event.database);
 }
 
-fn start_worker(database: u32) -> Result<(), ()> {
-    BackgroundWorkerBuilder::new(&format!("pg_integration writer for database {database}"))
-        .set_type("pg_integration writer")
-        .set_library("pg_integration")
-        .set_function("pg_integration_db_worker")
-        .set_argument(Some(pg_sys::Datum::from(database)))
-        .enable_spi_access()
-        .set_start_time(pgrx::bgworkers::BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(Some(Duration::from_secs(5)))
-        .load_dynamic()
-        .map(|_| ())
-        .map_err(|_| ())
+/// True when events of `database` wait in the ring.
+pub fn has_events(database: u32) -> bool {
+    let ring = RING.share();
+    ring.events[..ring.len]
+        .iter()
+        .any(|e| e.database == database)
 }
 
-/// The per-database writer: drains this database's events, leaves when idle.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn pg_integration_db_worker(arg: pg_sys::Datum) {
-    let database = arg.value() as u32;
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    {
+/// Drops the events of `database` (its worker cannot run); returns how many.
+pub fn forget(database: u32) -> usize {
+    RING.exclusive().forget(database)
+}
+
+/// Writes a batch of `database`'s events (called by its worker, outside a
+/// transaction); false when there was nothing to write. `installed` says
+/// whether the extension exists in that database.
+pub fn drain(database: u32, installed: bool) -> bool {
+    let (batch, dropped) = {
         let mut ring = RING.exclusive();
-        if ring.slot(database).is_none() {
-            // After a crash restart the slot may be gone: take one again.
-            ring.claim(database);
-        }
-        let give_up = match ring.slot(database) {
-            Some(slot) => {
-                slot.attempts += 1;
-                slot.attempts > MAX_ATTEMPTS
-            }
-            None => true,
-        };
-        if give_up {
-            let lost = ring.forget(database);
-            ring.release(database);
-            drop(ring);
-            pgrx::log!(
-                "pg_integration: cannot write audit events to database {database}; {lost} dropped"
-            );
-            return;
-        }
+        let batch = ring.take(database, BATCH);
+        (batch, std::mem::take(&mut ring.dropped))
+    };
+    if batch.is_empty() && dropped == 0 {
+        return false;
     }
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
-    if let Some(slot) = RING.exclusive().slot(database) {
-        slot.state = 2;
-        slot.attempts = 0;
+    if !installed {
+        pgrx::log!(
+            "pg_integration: {} audit events for database {database} dropped: the extension is not installed there",
+            batch.len()
+        );
+        return true;
     }
-    let installed = BackgroundWorker::transaction(|| {
-        Spi::get_one::<bool>("SELECT to_regclass('integration.audit_log') IS NOT NULL")
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-    });
-    let mut idle = 0;
-    loop {
-        let running = BackgroundWorker::wait_latch(Some(Duration::from_millis(200)));
-        let (batch, dropped) = {
-            let mut ring = RING.exclusive();
-            let batch = ring.take(database, BATCH);
-            let dropped = std::mem::take(&mut ring.dropped);
-            if batch.is_empty() && dropped == 0 && (!running || idle >= IDLE_POLLS) {
-                ring.release(database);
-                return;
-            }
-            (batch, dropped)
-        };
-        if batch.is_empty() && dropped == 0 {
-            idle += 1;
-            continue;
-        }
-        idle = 0;
-        if !installed {
-            pgrx::log!(
-                "pg_integration: {} audit events for database {database} dropped: the extension is not installed there",
-                batch.len()
-            );
-            continue;
-        }
-        write(&batch, dropped);
-    }
+    write(&batch, dropped);
+    true
 }
 
 /// Writes one batch in its own transaction; a failure is logged, not retried.
 fn write(batch: &[Event], dropped: u64) {
     let count = batch.len();
-    let outcome = BackgroundWorker::transaction(|| {
-        PgTryBuilder::new(|| {
-            insert(batch, dropped);
-            true
-        })
-        .catch_others(|error| {
-            pgrx::warning!("pg_integration: writing {count} audit events failed: {error:?}");
-            false
-        })
-        .execute()
-    });
+    let outcome = BackgroundWorker::transaction(|| subxact::attempt(|| insert(batch, dropped)));
     if dropped > 0 {
         pgrx::log!("pg_integration: {dropped} audit events dropped: the ring was full");
     }
-    if !outcome {
-        pgrx::log!("pg_integration: {count} audit events lost");
+    if let Err(error) = outcome {
+        pgrx::warning!(
+            "pg_integration: writing {count} audit events failed, they are lost: {error}"
+        );
     }
 }
 
@@ -506,49 +392,20 @@ fn insert(batch: &[Event], dropped: u64) {
         )
         .unwrap_or_else(|e| error!("update last_used_at: {e}"));
     }
-    let calls: Vec<&Event> = batch
+    let calls: Vec<HttpCall> = batch
         .iter()
         .filter(|e| e.kind == Kind::Http as u8)
+        .map(|e| HttpCall {
+            at: e.at,
+            actor: actor_name(e),
+            method: unfixed(&e.method),
+            host: unfixed(&e.host),
+            status: (e.status != 0).then_some(e.status),
+            duration_us: i64::try_from(e.duration_us).unwrap_or(i64::MAX),
+            error: Some(unfixed(&e.error)).filter(|s| !s.is_empty()),
+        })
         .collect();
-    if !calls.is_empty() {
-        let ats: Vec<i64> = calls.iter().map(|e| e.at).collect();
-        let actors: Vec<String> = calls.iter().map(|e| actor_name(e)).collect();
-        let methods: Vec<String> = calls.iter().map(|e| unfixed(&e.method)).collect();
-        let hosts: Vec<String> = calls.iter().map(|e| unfixed(&e.host)).collect();
-        let statuses: Vec<Option<i32>> = calls
-            .iter()
-            .map(|e| (e.status != 0).then_some(i32::from(e.status)))
-            .collect();
-        let durations: Vec<i64> = calls
-            .iter()
-            .map(|e| i64::try_from(e.duration_us).unwrap_or(i64::MAX))
-            .collect();
-        let errors: Vec<Option<String>> = calls
-            .iter()
-            .map(|e| Some(unfixed(&e.error)).filter(|s| !s.is_empty()))
-            .collect();
-        Spi::run_with_args(
-            "INSERT INTO integration.audit_log (at, actor, action, target, ok, detail)
-             SELECT timestamptz '2000-01-01 00:00:00+00' + e.us * interval '1 microsecond',
-                    e.actor, 'http.request', e.host, e.status IS NOT NULL,
-                    jsonb_strip_nulls(jsonb_build_object(
-                        'method', e.method, 'status', e.status,
-                        'duration_ms', round(e.dur / 1000.0, 3), 'error', e.error))
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[],
-                         $6::bigint[], $7::text[])
-                  AS e(us, actor, method, host, status, dur, error)",
-            &[
-                ats.into(),
-                actors.into(),
-                methods.into(),
-                hosts.into(),
-                statuses.into(),
-                durations.into(),
-                errors.into(),
-            ],
-        )
-        .unwrap_or_else(|e| error!("insert HTTP audit rows: {e}"));
-    }
+    insert_http_calls(&calls);
     if dropped > 0 {
         Spi::run_with_args(
             "INSERT INTO integration.audit_log (actor, action, ok, detail)
@@ -557,6 +414,54 @@ fn insert(batch: &[Event], dropped: u64) {
         )
         .unwrap_or_else(|e| error!("insert audit.dropped row: {e}"));
     }
+}
+
+/// One outbound HTTP call as the audit log records it.
+pub struct HttpCall {
+    /// Postgres timestamp (microseconds since 2000-01-01 UTC).
+    pub at: i64,
+    pub actor: String,
+    pub method: String,
+    pub host: String,
+    pub status: Option<u16>,
+    pub duration_us: i64,
+    /// The error kind when there was no response.
+    pub error: Option<String>,
+}
+
+/// Writes `calls` to the audit log in the current transaction.
+pub fn insert_http_calls(calls: &[HttpCall]) {
+    if calls.is_empty() {
+        return;
+    }
+    let ats: Vec<i64> = calls.iter().map(|c| c.at).collect();
+    let actors: Vec<&str> = calls.iter().map(|c| c.actor.as_str()).collect();
+    let methods: Vec<&str> = calls.iter().map(|c| c.method.as_str()).collect();
+    let hosts: Vec<&str> = calls.iter().map(|c| c.host.as_str()).collect();
+    let statuses: Vec<Option<i32>> = calls.iter().map(|c| c.status.map(i32::from)).collect();
+    let durations: Vec<i64> = calls.iter().map(|c| c.duration_us).collect();
+    let errors: Vec<Option<&str>> = calls.iter().map(|c| c.error.as_deref()).collect();
+    Spi::run_with_args(
+        "INSERT INTO integration.audit_log (at, actor, action, target, ok, detail)
+         SELECT timestamptz '2000-01-01 00:00:00+00' + e.us * interval '1 microsecond',
+                e.actor, 'http.request', e.host, e.status IS NOT NULL,
+                jsonb_strip_nulls(jsonb_build_object(
+                    'method', e.method, 'status', e.status,
+                    'duration_ms', round(e.dur / 1000.0, 3), 'error', e.error))
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[],
+                     $6::bigint[], $7::text[])
+              AS e(us, actor, method, host, status, dur, error)",
+        &[
+            ats.into(),
+            actors.into(),
+            methods.into(),
+            hosts.into(),
+            statuses.into(),
+            durations.into(),
+            errors.into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("insert HTTP audit rows: {e}"));
 }
 
 fn actor_name(event: &Event) -> String {

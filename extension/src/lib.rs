@@ -6,12 +6,15 @@ use pgrx::prelude::*;
 
 mod api_keys;
 mod audit;
+mod caller;
 mod errors;
 mod http;
 mod jwt;
 mod owner;
 mod raw_datum;
 mod settings;
+mod subxact;
+mod worker;
 
 pgrx::pg_module_magic!();
 
@@ -25,7 +28,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/webhooks.sql",
     name = "webhooks",
-    requires = ["roles", "audit"]
+    requires = ["roles", "audit", caller::_caller, caller::_verified_caller]
 );
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 
@@ -33,6 +36,7 @@ extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     settings::init();
     audit::init();
+    worker::init();
     api_keys::init();
     http::init();
 }

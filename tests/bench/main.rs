@@ -10,6 +10,11 @@
 //! loopback nginx, beside `wrk -c1 -t1` on the same URL (the limit of one
 //! connection doing one request at a time).
 //!
+//! http queue: 10 000 requests queued in one statement, timed from the
+//! commit until every response is stored, beside `wrk -c32` on the same
+//! URL (what the same server answers with 32 connections), with the
+//! worker's default caps raised to 32 per host.
+//!
 //! jwt: 100 000 `verify_jwt` HS256 checks in one statement against the
 //! pgjwt-style check in plain SQL (pgcrypto hmac + base64url decoding). The
 //! token is made to depend on the row so the planner cannot fold the
@@ -40,6 +45,7 @@ fn main() {
     api_keys(&cluster, &mut db);
     jwt(&mut db);
     http(&mut db);
+    http_queue(&cluster, &mut db);
     drop(db);
     drop(cluster);
     webhooks();
@@ -333,6 +339,60 @@ fn http(db: &mut Client) {
     );
     println!("wrk -c1 -t1 (the limit)        {limit:8.0} requests/s");
     println!("integration.http_get           {ours:8.0} calls/s");
+    println!("ratio ours / wrk               {:8.2}x", ours / limit);
+}
+
+const QUEUED: i64 = 10_000;
+
+fn http_queue(cluster: &PgCluster, db: &mut Client) {
+    let nginx = Nginx::start();
+    let url = nginx.url("/ok");
+    db.batch_execute(
+        "ALTER DATABASE bench SET integration.http_allowed_networks = '127.0.0.1/32';
+         ALTER DATABASE bench SET integration.http_queue_host_concurrency = 32;
+         ALTER DATABASE bench SET integration.http_queue_concurrency = 32;",
+    )
+    .unwrap();
+    let mut db = cluster.connect("bench");
+    let limit = wrk(&url, None, 5, 32).rps;
+    let mut rates: Vec<f64> = (0..3)
+        .map(|_| {
+            db.batch_execute("TRUNCATE integration.http_responses")
+                .unwrap();
+            let start = Instant::now();
+            db.execute(
+                "SELECT integration.http_enqueue('GET', $2) FROM generate_series(1, $1::bigint)",
+                &[&QUEUED, &url],
+            )
+            .unwrap();
+            loop {
+                let n: i64 = db
+                    .query_one("SELECT count(*) FROM integration.http_responses", &[])
+                    .unwrap()
+                    .get(0);
+                if n >= QUEUED {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let ok: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM integration.http_responses WHERE status = 200",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            assert_eq!(ok, QUEUED);
+            QUEUED as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let ours = rates[1];
+    println!(
+        "\n## http queue: {QUEUED} queued requests until all responses are stored (median of 3)"
+    );
+    println!("wrk -c32 (the limit)           {limit:8.0} requests/s");
+    println!("http_enqueue + worker          {ours:8.0} requests/s");
     println!("ratio ours / wrk               {:8.2}x", ours / limit);
 }
 

@@ -8,9 +8,11 @@ mod nginx;
 mod postgres_cluster;
 mod process;
 mod sidecar;
+mod test_server;
 
 pub use httpbin::HttpBin;
 pub use nginx::Nginx;
 pub use postgres_cluster::PgCluster;
 pub use process::{free_port, workspace_root};
 pub use sidecar::{sample, scratch_dir, sidecar_command, Sidecar, SIDECAR_VARIABLES};
+pub use test_server::TestServer;

@@ -125,6 +125,15 @@ impl PgCluster {
         self.pg_ctl(&["-m", "fast", "-w", "stop"], "pg_ctl stop");
     }
 
+    /// Stops the server the way a crash does (immediate shutdown: no
+    /// checkpoint, crash recovery at the next start).
+    pub fn crash(&self) {
+        self.pg_ctl(
+            &["-m", "immediate", "-w", "stop"],
+            "pg_ctl stop -m immediate",
+        );
+    }
+
     /// Starts a stopped server again on the same port with the same data.
     pub fn restart(&self) {
         let log = self.log_path();

@@ -380,3 +380,29 @@ fn every_call_is_audited_without_headers_or_bodies() {
         );
     }
 }
+
+#[test]
+fn multipart_bodies_carry_fields_and_files() {
+    let (_cluster, mut db, bin) = setup();
+    let post = json(
+        &mut db,
+        "integration.http_post_multipart($1,
+             fields => '{\"title\": \"héllo\", \"n\": 2}',
+             files => ARRAY[
+                 ROW('upload', 'a.pdf', 'application/pdf', '\\x00ff0d0a'::bytea)::integration.http_file,
+                 ROW('notes', 'n.txt', NULL, convert_to('line', 'UTF8'))::integration.http_file])",
+        &[&bin.url("/post")],
+    );
+    assert_eq!(post["form"]["title"], "héllo");
+    assert_eq!(post["form"]["n"], "2");
+    assert_eq!(
+        post["files"]["upload"],
+        "data:application/pdf;base64,AP8NCg=="
+    );
+    assert_eq!(post["files"]["notes"], "line");
+    let content_type = post["headers"]["Content-Type"].as_str().unwrap();
+    assert!(
+        content_type.starts_with("multipart/form-data; boundary="),
+        "{content_type}"
+    );
+}

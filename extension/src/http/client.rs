@@ -61,6 +61,30 @@ pub enum CallError {
     Interrupted,
 }
 
+impl CallError {
+    /// The short cause the audit log records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Policy(_) => "policy",
+            CallError::Invalid { .. } => "invalid",
+            CallError::Timeout { .. } => "timeout",
+            CallError::TooLarge { .. } | CallError::Redirects { .. } => "limit",
+            CallError::Tls { .. } => "tls",
+            CallError::Interrupted => "canceled",
+            CallError::Connect { .. } | CallError::Other { .. } => "network",
+        }
+    }
+
+    /// True when the same request may succeed later: the connection
+    /// failed or broke, or the server was too slow.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CallError::Timeout { .. } | CallError::Connect { .. } | CallError::Other { .. }
+        )
+    }
+}
+
 struct Engine {
     runtime: tokio::runtime::Runtime,
     clients: HashMap<(String, bool), reqwest::Client>,
@@ -70,8 +94,17 @@ thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
 }
 
-fn new_runtime() -> Result<tokio::runtime::Runtime, CallError> {
-    tokio::runtime::Builder::new_current_thread()
+/// A runtime whose threads never receive Postgres' signals: current-thread
+/// for a backend's synchronous calls, with `workers` threads for the queue.
+pub fn new_runtime(workers: usize) -> Result<tokio::runtime::Runtime, CallError> {
+    let mut builder = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder
         .enable_all()
         // DNS look-ups run on helper threads: keep Postgres' signals on the
         // backend's own thread.
@@ -114,7 +147,7 @@ impl Resolve for CheckedResolver {
 #[error("more than {0} redirects")]
 struct TooManyRedirects(u32);
 
-fn build_client(policy: Arc<Policy>, insecure: bool) -> Result<reqwest::Client, CallError> {
+pub fn build_client(policy: Arc<Policy>, insecure: bool) -> Result<reqwest::Client, CallError> {
     let hops = Arc::clone(&policy);
     reqwest::Client::builder()
         .dns_resolver(Arc::new(CheckedResolver {
@@ -148,9 +181,66 @@ fn cancel_requested() -> bool {
     unsafe { pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 }
 }
 
+/// Sends `request` with `client` (built by [`build_client`] for `policy`)
+/// and reads the whole response, at most `policy.max_response_bytes`.
+pub async fn fetch(
+    client: reqwest::Client,
+    request: Request,
+    limit: u64,
+    max_redirects: u32,
+) -> Result<Response, CallError> {
+    let host = request.url.host_str().unwrap_or_default().to_string();
+    let timeout = request.timeout;
+    let started = Instant::now();
+    let call = async move {
+        let mut builder = client.request(request.method, request.url).timeout(timeout);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        if let Some(body) = request.body {
+            builder = builder.body(body);
+        }
+        let mut response = builder.send().await?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Ok(None);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>(Some(Response {
+            status,
+            headers,
+            body,
+            content_type,
+            elapsed: started.elapsed(),
+        }))
+    };
+    match call.await {
+        Ok(Some(response)) => Ok(response),
+        Ok(None) => Err(CallError::TooLarge { host, limit }),
+        Err(e) => Err(classify(e, host, timeout, max_redirects)),
+    }
+}
+
 /// Sends `request` under `policy`, reusing this backend's client for the
-/// same policy. `insecure` skips certificate verification (an admin chose
-/// it for this host).
+/// same policy, and waits for it while watching Postgres' cancel flags.
+/// `insecure` skips certificate verification (an admin chose it for this host).
 pub fn send(
     request: Request,
     policy: Policy,
@@ -160,12 +250,11 @@ pub fn send(
     policy.check_url(&request.url)?;
     let limit = policy.max_response_bytes;
     let max_redirects = policy.max_redirects;
-    let host = request.url.host_str().unwrap_or_default().to_string();
     ENGINE.with_borrow_mut(|engine| {
         let engine = match engine {
             Some(engine) => engine,
             None => engine.insert(Engine {
-                runtime: new_runtime()?,
+                runtime: new_runtime(0)?,
                 clients: HashMap::new(),
             }),
         };
@@ -174,64 +263,17 @@ pub fn send(
             let client = build_client(Arc::new(policy), insecure)?;
             engine.clients.insert(key.clone(), client);
         }
-        let client = engine.clients[&key].clone();
-        let timeout = request.timeout;
-        let started = Instant::now();
-        let call = async move {
-            let mut builder = client.request(request.method, request.url).timeout(timeout);
-            for (name, value) in &request.headers {
-                builder = builder.header(name.as_str(), value.as_str());
-            }
-            if let Some(body) = request.body {
-                builder = builder.body(body);
-            }
-            let mut response = builder.send().await?;
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let content_type = response
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await? {
-                if (body.len() + chunk.len()) as u64 > limit {
-                    return Ok(Err(()));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok::<_, reqwest::Error>(Ok(Response {
-                status,
-                headers,
-                body,
-                content_type,
-                elapsed: started.elapsed(),
-            }))
-        };
-        let outcome = engine.runtime.block_on(async {
+        let call = fetch(engine.clients[&key].clone(), request, limit, max_redirects);
+        engine.runtime.block_on(async {
             tokio::pin!(call);
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             loop {
                 tokio::select! {
-                    out = &mut call => return Some(out),
-                    _ = tick.tick() => if cancel_requested() { return None },
+                    out = &mut call => return out,
+                    _ = tick.tick() => if cancel_requested() { return Err(CallError::Interrupted) },
                 }
             }
-        });
-        match outcome {
-            None => Err(CallError::Interrupted),
-            Some(Ok(Ok(response))) => Ok(response),
-            Some(Ok(Err(()))) => Err(CallError::TooLarge { host, limit }),
-            Some(Err(e)) => Err(classify(e, host, timeout, max_redirects)),
-        }
+        })
     })
 }
 

@@ -6,17 +6,22 @@
 
 mod client;
 mod policy;
+pub mod queue;
 
 use crate::audit;
 use crate::errors::raise;
 use client::{CallError, Request, Response};
+use integration_core::multipart::{self, Part};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
 use std::time::Duration;
 use url::Url;
 
-pub use policy::init;
+pub fn init() {
+    policy::init();
+    queue::init();
+}
 
 extension_sql!(
     r#"
@@ -30,6 +35,15 @@ CREATE TYPE integration.http_response AS (
 );
 COMMENT ON TYPE integration.http_response IS
     'An HTTP response: body is NULL when the bytes are not valid UTF-8; body_bytes always holds them';
+
+CREATE TYPE integration.http_file AS (
+    field         text,
+    filename      text,
+    content_type  text,
+    data          bytea
+);
+COMMENT ON TYPE integration.http_file IS
+    'A file of a multipart/form-data body: ROW(field, filename, content_type, data)::integration.http_file';
 "#,
     name = "http_response_type",
     requires = ["roles"],
@@ -76,9 +90,10 @@ fn parse_url(url: &str, params: Option<&Value>) -> Url {
     parsed
 }
 
-fn parse_headers(headers: &Value) -> Vec<(String, String)> {
+/// Headers from a JSON object of names to strings (or arrays of strings).
+fn header_list(headers: &Value) -> Result<Vec<(String, String)>, String> {
     let Value::Object(map) = headers else {
-        invalid("headers must be a JSON object of names to strings".into());
+        return Err("headers must be a JSON object of names to strings".into());
     };
     let mut out = Vec::new();
     for (name, value) in map {
@@ -88,15 +103,19 @@ fn parse_headers(headers: &Value) -> Vec<(String, String)> {
                 for item in items {
                     match item {
                         Value::String(s) => out.push((name.clone(), s.clone())),
-                        _ => invalid(format!("header {name:?}: values must be strings")),
+                        _ => return Err(format!("header {name:?}: values must be strings")),
                     }
                 }
             }
             Value::Number(n) => out.push((name.clone(), n.to_string())),
-            _ => invalid(format!("header {name:?}: values must be strings")),
+            _ => return Err(format!("header {name:?}: values must be strings")),
         }
     }
-    out
+    Ok(out)
+}
+
+fn parse_headers(headers: &Value) -> Vec<(String, String)> {
+    header_list(headers).unwrap_or_else(|e| invalid(e))
 }
 
 fn has_header(headers: &[(String, String)], name: &str) -> bool {
@@ -131,10 +150,8 @@ fn call(
         bytes
     });
     let host = url.host_str().unwrap_or_default().to_string();
-    let insecure = policy::insecure_tls_hosts()
-        .iter()
-        .any(|p| p.matches(&host, url.port_or_known_default()));
-    let (policy, key) = policy::current();
+    let rules = policy::current();
+    let insecure = rules.insecure(&url);
     let request = Request {
         method: method.clone(),
         url,
@@ -143,7 +160,7 @@ fn call(
         timeout: timeout_of(timeout),
     };
     let started = std::time::Instant::now();
-    let outcome = client::send(request, policy, key, insecure);
+    let outcome = client::send(request, rules.policy, rules.key, insecure);
     let elapsed = started.elapsed();
     match outcome {
         Ok(response) => {
@@ -160,27 +177,25 @@ fn call(
             )
         }
         Err(error) => {
-            let (code, kind) = match &error {
-                CallError::Policy(_) => (PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, "policy"),
-                CallError::Invalid { .. } => {
-                    (PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "invalid")
-                }
-                CallError::Timeout { .. } => (PgSqlErrorCode::ERRCODE_QUERY_CANCELED, "timeout"),
+            let code = match &error {
+                CallError::Policy(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                CallError::Invalid { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                CallError::Timeout { .. } => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
                 CallError::TooLarge { .. } | CallError::Redirects { .. } => {
-                    (PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, "limit")
+                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED
                 }
-                CallError::Tls { .. } => (PgSqlErrorCode::ERRCODE_IO_ERROR, "tls"),
-                _ => (PgSqlErrorCode::ERRCODE_IO_ERROR, "network"),
+                _ => PgSqlErrorCode::ERRCODE_IO_ERROR,
             };
-            audit::record_http(method.as_str(), &host, None, elapsed, Some(kind));
+            audit::record_http(method.as_str(), &host, None, elapsed, Some(error.kind()));
             raise(code, error.to_string(), None)
         }
     }
 }
 
-fn to_row(response: Response) -> HttpResponse {
+/// Response headers as a JSON object; a repeated header becomes an array.
+fn headers_json(list: Vec<(String, String)>) -> Value {
     let mut headers = serde_json::Map::new();
-    for (name, value) in response.headers {
+    for (name, value) in list {
         match headers.get_mut(&name) {
             Some(Value::String(first)) => {
                 let first = std::mem::take(first);
@@ -192,13 +207,17 @@ fn to_row(response: Response) -> HttpResponse {
             }
         }
     }
+    Value::Object(headers)
+}
+
+fn to_row(response: Response) -> HttpResponse {
     let text = String::from_utf8(response.body.clone()).ok();
     let elapsed =
         Interval::from_micros(i64::try_from(response.elapsed.as_micros()).unwrap_or(i64::MAX));
     let mut row = PgHeapTuple::new_composite_type_by_oid(response_type())
         .unwrap_or_else(|e| error!("integration.http_response: {e}"));
     set(&mut row, "status", i32::from(response.status));
-    set(&mut row, "headers", JsonB(Value::Object(headers)));
+    set(&mut row, "headers", JsonB(headers_json(response.headers)));
     set(&mut row, "body", text);
     set(&mut row, "body_bytes", response.body);
     set(&mut row, "content_type", response.content_type);
@@ -369,6 +388,87 @@ fn http_post_form(
         parse_url(url, None),
         parse_headers(&headers.0),
         Some((bytes, FORM)),
+        timeout,
+    )
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION integration.http_post_multipart(
+    url      text,
+    fields   jsonb DEFAULT '{}',
+    files    integration.http_file[] DEFAULT '{}',
+    headers  jsonb DEFAULT '{}',
+    timeout  interval DEFAULT NULL
+) RETURNS integration.http_response
+LANGUAGE sql VOLATILE AS $$
+    SELECT integration.http_post_multipart_arrays(
+        url, fields,
+        ARRAY(SELECT f.field FROM unnest(files) WITH ORDINALITY f ORDER BY ordinality),
+        ARRAY(SELECT f.filename FROM unnest(files) WITH ORDINALITY f ORDER BY ordinality),
+        ARRAY(SELECT f.content_type FROM unnest(files) WITH ORDINALITY f ORDER BY ordinality),
+        ARRAY(SELECT f.data FROM unnest(files) WITH ORDINALITY f ORDER BY ordinality),
+        headers, timeout)
+$$;
+COMMENT ON FUNCTION integration.http_post_multipart(text, jsonb, integration.http_file[], jsonb, interval) IS
+    'POST a multipart/form-data body: text fields from a JSON object and files from bytea';
+"#,
+    name = "http_post_multipart",
+    requires = [http_post_multipart_arrays],
+);
+
+/// `POST` of a multipart/form-data body: text `fields` (a JSON object) and
+/// files given as parallel arrays (what `http_post_multipart` unpacks its
+/// `integration.http_file[]` into: pgrx takes no arrays of composites).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe, requires = ["http_response_type"])]
+fn http_post_multipart_arrays<'a>(
+    url: &str,
+    fields: JsonB,
+    file_fields: Vec<Option<String>>,
+    file_names: Vec<Option<String>>,
+    file_types: Vec<Option<String>>,
+    file_data: pgrx::Array<'a, &'a [u8]>,
+    headers: JsonB,
+    timeout: Option<Interval>,
+) -> pgrx::composite_type!('static, "integration.http_response") {
+    let Value::Object(map) = &fields.0 else {
+        invalid("fields must be a JSON object".into());
+    };
+    let mut parts = Vec::new();
+    for (name, value) in map {
+        let text = match value {
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        parts.push(Part {
+            name: name.clone(),
+            filename: None,
+            content_type: None,
+            data: text.into_bytes(),
+        });
+    }
+    for (i, field) in file_fields.into_iter().enumerate() {
+        parts.push(Part {
+            name: field.unwrap_or_else(|| invalid("a file needs a field name".into())),
+            filename: Some(
+                file_names
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| "file".into()),
+            ),
+            content_type: file_types.get(i).cloned().flatten(),
+            data: file_data.get(i).flatten().unwrap_or_default().to_vec(),
+        });
+    }
+    let (body, content_type) = multipart::encode(&parts).unwrap_or_else(|e| invalid(e.to_string()));
+    call(
+        "POST",
+        parse_url(url, None),
+        parse_headers(&headers.0),
+        Some((body, &content_type)),
         timeout,
     )
 }

@@ -80,35 +80,78 @@ fn text(setting: &GucSetting<Option<CString>>) -> String {
         .unwrap_or_default()
 }
 
-fn invalid(name: &str, error: impl std::fmt::Display) -> ! {
-    crate::errors::raise(
-        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        format!("invalid value of {name}: {error}"),
-        None,
-    )
+/// The policy settings in force for one caller, as text: what the queue
+/// stores with a request so the worker delivers it under its caller's rules.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub allowed_hosts: String,
+    pub allowed_networks: String,
+    pub insecure_tls_hosts: String,
+    pub max_redirects: u32,
+    pub max_response_bytes: u64,
 }
 
-/// The policy in force for the current role and database, and the text it
-/// was read from (the key under which its client is kept).
-pub fn current() -> (Policy, String) {
-    let hosts = text(&ALLOWED_HOSTS);
-    let networks = text(&ALLOWED_NETWORKS);
-    let policy = Policy {
-        allowed_hosts: http_policy::parse_host_list(&hosts)
-            .unwrap_or_else(|e| invalid("integration.http_allowed_hosts", e)),
-        allowed_networks: http_policy::parse_network_list(&networks)
-            .unwrap_or_else(|e| invalid("integration.http_allowed_networks", e)),
-        max_redirects: u32::try_from(MAX_REDIRECTS.get()).unwrap_or(0),
-        max_response_bytes: u64::try_from(MAX_RESPONSE_BYTES.get()).unwrap_or(0),
-    };
-    let key = format!("{hosts}\n{networks}\n{}", MAX_REDIRECTS.get());
-    (policy, key)
+/// A parsed [`Snapshot`]: the policy, the key its client is kept under and
+/// the hosts whose certificates are not verified.
+pub struct Rules {
+    pub policy: Policy,
+    pub key: String,
+    pub insecure_tls_hosts: Vec<HostPattern>,
 }
 
-/// Hosts whose certificates are not verified.
-pub fn insecure_tls_hosts() -> Vec<HostPattern> {
-    http_policy::parse_host_list(&text(&INSECURE_TLS_HOSTS))
-        .unwrap_or_else(|e| invalid("integration.http_insecure_tls_hosts", e))
+impl Snapshot {
+    /// The settings of the current role and database.
+    pub fn current() -> Snapshot {
+        Snapshot {
+            allowed_hosts: text(&ALLOWED_HOSTS),
+            allowed_networks: text(&ALLOWED_NETWORKS),
+            insecure_tls_hosts: text(&INSECURE_TLS_HOSTS),
+            max_redirects: u32::try_from(MAX_REDIRECTS.get()).unwrap_or(0),
+            max_response_bytes: u64::try_from(MAX_RESPONSE_BYTES.get()).unwrap_or(0),
+        }
+    }
+
+    /// Parses the settings; the error names the setting at fault.
+    pub fn rules(&self) -> Result<Rules, String> {
+        let named =
+            |name: &str, e: http_policy::PolicyError| format!("invalid value of {name}: {e}");
+        Ok(Rules {
+            policy: Policy {
+                allowed_hosts: http_policy::parse_host_list(&self.allowed_hosts)
+                    .map_err(|e| named("integration.http_allowed_hosts", e))?,
+                allowed_networks: http_policy::parse_network_list(&self.allowed_networks)
+                    .map_err(|e| named("integration.http_allowed_networks", e))?,
+                max_redirects: self.max_redirects,
+                max_response_bytes: self.max_response_bytes,
+            },
+            key: format!(
+                "{}\n{}\n{}\n{}",
+                self.allowed_hosts,
+                self.allowed_networks,
+                self.max_redirects,
+                self.max_response_bytes
+            ),
+            insecure_tls_hosts: http_policy::parse_host_list(&self.insecure_tls_hosts)
+                .map_err(|e| named("integration.http_insecure_tls_hosts", e))?,
+        })
+    }
+}
+
+impl Rules {
+    /// True when an administrator turned certificate checks off for `url`'s host.
+    pub fn insecure(&self, url: &url::Url) -> bool {
+        let host = url.host_str().unwrap_or_default();
+        self.insecure_tls_hosts
+            .iter()
+            .any(|p| p.matches(host, url.port_or_known_default()))
+    }
+}
+
+/// The rules in force for the current role and database.
+pub fn current() -> Rules {
+    Snapshot::current().rules().unwrap_or_else(|e| {
+        crate::errors::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None)
+    })
 }
 
 /// The default time limit of one call.

@@ -1,0 +1,953 @@
+//! The durable outbound HTTP queue: `http_enqueue()` stores a request in
+//! `integration.http_requests` (with the caller's policy), the database's
+//! worker delivers it, retries what may pass, and moves the outcome to
+//! `integration.http_responses`; `http_result()` waits for it; a callback,
+//! when given, is called with the response row in its own transaction, as
+//! the role that enqueued the request.
+
+use super::client::{self, CallError, Request, Response};
+use super::policy::{self, Snapshot};
+use super::{header_list, headers_json, invalid, parse_url, timeout_of, BYTES};
+use crate::audit::{self, HttpCall};
+use crate::errors::raise;
+use crate::owner::{as_owner, current_user_name};
+use crate::{settings, subxact, worker};
+use integration_core::http_retry::{self, Attempt};
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::callconv::{Arg, ArgAbi};
+use pgrx::nullable::Nullable;
+use pgrx::pgrx_sql_entity_graph::metadata::{
+    ArgumentError, Returns, ReturnsError, SqlMapping, SqlTranslatable,
+};
+use pgrx::prelude::*;
+use pgrx::{
+    register_xact_callback, GucContext, GucFlags, GucRegistry, GucSetting, JsonB,
+    PgXactCallbackEvent,
+};
+use rand::Rng;
+use serde_json::Value;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+
+extension_sql_file!(
+    "../../../sql/http_queue.sql",
+    name = "http_queue",
+    requires = ["roles", "audit"]
+);
+
+static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(64);
+static HOST_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
+static RESPONSE_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(6 * 3600);
+
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"integration.http_queue_concurrency",
+        c"Queued HTTP requests a database's worker has in flight at most.",
+        c"Read by the worker at every step; set it per database with ALTER DATABASE ... SET.",
+        &CONCURRENCY,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"integration.http_queue_host_concurrency",
+        c"Queued HTTP requests in flight at most to one host.",
+        c"Keeps a burst to one API from overrunning it while other hosts are served.",
+        &HOST_CONCURRENCY,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"integration.http_response_ttl",
+        c"How long rows stay in integration.http_responses; 0 keeps them.",
+        c"The worker deletes older rows about once a minute.",
+        &RESPONSE_TTL_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// A `regprocedure` argument: a function's OID.
+pub struct Regprocedure(pg_sys::Oid);
+
+impl FromDatum for Regprocedure {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Self> {
+        (!is_null).then(|| Regprocedure(pg_sys::Oid::from(datum.value() as u32)))
+    }
+}
+
+// SAFETY: the same unboxing pgrx does for its own FromDatum types.
+unsafe impl<'fcx> ArgAbi<'fcx> for Regprocedure {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+
+    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+// SAFETY: regprocedure is an OID on the wire.
+unsafe impl SqlTranslatable for Regprocedure {
+    fn argument_sql() -> Result<SqlMapping, ArgumentError> {
+        Ok(SqlMapping::literal("regprocedure"))
+    }
+
+    fn return_sql() -> Result<Returns, ReturnsError> {
+        Ok(Returns::One(SqlMapping::literal("regprocedure")))
+    }
+}
+
+thread_local! {
+    /// Whether this transaction already arranged to wake the worker at commit.
+    static WAKE_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
+}
+
+fn wake_worker_at_commit() {
+    if WAKE_AT_COMMIT.replace(true) {
+        return;
+    }
+    // SAFETY: a global set for every backend.
+    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    register_xact_callback(PgXactCallbackEvent::Commit, move || {
+        WAKE_AT_COMMIT.set(false);
+        worker::wake(database);
+    });
+    register_xact_callback(PgXactCallbackEvent::Abort, || WAKE_AT_COMMIT.set(false));
+}
+
+fn check_callback(callback: &Regprocedure) {
+    let fits = Spi::get_one_with_args::<bool>(
+        "SELECT p.pronargs = 1
+                AND p.proargtypes[0] = 'integration.http_responses'::pg_catalog.regtype
+                AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE')
+         FROM pg_catalog.pg_proc p WHERE p.oid = $1",
+        &[callback.0.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !fits {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "callback must be a function taking one integration.http_responses argument that you may execute",
+            Some("CREATE FUNCTION on_done(r integration.http_responses) RETURNS void ...; then callback => 'on_done(integration.http_responses)'"),
+        )
+    }
+}
+
+fn interval_micros(interval: &Interval) -> i64 {
+    i64::try_from(interval.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Queues a request; the worker delivers it after this transaction commits.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe, requires = ["http_queue"])]
+fn http_enqueue(
+    method: &str,
+    url: &str,
+    headers: default!(JsonB, "'{}'"),
+    body: default!(Option<Vec<u8>>, "NULL"),
+    timeout: default!(Option<Interval>, "NULL"),
+    params: default!(Option<JsonB>, "NULL"),
+    retries: default!(i32, 3),
+    backoff: default!(Interval, "'1 second'"),
+    callback: default!(Option<Regprocedure>, "NULL"),
+) -> i64 {
+    if !settings::preloaded() {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "the HTTP queue needs pg_integration in shared_preload_libraries",
+            Some("Add it to shared_preload_libraries and restart PostgreSQL."),
+        )
+    }
+    let method = method.trim().to_ascii_uppercase();
+    if reqwest::Method::from_bytes(method.as_bytes()).is_err() {
+        invalid(format!("invalid HTTP method {method:?}"));
+    }
+    let url = parse_url(url, params.as_ref().map(|p| &p.0));
+    let snapshot = Snapshot::current();
+    let rules = policy::current();
+    rules.policy.check_url(&url).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            e.to_string(),
+            None,
+        )
+    });
+    let mut headers = headers.0;
+    let parsed = header_list(&headers).unwrap_or_else(|e| invalid(e));
+    if body.is_some()
+        && !parsed
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        if let Value::Object(map) = &mut headers {
+            map.insert("Content-Type".into(), BYTES.into());
+        }
+    }
+    if !(0..=100).contains(&retries) {
+        invalid("retries must be between 0 and 100".into());
+    }
+    if backoff.as_micros() < 0 {
+        invalid("backoff must not be negative".into());
+    }
+    let timeout = timeout_of(timeout);
+    if let Some(callback) = &callback {
+        check_callback(callback);
+    }
+    let caller = current_user_name();
+    let host = url.host_str().unwrap_or_default().to_string();
+    let policy_json = serde_json::to_value(&snapshot).unwrap_or(Value::Null);
+    let id = as_owner(|| {
+        Spi::get_one_with_args::<i64>(
+            "INSERT INTO integration.http_requests
+                 (method, url, host, headers, body, timeout, retries, backoff, callback,
+                  created_by, policy)
+             VALUES ($1, $2, $3, $4, $5, $6 * interval '1 microsecond', $7,
+                     $8 * interval '1 microsecond', $9::oid::regprocedure, $10, $11)
+             RETURNING id",
+            &[
+                method.as_str().into(),
+                url.as_str().into(),
+                host.as_str().into(),
+                JsonB(headers).into(),
+                body.into(),
+                i64::try_from(timeout.as_micros())
+                    .unwrap_or(i64::MAX)
+                    .into(),
+                retries.into(),
+                interval_micros(&backoff).into(),
+                callback.map(|c| c.0).into(),
+                caller.as_str().into(),
+                JsonB(policy_json).into(),
+            ],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| error!("could not queue the HTTP request"))
+    });
+    wake_worker_at_commit();
+    id
+}
+
+/// The response of queued request `id`, waiting up to `wait` for it; NULL
+/// when it has not finished by then.
+#[pg_extern(volatile, parallel_unsafe, requires = ["http_queue"])]
+fn http_result(
+    id: i64,
+    wait: default!(Interval, "'0'"),
+) -> Option<pgrx::composite_type!('static, "integration.http_responses")> {
+    let deadline =
+        Instant::now() + Duration::from_micros(u64::try_from(wait.as_micros()).unwrap_or(0));
+    let mut pause = Duration::from_millis(2);
+    loop {
+        // The request first: the worker deletes it and stores its response
+        // in one transaction, so a request gone here has its response below.
+        let pending = Spi::get_one_with_args::<i64>(
+            "SELECT (SELECT xmin::text::bigint FROM integration.http_requests WHERE id = $1)",
+            &[id.into()],
+        )
+        .unwrap_or_else(|e| error!("read integration.http_requests: {e}"));
+        if let Some(xmin) = pending {
+            // SAFETY: a plain lookup in this backend's transaction state.
+            if unsafe {
+                pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(
+                    xmin as u32,
+                ))
+            } {
+                raise(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!(
+                        "HTTP request {id} was queued in this transaction: it is sent after COMMIT"
+                    ),
+                    Some("Commit, then call http_result in a new transaction."),
+                )
+            }
+        }
+        let response =
+            Spi::get_one_with_args::<pgrx::composite_type!('static, "integration.http_responses")>(
+                "SELECT (SELECT r FROM integration.http_responses r WHERE r.id = $1)",
+                &[id.into()],
+            )
+            .unwrap_or_else(|e| error!("read integration.http_responses: {e}"));
+        if response.is_some() {
+            return response;
+        }
+        if pending.is_none() {
+            raise(
+                PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+                format!("HTTP request {id} not found"),
+                Some("It is unknown, not yours, or its response is older than integration.http_response_ttl."),
+            )
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        // SAFETY: reading the transaction's isolation level.
+        if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            raise(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "http_result can wait only in READ COMMITTED: a REPEATABLE READ snapshot never shows the response",
+                None,
+            )
+        }
+        let nap = pause.min(deadline.saturating_duration_since(Instant::now()));
+        // SAFETY: waiting on this backend's own latch, as pg_sleep does.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                i64::try_from(nap.as_millis().max(1)).unwrap_or(50),
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// What one step of the worker did, and when it wants the next.
+#[derive(Debug, Clone, Copy)]
+pub struct Activity {
+    /// Results were stored or requests sent.
+    pub worked: bool,
+    pub in_flight: usize,
+    /// Requests exist (due now, later, or being delivered).
+    pub pending: bool,
+    /// When the next request becomes due.
+    pub wait: Duration,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            worked: false,
+            in_flight: 0,
+            pending: false,
+            wait: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A request as the worker took it from the queue.
+struct Claimed {
+    id: i64,
+    method: String,
+    url: String,
+    host: String,
+    headers: Value,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+    policy: Value,
+    attempts: i32,
+    retries: i32,
+    backoff: Duration,
+    created_by: String,
+}
+
+/// A delivery attempt that ended.
+struct Finished {
+    id: i64,
+    host: String,
+    method: String,
+    actor: String,
+    attempts: i32,
+    retries: i32,
+    backoff: Duration,
+    elapsed: Duration,
+    outcome: Result<Response, CallError>,
+}
+
+/// How an attempt ended, for the tables.
+enum Verdict {
+    Final {
+        status: Option<i32>,
+        headers: Option<Value>,
+        body: Option<Vec<u8>>,
+        content_type: Option<String>,
+        error: Option<String>,
+    },
+    Retry {
+        after: Duration,
+        error: String,
+    },
+}
+
+fn verdict(finished: &mut Finished) -> Verdict {
+    let (attempt, retry_after) = match &finished.outcome {
+        Ok(response) => (
+            Attempt::Status(response.status),
+            response
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
+                .and_then(|(_, v)| http_retry::parse_retry_after(v, SystemTime::now())),
+        ),
+        Err(error) if error.is_transient() => (Attempt::Transient, None),
+        Err(_) => (Attempt::Permanent, None),
+    };
+    if attempt.is_retryable() && finished.attempts <= finished.retries {
+        let after = http_retry::delay(
+            finished.backoff,
+            u32::try_from(finished.attempts).unwrap_or(1),
+            retry_after,
+            rand::thread_rng().gen::<f64>(),
+        );
+        let error = match &finished.outcome {
+            Ok(response) => format!("HTTP {}", response.status),
+            Err(error) => error.to_string(),
+        };
+        return Verdict::Retry { after, error };
+    }
+    match std::mem::replace(&mut finished.outcome, Err(CallError::Interrupted)) {
+        Ok(response) => Verdict::Final {
+            status: Some(i32::from(response.status)),
+            headers: Some(headers_json(response.headers)),
+            body: Some(response.body),
+            content_type: response.content_type,
+            error: None,
+        },
+        Err(error) => Verdict::Final {
+            status: None,
+            headers: None,
+            body: None,
+            content_type: None,
+            error: Some(error.to_string()),
+        },
+    }
+}
+
+/// The audit log's record of one attempt (never headers or bodies).
+fn audit_entry(finished: &Finished, at: i64) -> HttpCall {
+    HttpCall {
+        at,
+        actor: finished.actor.clone(),
+        method: finished.method.clone(),
+        host: finished.host.clone(),
+        status: finished.outcome.as_ref().ok().map(|r| r.status),
+        duration_us: i64::try_from(finished.elapsed.as_micros()).unwrap_or(i64::MAX),
+        error: finished
+            .outcome
+            .as_ref()
+            .err()
+            .map(|e| e.kind().to_string()),
+    }
+}
+
+/// A callback to run once its response row is committed.
+struct Callback {
+    id: i64,
+    function: String,
+    role: String,
+}
+
+/// The queue side of a database's worker: takes due requests, delivers
+/// them on a runtime thread of its own (so sockets progress while the
+/// worker writes to Postgres), stores outcomes and runs callbacks.
+pub struct Deliverer {
+    runtime: tokio::runtime::Runtime,
+    clients: HashMap<(String, bool), reqwest::Client>,
+    done_tx: mpsc::UnboundedSender<Finished>,
+    done_rx: mpsc::UnboundedReceiver<Finished>,
+    in_flight: usize,
+    per_host: HashMap<String, usize>,
+    last_reclaim: Option<Instant>,
+    last_cleanup: Option<Instant>,
+}
+
+/// How often claims of vanished workers are given back.
+const RECLAIM_EVERY: Duration = Duration::from_secs(10);
+
+/// How often expired responses are removed: every minute, or every TTL
+/// when that is shorter.
+fn cleanup_every() -> Duration {
+    Duration::from_secs(u64::try_from(RESPONSE_TTL_S.get().clamp(1, 60)).unwrap_or(60))
+}
+/// How long a step waits for a delivery to end before it looks at the queue again.
+const COLLECT_WAIT: Duration = Duration::from_millis(20);
+
+impl Deliverer {
+    pub fn new() -> Result<Deliverer, String> {
+        let runtime = client::new_runtime(1).map_err(|e| e.to_string())?;
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Ok(Deliverer {
+            runtime,
+            clients: HashMap::new(),
+            done_tx,
+            done_rx,
+            in_flight: 0,
+            per_host: HashMap::new(),
+            last_reclaim: None,
+            last_cleanup: None,
+        })
+    }
+
+    /// True when requests wait in the queue (due or not).
+    pub fn has_requests(&mut self) -> bool {
+        BackgroundWorker::transaction(|| {
+            Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM integration.http_requests)")
+                .ok()
+                .flatten()
+                .unwrap_or(false)
+        })
+    }
+
+    /// Stores what finished, takes what is due, sends it, runs callbacks.
+    pub fn step(&mut self) -> Activity {
+        let mut finished = self.collect();
+        for done in &finished {
+            self.in_flight -= 1;
+            if let Some(count) = self.per_host.get_mut(&done.host) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_host.remove(&done.host);
+                }
+            }
+        }
+        let concurrency = usize::try_from(CONCURRENCY.get()).unwrap_or(1);
+        let host_cap = i32::max(HOST_CONCURRENCY.get(), 1);
+        let free = concurrency.saturating_sub(self.in_flight);
+        let now = Instant::now();
+        let reclaim = self.last_reclaim.is_none_or(|t| now - t >= RECLAIM_EVERY);
+        let cleanup = self.last_cleanup.is_none_or(|t| now - t >= cleanup_every());
+        let busy: Vec<(String, i32)> = self
+            .per_host
+            .iter()
+            .map(|(h, n)| (h.clone(), host_cap - i32::try_from(*n).unwrap_or(i32::MAX)))
+            .collect();
+        // SAFETY: reading the clock.
+        let at = unsafe { pg_sys::GetCurrentTimestamp() };
+        let calls: Vec<HttpCall> = finished.iter().map(|f| audit_entry(f, at)).collect();
+        let verdicts: Vec<(Finished, Verdict)> = finished
+            .drain(..)
+            .map(|mut f| {
+                let v = verdict(&mut f);
+                (f, v)
+            })
+            .collect();
+        let outcome = BackgroundWorker::transaction(|| {
+            subxact::attempt(|| {
+                if reclaim {
+                    reclaim_vanished();
+                }
+                if cleanup {
+                    remove_expired();
+                }
+                let callbacks = store(&verdicts, &calls);
+                let claimed = if free > 0 {
+                    claim(free, host_cap, &busy)
+                } else {
+                    Vec::new()
+                };
+                let next = if claimed.len() < free {
+                    next_due()
+                } else {
+                    Some(Duration::ZERO)
+                };
+                (callbacks, claimed, next)
+            })
+        });
+        if reclaim {
+            self.last_reclaim = Some(now);
+        }
+        if cleanup {
+            self.last_cleanup = Some(now);
+        }
+        let (callbacks, claimed, next) = match outcome {
+            Ok(done) => done,
+            Err(error) => {
+                pgrx::warning!(
+                    "pg_integration: the HTTP queue step failed, {} outcomes will be retried: {error}",
+                    verdicts.len()
+                );
+                (Vec::new(), Vec::new(), Some(Duration::from_secs(1)))
+            }
+        };
+        for callback in &callbacks {
+            run_callback(callback);
+        }
+        let worked = !verdicts.is_empty() || !claimed.is_empty();
+        for request in claimed {
+            self.send(request);
+        }
+        Activity {
+            worked,
+            in_flight: self.in_flight,
+            pending: next.is_some() || self.in_flight > 0,
+            wait: next.unwrap_or(Duration::from_secs(3600)),
+        }
+    }
+
+    /// Gives this worker's claims back to the queue (it is stopping).
+    pub fn stop(self) {
+        let outcome = BackgroundWorker::transaction(|| {
+            subxact::attempt(|| {
+                Spi::run(
+                    "UPDATE integration.http_requests
+                     SET claimed_by = NULL, next_attempt_at = now()
+                     WHERE claimed_by = pg_backend_pid()",
+                )
+                .unwrap_or_else(|e| error!("{e}"))
+            })
+        });
+        if let Err(error) = outcome {
+            pgrx::log!("pg_integration: could not give back queued HTTP requests: {error}");
+        }
+    }
+
+    /// Waits up to [`COLLECT_WAIT`] for the first delivery to end, then
+    /// takes every other that has ended too.
+    fn collect(&mut self) -> Vec<Finished> {
+        if self.in_flight == 0 {
+            return Vec::new();
+        }
+        let rx = &mut self.done_rx;
+        self.runtime.block_on(async {
+            let mut out = Vec::new();
+            if let Ok(Some(first)) = tokio::time::timeout(COLLECT_WAIT, rx.recv()).await {
+                out.push(first);
+                while let Ok(more) = rx.try_recv() {
+                    out.push(more);
+                }
+            }
+            out
+        })
+    }
+
+    fn send(&mut self, claimed: Claimed) {
+        self.in_flight += 1;
+        *self.per_host.entry(claimed.host.clone()).or_default() += 1;
+        let prepared = self.prepare(&claimed);
+        let tx = self.done_tx.clone();
+        let mut finished = Finished {
+            id: claimed.id,
+            host: claimed.host,
+            method: claimed.method,
+            actor: claimed.created_by,
+            attempts: claimed.attempts,
+            retries: claimed.retries,
+            backoff: claimed.backoff,
+            elapsed: Duration::ZERO,
+            outcome: Err(CallError::Interrupted),
+        };
+        match prepared {
+            Ok((client, request, limit, max_redirects)) => {
+                self.runtime.spawn(async move {
+                    let started = Instant::now();
+                    finished.outcome = client::fetch(client, request, limit, max_redirects).await;
+                    finished.elapsed = started.elapsed();
+                    let _ = tx.send(finished);
+                });
+            }
+            Err(error) => {
+                finished.outcome = Err(error);
+                let _ = tx.send(finished);
+            }
+        }
+    }
+
+    /// The client and request for a claimed row, under the policy stored with it.
+    fn prepare(
+        &mut self,
+        claimed: &Claimed,
+    ) -> Result<(reqwest::Client, Request, u64, u32), CallError> {
+        let invalid = |cause: String| CallError::Invalid {
+            host: claimed.host.clone(),
+            cause,
+        };
+        let snapshot: Snapshot = serde_json::from_value(claimed.policy.clone())
+            .map_err(|e| invalid(format!("stored policy is unreadable: {e}")))?;
+        let rules = snapshot.rules().map_err(invalid)?;
+        let url = url::Url::parse(&claimed.url).map_err(|e| invalid(e.to_string()))?;
+        rules.policy.check_url(&url)?;
+        let method = reqwest::Method::from_bytes(claimed.method.as_bytes())
+            .map_err(|e| invalid(e.to_string()))?;
+        let headers = header_list(&claimed.headers).map_err(invalid)?;
+        let insecure = rules.insecure(&url);
+        let key = (rules.key, insecure);
+        let limit = rules.policy.max_response_bytes;
+        let max_redirects = rules.policy.max_redirects;
+        if !self.clients.contains_key(&key) {
+            let client = client::build_client(Arc::new(rules.policy), insecure)?;
+            self.clients.insert(key.clone(), client);
+        }
+        let request = Request {
+            method,
+            url,
+            headers,
+            body: claimed.body.clone(),
+            timeout: claimed.timeout,
+        };
+        Ok((self.clients[&key].clone(), request, limit, max_redirects))
+    }
+}
+
+/// Gives back requests claimed by workers that no longer run.
+fn reclaim_vanished() {
+    Spi::run(
+        "UPDATE integration.http_requests SET claimed_by = NULL, next_attempt_at = now()
+         WHERE claimed_by IS NOT NULL
+           AND claimed_by NOT IN (SELECT pid FROM pg_catalog.pg_stat_get_activity(NULL))",
+    )
+    .unwrap_or_else(|e| error!("give back abandoned HTTP requests: {e}"));
+}
+
+fn remove_expired() {
+    let ttl = RESPONSE_TTL_S.get();
+    if ttl == 0 {
+        return;
+    }
+    Spi::run_with_args(
+        "DELETE FROM integration.http_responses WHERE id IN (
+             SELECT id FROM integration.http_responses
+             WHERE completed_at < now() - $1 * interval '1 second' LIMIT 10000)",
+        &[ttl.into()],
+    )
+    .unwrap_or_else(|e| error!("remove expired HTTP responses: {e}"));
+}
+
+/// Takes up to `free` due requests, at most `host_cap` per host counting
+/// those in flight (`busy`: host and its free places).
+fn claim(free: usize, host_cap: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
+    let hosts: Vec<&str> = busy.iter().map(|(h, _)| h.as_str()).collect();
+    let places: Vec<i32> = busy.iter().map(|(_, n)| *n).collect();
+    let full: Vec<&str> = busy
+        .iter()
+        .filter(|(_, n)| *n <= 0)
+        .map(|(h, _)| h.as_str())
+        .collect();
+    let free = i64::try_from(free).unwrap_or(i64::MAX);
+    Spi::connect_mut(|client| {
+        let rows = client.update(
+            "WITH candidates AS (
+                 SELECT id, host, next_attempt_at FROM integration.http_requests
+                 WHERE next_attempt_at <= now() AND host <> ALL ($5::text[])
+                 ORDER BY next_attempt_at, id
+                 LIMIT $1 * 4
+                 FOR UPDATE SKIP LOCKED
+             ), chosen AS (
+                 SELECT id FROM (
+                     SELECT c.id, c.next_attempt_at,
+                            row_number() OVER (PARTITION BY c.host ORDER BY c.next_attempt_at, c.id) AS n,
+                            coalesce(b.places, $2) AS places
+                     FROM candidates c
+                     LEFT JOIN unnest($3::text[], $4::int[]) AS b(host, places) ON b.host = c.host
+                 ) ranked
+                 WHERE n <= places
+                 ORDER BY next_attempt_at, id
+                 LIMIT $1
+             )
+             UPDATE integration.http_requests r
+             SET attempts = r.attempts + 1,
+                 claimed_by = pg_backend_pid(),
+                 next_attempt_at = now() + r.timeout + interval '5 minutes'
+             FROM chosen WHERE r.id = chosen.id
+             RETURNING r.id, r.method, r.url, r.host, r.headers, r.body,
+                       (extract(epoch FROM r.timeout) * 1000000)::bigint AS timeout_us,
+                       r.policy, r.attempts, r.retries,
+                       (extract(epoch FROM r.backoff) * 1000000)::bigint AS backoff_us,
+                       r.created_by::text AS created_by",
+            None,
+            &[
+                free.into(),
+                host_cap.into(),
+                hosts.into(),
+                places.into(),
+                full.into(),
+            ],
+        )?;
+        let micros = |v: Option<i64>| Duration::from_micros(u64::try_from(v.unwrap_or(0)).unwrap_or(0));
+        let mut claimed = Vec::new();
+        for row in rows {
+            claimed.push(Claimed {
+                id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+                method: row.get_by_name::<String, _>("method")?.unwrap_or_default(),
+                url: row.get_by_name::<String, _>("url")?.unwrap_or_default(),
+                host: row.get_by_name::<String, _>("host")?.unwrap_or_default(),
+                headers: row.get_by_name::<JsonB, _>("headers")?.map_or(Value::Null, |j| j.0),
+                body: row.get_by_name::<Vec<u8>, _>("body")?,
+                timeout: micros(row.get_by_name::<i64, _>("timeout_us")?),
+                policy: row.get_by_name::<JsonB, _>("policy")?.map_or(Value::Null, |j| j.0),
+                attempts: row.get_by_name::<i32, _>("attempts")?.unwrap_or(1),
+                retries: row.get_by_name::<i32, _>("retries")?.unwrap_or(0),
+                backoff: micros(row.get_by_name::<i64, _>("backoff_us")?),
+                created_by: row.get_by_name::<String, _>("created_by")?.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(claimed)
+    })
+    .unwrap_or_else(|e| error!("take queued HTTP requests: {e}"))
+}
+
+/// Time until the next request is due; None when the queue is empty.
+fn next_due() -> Option<Duration> {
+    Spi::get_one::<i64>(
+        "SELECT greatest(0, (extract(epoch FROM min(next_attempt_at) - now()) * 1000)::bigint)
+         FROM integration.http_requests",
+    )
+    .unwrap_or_else(|e| error!("look at the HTTP queue: {e}"))
+    .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+/// Writes finished requests to `http_responses` (deleting them from the
+/// queue), schedules retries, audits every attempt; returns the callbacks
+/// to run once this commits.
+fn store(verdicts: &[(Finished, Verdict)], calls: &[HttpCall]) -> Vec<Callback> {
+    if verdicts.is_empty() {
+        return Vec::new();
+    }
+    audit::insert_http_calls(calls);
+
+    let mut ids = Vec::new();
+    let mut statuses = Vec::new();
+    let mut headers = Vec::new();
+    let mut bodies = Vec::new();
+    let mut types = Vec::new();
+    let mut errors = Vec::new();
+    let mut elapsed = Vec::new();
+    let mut retry_ids = Vec::new();
+    let mut retry_after = Vec::new();
+    let mut retry_errors = Vec::new();
+    for (f, v) in verdicts {
+        match v {
+            Verdict::Final {
+                status,
+                headers: h,
+                body,
+                content_type,
+                error,
+            } => {
+                ids.push(f.id);
+                statuses.push(*status);
+                headers.push(h.clone().map(JsonB));
+                bodies.push(body.clone());
+                types.push(content_type.clone());
+                errors.push(error.clone());
+                elapsed.push(i64::try_from(f.elapsed.as_micros()).unwrap_or(i64::MAX));
+            }
+            Verdict::Retry { after, error } => {
+                retry_ids.push(f.id);
+                retry_after.push(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+                retry_errors.push(error.clone());
+            }
+        }
+    }
+    if !retry_ids.is_empty() {
+        Spi::run_with_args(
+            "UPDATE integration.http_requests r
+             SET claimed_by = NULL, last_error = f.error,
+                 next_attempt_at = now() + f.after_ms * interval '1 millisecond'
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS f(id, after_ms, error)
+             WHERE r.id = f.id AND r.claimed_by = pg_backend_pid()",
+            &[retry_ids.into(), retry_after.into(), retry_errors.into()],
+        )
+        .unwrap_or_else(|e| error!("schedule HTTP retries: {e}"));
+    }
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    Spi::connect_mut(|client| {
+        let rows = client.update(
+            "WITH f AS (
+                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::bytea[],
+                                      $5::text[], $6::text[], $7::bigint[])
+                     AS f(id, status, headers, body, content_type, error, elapsed_us)
+             ), done AS (
+                 DELETE FROM integration.http_requests r USING f
+                 WHERE r.id = f.id AND r.claimed_by = pg_backend_pid()
+                 RETURNING r.*
+             ), stored AS (
+                 INSERT INTO integration.http_responses
+                     (id, method, url, status, headers, body, content_type, error, attempts,
+                      elapsed, callback, created_by, created_at)
+                 SELECT d.id, d.method, d.url, f.status, f.headers, f.body, f.content_type,
+                        f.error, d.attempts, f.elapsed_us * interval '1 microsecond',
+                        d.callback, d.created_by, d.created_at
+                 FROM done d JOIN f ON f.id = d.id
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id, callback, created_by
+             )
+             SELECT s.id, format('%I.%I', n.nspname, p.proname) AS function,
+                    s.created_by::text AS role
+             FROM stored s
+             JOIN pg_catalog.pg_proc p ON p.oid = s.callback
+             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace",
+            None,
+            &[
+                ids.into(),
+                statuses.into(),
+                headers.into(),
+                bodies.into(),
+                types.into(),
+                errors.into(),
+                elapsed.into(),
+            ],
+        )?;
+        let mut callbacks = Vec::new();
+        for row in rows {
+            callbacks.push(Callback {
+                id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+                function: row
+                    .get_by_name::<String, _>("function")?
+                    .unwrap_or_default(),
+                role: row.get_by_name::<String, _>("role")?.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(callbacks)
+    })
+    .unwrap_or_else(|e| error!("store HTTP responses: {e}"))
+}
+
+/// Calls a callback with its response row, as the role that queued the
+/// request, in a transaction of its own; its error is kept on the row.
+fn run_callback(callback: &Callback) {
+    let outcome = BackgroundWorker::transaction(|| {
+        subxact::attempt(|| {
+            Spi::run_with_args(
+                "SELECT pg_catalog.set_config('role', $1, true)",
+                &[callback.role.as_str().into()],
+            )
+            .and_then(|()| {
+                Spi::run_with_args(
+                    &format!(
+                        "SELECT {}(r) FROM integration.http_responses r WHERE r.id = $1",
+                        callback.function
+                    ),
+                    &[callback.id.into()],
+                )
+            })
+            .unwrap_or_else(|e| error!("{e}"))
+        })
+    });
+    if let Err(error) = outcome {
+        pgrx::log!(
+            "pg_integration: callback {} for HTTP request {} failed: {error}",
+            callback.function,
+            callback.id
+        );
+        BackgroundWorker::transaction(|| {
+            let _ = subxact::attempt(|| {
+                Spi::run_with_args(
+                    "UPDATE integration.http_responses SET callback_error = $2 WHERE id = $1",
+                    &[callback.id.into(), error.as_str().into()],
+                )
+            });
+        });
+    }
+}

@@ -1,0 +1,358 @@
+//! The background workers. Each database that needs one gets its own
+//! worker, started on demand by the backend that has work for it: it writes
+//! the audit events waiting in shared memory and delivers the database's
+//! HTTP queue, and leaves after a few idle seconds so that `DROP DATABASE`
+//! is not held up. A launcher, registered when the library is preloaded,
+//! starts a worker in every database once after each server start or crash
+//! recovery, so requests queued before a restart are delivered without
+//! anyone calling in.
+
+use crate::http::queue::Deliverer;
+use crate::{audit, settings};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+use std::time::Duration;
+
+/// Databases that can have a worker at the same time.
+const SLOTS: usize = 32;
+/// How long an idle worker sleeps between looks at its queue.
+const POLL: Duration = Duration::from_millis(200);
+/// A worker leaves after this many idle polls with nothing queued.
+const IDLE_POLLS: u32 = 25;
+/// A worker that could not connect this many times gives up on its database.
+const MAX_ATTEMPTS: u8 = 3;
+
+#[derive(Copy, Clone, Default, PartialEq, Eq)]
+enum State {
+    #[default]
+    Free,
+    Starting,
+    Running,
+}
+
+#[derive(Copy, Clone, Default)]
+struct Slot {
+    database: u32,
+    state: State,
+    attempts: u8,
+    /// The worker's process id once it runs (to set its latch).
+    pid: i32,
+    /// Started by the launcher to look for queued work: leave at once if none.
+    probe: bool,
+}
+
+#[derive(Copy, Clone, Default)]
+struct Workers {
+    slots: [Slot; SLOTS],
+}
+
+// SAFETY: plain old data without pointers.
+unsafe impl PGRXSharedMemory for Workers {}
+
+static WORKERS: PgLwLock<Workers> = unsafe { PgLwLock::new(c"pg_integration_workers") };
+
+impl Workers {
+    fn slot(&mut self, database: u32) -> Option<&mut Slot> {
+        self.slots
+            .iter_mut()
+            .find(|s| s.state != State::Free && s.database == database)
+    }
+
+    /// Takes a free slot for `database`; false when it has one or none is free.
+    fn claim(&mut self, database: u32, probe: bool) -> bool {
+        if self.slot(database).is_some() {
+            return false;
+        }
+        match self.slots.iter_mut().find(|s| s.state == State::Free) {
+            Some(slot) => {
+                *slot = Slot {
+                    database,
+                    state: State::Starting,
+                    attempts: 0,
+                    pid: 0,
+                    probe,
+                };
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn release(&mut self, database: u32) {
+        if let Some(slot) = self.slot(database) {
+            *slot = Slot::default();
+        }
+    }
+}
+
+pub fn init() {
+    if !settings::preloaded() {
+        return;
+    }
+    pg_shmem_init!(WORKERS);
+    BackgroundWorkerBuilder::new("pg_integration launcher")
+        .set_type("pg_integration launcher")
+        .set_library("pg_integration")
+        .set_function("pg_integration_launcher")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(10)))
+        .load();
+}
+
+/// Makes sure `database` has a worker; false when none could be started
+/// (the work then waits for the next call, or the launcher).
+pub fn ensure(database: u32) -> bool {
+    start(database, false)
+}
+
+fn has_worker(database: u32) -> bool {
+    WORKERS
+        .share()
+        .slots
+        .iter()
+        .any(|s| s.state != State::Free && s.database == database)
+}
+
+fn start(database: u32, probe: bool) -> bool {
+    // The common case, a worker already there, takes only a shared lock.
+    if has_worker(database) {
+        return true;
+    }
+    if !WORKERS.exclusive().claim(database, probe) {
+        return has_worker(database);
+    }
+    let started =
+        BackgroundWorkerBuilder::new(&format!("pg_integration worker for database {database}"))
+            .set_type("pg_integration worker")
+            .set_library("pg_integration")
+            .set_function("pg_integration_db_worker")
+            .set_argument(Some(pg_sys::Datum::from(database)))
+            .enable_spi_access()
+            .set_start_time(BgWorkerStartTime::RecoveryFinished)
+            .set_restart_time(Some(Duration::from_secs(5)))
+            .load_dynamic()
+            .is_ok();
+    if !started {
+        WORKERS.exclusive().release(database);
+        pgrx::log!(
+            "pg_integration: could not start a worker for database {database} \
+             (max_worker_processes reached?); its work waits"
+        );
+    }
+    started
+}
+
+/// Tells `database`'s worker that work arrived, starting one when there is
+/// none. Never raises: it runs after commit.
+pub fn wake(database: u32) {
+    let pid = WORKERS
+        .share()
+        .slots
+        .iter()
+        .find(|s| s.state != State::Free && s.database == database)
+        .map(|s| s.pid);
+    match pid {
+        // A starting worker looks at its queue as soon as it runs.
+        Some(0) => {}
+        Some(pid) => {
+            // SAFETY: BackendPidGetProc returns NULL or a live PGPROC;
+            // SetLatch is safe on any process' latch.
+            unsafe {
+                let proc_ = pg_sys::BackendPidGetProc(pid);
+                if !proc_.is_null() {
+                    pg_sys::SetLatch(&mut (*proc_).procLatch);
+                }
+            }
+        }
+        None => {
+            start(database, false);
+        }
+    }
+}
+
+/// Takes this database's slot as the running worker; None when the worker
+/// should not run (it failed to connect too often). Returns the probe flag.
+fn enter(database: u32) -> Option<bool> {
+    let mut workers = WORKERS.exclusive();
+    if workers.slot(database).is_none() {
+        // After a crash restart the slot may be gone: take one again.
+        workers.claim(database, false);
+    }
+    let slot = workers.slot(database)?;
+    slot.attempts += 1;
+    if slot.attempts > MAX_ATTEMPTS {
+        workers.release(database);
+        return None;
+    }
+    Some(slot.probe)
+}
+
+fn mark_running(database: u32) {
+    mark_running_locked(&mut WORKERS.exclusive(), database);
+}
+
+/// Frees the slot; if work arrived meanwhile and nobody else took the slot,
+/// takes it back and returns false (keep running).
+fn leave(database: u32, more_work: impl FnOnce() -> bool) -> bool {
+    WORKERS.exclusive().release(database);
+    if !more_work() {
+        return true;
+    }
+    let mut workers = WORKERS.exclusive();
+    if !workers.claim(database, false) {
+        return true;
+    }
+    mark_running_locked(&mut workers, database);
+    false
+}
+
+fn mark_running_locked(workers: &mut Workers, database: u32) {
+    if let Some(slot) = workers.slot(database) {
+        slot.state = State::Running;
+        slot.attempts = 0;
+        // SAFETY: a global set at process start.
+        slot.pid = unsafe { pg_sys::MyProcPid };
+    }
+}
+
+fn installed(table: &str) -> bool {
+    BackgroundWorker::transaction(|| {
+        Spi::get_one_with_args::<bool>("SELECT to_regclass($1) IS NOT NULL", &[table.into()])
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    })
+}
+
+/// A database's worker: audit events and the HTTP queue.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_integration_db_worker(arg: pg_sys::Datum) {
+    let database = arg.value() as u32;
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let Some(probe) = enter(database) else {
+        let lost = audit::forget(database);
+        pgrx::log!(
+            "pg_integration: the worker for database {database} gives up (it failed to \
+             connect {MAX_ATTEMPTS} times, or no slot was free); {lost} audit events dropped"
+        );
+        return;
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
+    mark_running(database);
+    let has_audit = installed("integration.audit_log");
+    let mut queue = if installed("integration.http_requests") {
+        match Deliverer::new() {
+            Ok(deliverer) => Some(deliverer),
+            Err(error) => {
+                pgrx::warning!("pg_integration: the HTTP queue cannot run: {error}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut idle = 0;
+    loop {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: the documented way for a background worker to reload.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let wrote = audit::drain(database, has_audit);
+        let activity = queue.as_mut().map(Deliverer::step).unwrap_or_default();
+        if wrote || activity.worked {
+            idle = 0;
+        } else {
+            idle += 1;
+        }
+        let running = if activity.in_flight > 0 {
+            !BackgroundWorker::sigterm_received()
+        } else {
+            let quiet = !activity.pending && (idle >= IDLE_POLLS || (probe && idle >= 1));
+            if quiet
+                && leave(database, || {
+                    audit::has_events(database)
+                        || queue.as_mut().is_some_and(Deliverer::has_requests)
+                })
+            {
+                return;
+            }
+            BackgroundWorker::wait_latch(Some(activity.wait.min(POLL)))
+        };
+        if !running {
+            break;
+        }
+    }
+    if let Some(queue) = queue {
+        queue.stop();
+    }
+    WORKERS.exclusive().release(database);
+}
+
+/// The databases that accept connections, read from the shared catalog
+/// (the launcher is connected to no database).
+fn databases() -> Vec<u32> {
+    let mut found = Vec::new();
+    // SAFETY: the catalog scan autovacuum's launcher makes, in a transaction.
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        pg_sys::GetTransactionSnapshot();
+        let relation = pg_sys::table_open(
+            pg_sys::DatabaseRelationId,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        );
+        let scan = pg_sys::table_beginscan_catalog(relation, 0, std::ptr::null_mut());
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            let row = pg_sys::GETSTRUCT(tuple) as pg_sys::Form_pg_database;
+            if (*row).datallowconn && !(*row).datistemplate {
+                found.push((*row).oid.to_u32());
+            }
+        }
+        pg_sys::table_endscan(scan);
+        pg_sys::table_close(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        pg_sys::CommitTransactionCommand();
+    }
+    found
+}
+
+/// Starts a probing worker in each database, one at a time, then sleeps
+/// until the server stops (so it is started again after a crash).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_integration_launcher(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    let mut waiting = databases();
+    while !waiting.is_empty() {
+        let database = waiting[0];
+        if start(database, true) {
+            waiting.remove(0);
+            // Let it look before starting the next, so a small
+            // max_worker_processes is not exhausted by probes.
+            for _ in 0..200 {
+                let starting = WORKERS
+                    .share()
+                    .slots
+                    .iter()
+                    .any(|s| s.database == database && s.state == State::Starting);
+                if !starting {
+                    break;
+                }
+                if !BackgroundWorker::wait_latch(Some(Duration::from_millis(50))) {
+                    return;
+                }
+            }
+        } else if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+            return;
+        }
+    }
+    while BackgroundWorker::wait_latch(None) {}
+}
