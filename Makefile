@@ -2,7 +2,7 @@
 #   make run      build, install and start PostgreSQL + the sidecar locally
 #   make test     install what is missing and run every test
 #   make install  install the extension into the PostgreSQL of pg_config
-#   make bench    run the benchmarks in tests/bench
+#   make bench    run the benchmarks in tests/bench (BENCH="http webhooks" for some)
 
 SHELL        := /bin/bash
 PG_CONFIG    ?= /usr/bin/pg_config
@@ -87,7 +87,7 @@ bench-deps: apt-deps
 # the HTTP figures need nginx.
 bench: install-release bench-deps
 	$(CARGO) build --release -p integration-sidecar
-	$(CARGO) run --release -p integration-tests --bin bench
+	$(CARGO) run --release -p integration-tests --bin bench -- $(BENCH)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -37,18 +37,32 @@ const WARM_CALLS: i64 = 100_000;
 const COLD_KEYS: i64 = 20_000;
 const RUNS: usize = 5;
 
+/// `bench [SECTION…]` runs the named sections (api_keys, jwt, http,
+/// http_queue, webhooks), all of them when none is named.
 fn main() {
+    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    let runs = |section: &str| wanted.is_empty() || wanted.iter().any(|w| w == section);
     let cluster = PgCluster::start();
     let mut db = cluster.create_database("bench");
     db.batch_execute(PLAIN_SQL_SETUP).expect("plain SQL setup");
     println!("# pg_integration benchmarks (release build, PostgreSQL 15, loopback)");
-    api_keys(&cluster, &mut db);
-    jwt(&mut db);
-    http(&mut db);
-    http_queue(&cluster, &mut db);
+    if runs("api_keys") {
+        api_keys(&cluster, &mut db);
+    }
+    if runs("jwt") {
+        jwt(&mut db);
+    }
+    if runs("http") {
+        http(&mut db);
+    }
+    if runs("http_queue") {
+        http_queue(&cluster, &mut db);
+    }
     drop(db);
     drop(cluster);
-    webhooks();
+    if runs("webhooks") {
+        webhooks();
+    }
 }
 
 /// Connections of wrk and clients of pgbench.

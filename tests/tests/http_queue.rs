@@ -151,9 +151,46 @@ fn failing_callbacks_and_wrong_callbacks() {
     db.batch_execute(
         "CREATE FUNCTION boom(r integration.http_responses) RETURNS void
              LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'callback says no'; END $$;
-         CREATE FUNCTION wrong(n int) RETURNS void LANGUAGE sql AS 'SELECT 1';",
+         CREATE FUNCTION wrong(n int) RETURNS void LANGUAGE sql AS 'SELECT 1';
+         CREATE TABLE only_superusers (who name);
+         CREATE ROLE mallory LOGIN IN ROLE integration_user;
+         CREATE FUNCTION escalate(r integration.http_responses) RETURNS void
+             LANGUAGE plpgsql AS $$ BEGIN
+                 RESET ROLE;
+                 INSERT INTO public.only_superusers VALUES (current_user);
+             END $$;
+         GRANT EXECUTE ON FUNCTION escalate(integration.http_responses) TO mallory;",
     )
     .unwrap();
+    // The worker's session is a superuser's: a callback must not get back to it.
+    let mut mallory = cluster.connect_as("app", "mallory");
+    let sneaky: i64 = mallory
+        .query_one(
+            "SELECT integration.http_enqueue('GET', $1, callback => 'escalate(integration.http_responses)')",
+            &[&server.url("/y")],
+        )
+        .unwrap()
+        .get(0);
+    wait_for_count(
+        &cluster,
+        &mut db,
+        &format!("SELECT count(*) FROM integration.http_responses WHERE id = {sneaky} AND callback_error IS NOT NULL"),
+        1,
+        Duration::from_secs(20),
+    );
+    let error: String = db
+        .query_one(
+            "SELECT callback_error FROM integration.http_responses WHERE id = $1",
+            &[&sneaky],
+        )
+        .unwrap()
+        .get(0);
+    assert!(error.contains("cannot set parameter \"role\""), "{error}");
+    let escalated: i64 = db
+        .query_one("SELECT count(*) FROM only_superusers", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(escalated, 0);
     let (code, message) = db_error(db.query_one(
         "SELECT integration.http_enqueue('GET', $1, callback => 'wrong(int)')",
         &[&server.url("/x")],

@@ -915,24 +915,41 @@ fn store(verdicts: &[(Finished, Verdict)], calls: &[HttpCall]) -> Vec<Callback> 
 }
 
 /// Calls a callback with its response row, as the role that queued the
-/// request, in a transaction of its own; its error is kept on the row.
+/// request, in a transaction of its own; its error is kept on the row. The
+/// call is a security-restricted operation (as for index expressions and
+/// maintenance commands): the worker's session is a superuser's, so the
+/// callback must not be able to `SET ROLE` or `RESET ROLE` back to it.
 fn run_callback(callback: &Callback) {
     let outcome = BackgroundWorker::transaction(|| {
         subxact::attempt(|| {
-            Spi::run_with_args(
-                "SELECT pg_catalog.set_config('role', $1, true)",
-                &[callback.role.as_str().into()],
-            )
-            .and_then(|()| {
-                Spi::run_with_args(
-                    &format!(
-                        "SELECT {}(r) FROM integration.http_responses r WHERE r.id = $1",
-                        callback.function
-                    ),
-                    &[callback.id.into()],
-                )
-            })
-            .unwrap_or_else(|e| error!("{e}"))
+            let name = std::ffi::CString::new(callback.role.as_str()).unwrap_or_default();
+            // SAFETY: a catalog lookup that returns InvalidOid when missing.
+            let role = unsafe { pg_sys::get_role_oid(name.as_ptr(), true) };
+            if role == pg_sys::InvalidOid {
+                error!("role {} no longer exists", callback.role);
+            }
+            let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+            // SAFETY: the switch fmgr_security_definer makes; an error rolls
+            // back the subtransaction, which restores the user and context.
+            unsafe {
+                pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+                pg_sys::SetUserIdAndSecContext(
+                    role,
+                    context
+                        | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                        | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+                );
+            }
+            let called = Spi::run_with_args(
+                &format!(
+                    "SELECT {}(r) FROM integration.http_responses r WHERE r.id = $1",
+                    callback.function
+                ),
+                &[callback.id.into()],
+            );
+            // SAFETY: restoring what was saved above.
+            unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+            called.unwrap_or_else(|e| error!("{e}"))
         })
     });
     if let Err(error) = outcome {
