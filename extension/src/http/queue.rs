@@ -27,10 +27,11 @@ use pgrx::{
 use rand::Rng;
 use serde_json::Value;
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 extension_sql_file!(
     "../../../sql/http_queue.sql",
@@ -457,15 +458,97 @@ struct Callback {
     role: String,
 }
 
-/// The queue side of a database's worker: takes due requests, delivers
-/// them on a runtime thread of its own (so sockets progress while the
-/// worker writes to Postgres), stores outcomes and runs callbacks.
+/// A claimed request ready to go, with what it needs.
+struct Job {
+    finished: Finished,
+    client: reqwest::Client,
+    request: Request,
+    limit: u64,
+    max_redirects: u32,
+}
+
+impl Job {
+    async fn run(mut self) -> Finished {
+        let started = Instant::now();
+        self.finished.outcome =
+            client::fetch(self.client, self.request, self.limit, self.max_redirects).await;
+        self.finished.elapsed = started.elapsed();
+        self.finished
+    }
+}
+
+/// Jobs for the dispatcher, with the caps in force.
+struct Batch {
+    jobs: Vec<Job>,
+    total: usize,
+    per_host: usize,
+}
+
+/// Runs on the worker's runtime thread: keeps up to `total` requests in
+/// flight (at most `per_host` to one host) from a backlog of claimed jobs,
+/// starting the next as soon as one ends, while the worker's main thread
+/// writes to Postgres.
+async fn dispatch(
+    mut incoming: mpsc::UnboundedReceiver<Batch>,
+    done: mpsc::UnboundedSender<Finished>,
+) {
+    let mut backlog: VecDeque<Job> = VecDeque::new();
+    let mut running: JoinSet<Finished> = JoinSet::new();
+    let mut hosts: HashMap<String, usize> = HashMap::new();
+    let (mut total, mut per_host) = (1, 1);
+    loop {
+        let mut i = 0;
+        while running.len() < total && i < backlog.len() {
+            if hosts.get(&backlog[i].finished.host).copied().unwrap_or(0) < per_host {
+                if let Some(job) = backlog.remove(i) {
+                    *hosts.entry(job.finished.host.clone()).or_default() += 1;
+                    running.spawn(job.run());
+                }
+            } else {
+                i += 1;
+            }
+        }
+        tokio::select! {
+            batch = incoming.recv() => match batch {
+                Some(batch) => {
+                    total = batch.total;
+                    per_host = batch.per_host;
+                    backlog.extend(batch.jobs);
+                }
+                None => return,
+            },
+            Some(ended) = running.join_next(), if !running.is_empty() => {
+                let Ok(finished) = ended else { continue };
+                release(&mut hosts, &finished.host);
+                if done.send(finished).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Counts one request to `host` as finished.
+fn release(hosts: &mut HashMap<String, usize>, host: &str) {
+    if let Some(count) = hosts.get_mut(host) {
+        *count -= 1;
+        if *count == 0 {
+            hosts.remove(host);
+        }
+    }
+}
+
+/// The queue side of a database's worker. Its main thread takes due
+/// requests (a backlog of up to twice the caps) and stores outcomes; a
+/// dispatcher on a runtime thread of its own delivers them.
 pub struct Deliverer {
     runtime: tokio::runtime::Runtime,
     clients: HashMap<(String, bool), reqwest::Client>,
+    jobs: mpsc::UnboundedSender<Batch>,
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: mpsc::UnboundedReceiver<Finished>,
-    in_flight: usize,
+    /// Claimed and not yet finished: in the backlog or in flight.
+    outstanding: usize,
     per_host: HashMap<String, usize>,
     last_reclaim: Option<Instant>,
     last_cleanup: Option<Instant>,
@@ -479,6 +562,7 @@ const RECLAIM_EVERY: Duration = Duration::from_secs(10);
 fn cleanup_every() -> Duration {
     Duration::from_secs(u64::try_from(RESPONSE_TTL_S.get().clamp(1, 60)).unwrap_or(60))
 }
+
 /// How long a step waits for a delivery to end before it looks at the queue again.
 const COLLECT_WAIT: Duration = Duration::from_millis(20);
 
@@ -486,12 +570,15 @@ impl Deliverer {
     pub fn new() -> Result<Deliverer, String> {
         let runtime = client::new_runtime(1).map_err(|e| e.to_string())?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (jobs, incoming) = mpsc::unbounded_channel();
+        runtime.spawn(dispatch(incoming, done_tx.clone()));
         Ok(Deliverer {
             runtime,
             clients: HashMap::new(),
+            jobs,
             done_tx,
             done_rx,
-            in_flight: 0,
+            outstanding: 0,
             per_host: HashMap::new(),
             last_reclaim: None,
             last_cleanup: None,
@@ -512,24 +599,22 @@ impl Deliverer {
     pub fn step(&mut self) -> Activity {
         let mut finished = self.collect();
         for done in &finished {
-            self.in_flight -= 1;
-            if let Some(count) = self.per_host.get_mut(&done.host) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_host.remove(&done.host);
-                }
-            }
+            self.outstanding -= 1;
+            release(&mut self.per_host, &done.host);
         }
-        let concurrency = usize::try_from(CONCURRENCY.get()).unwrap_or(1);
-        let host_cap = i32::max(HOST_CONCURRENCY.get(), 1);
-        let free = concurrency.saturating_sub(self.in_flight);
+        let total = usize::try_from(CONCURRENCY.get()).unwrap_or(1);
+        let host_cap = usize::try_from(HOST_CONCURRENCY.get()).unwrap_or(1);
+        // A backlog as large again as the caps keeps the dispatcher busy
+        // while this thread is in Postgres.
+        let free = (2 * total).saturating_sub(self.outstanding);
+        let host_room = i32::try_from(2 * host_cap).unwrap_or(i32::MAX);
         let now = Instant::now();
         let reclaim = self.last_reclaim.is_none_or(|t| now - t >= RECLAIM_EVERY);
         let cleanup = self.last_cleanup.is_none_or(|t| now - t >= cleanup_every());
         let busy: Vec<(String, i32)> = self
             .per_host
             .iter()
-            .map(|(h, n)| (h.clone(), host_cap - i32::try_from(*n).unwrap_or(i32::MAX)))
+            .map(|(h, n)| (h.clone(), host_room - i32::try_from(*n).unwrap_or(i32::MAX)))
             .collect();
         // SAFETY: reading the clock.
         let at = unsafe { pg_sys::GetCurrentTimestamp() };
@@ -551,7 +636,7 @@ impl Deliverer {
                 }
                 let callbacks = store(&verdicts, &calls);
                 let claimed = if free > 0 {
-                    claim(free, host_cap, &busy)
+                    claim(free, host_room, &busy)
                 } else {
                     Vec::new()
                 };
@@ -583,13 +668,11 @@ impl Deliverer {
             run_callback(callback);
         }
         let worked = !verdicts.is_empty() || !claimed.is_empty();
-        for request in claimed {
-            self.send(request);
-        }
+        self.send(claimed, total, host_cap);
         Activity {
             worked,
-            in_flight: self.in_flight,
-            pending: next.is_some() || self.in_flight > 0,
+            in_flight: self.outstanding,
+            pending: next.is_some() || self.outstanding > 0,
             wait: next.unwrap_or(Duration::from_secs(3600)),
         }
     }
@@ -614,7 +697,7 @@ impl Deliverer {
     /// Waits up to [`COLLECT_WAIT`] for the first delivery to end, then
     /// takes every other that has ended too.
     fn collect(&mut self) -> Vec<Finished> {
-        if self.in_flight == 0 {
+        if self.outstanding == 0 {
             return Vec::new();
         }
         let rx = &mut self.done_rx;
@@ -630,36 +713,46 @@ impl Deliverer {
         })
     }
 
-    fn send(&mut self, claimed: Claimed) {
-        self.in_flight += 1;
-        *self.per_host.entry(claimed.host.clone()).or_default() += 1;
-        let prepared = self.prepare(&claimed);
-        let tx = self.done_tx.clone();
-        let mut finished = Finished {
-            id: claimed.id,
-            host: claimed.host,
-            method: claimed.method,
-            actor: claimed.created_by,
-            attempts: claimed.attempts,
-            retries: claimed.retries,
-            backoff: claimed.backoff,
-            elapsed: Duration::ZERO,
-            outcome: Err(CallError::Interrupted),
-        };
-        match prepared {
-            Ok((client, request, limit, max_redirects)) => {
-                self.runtime.spawn(async move {
-                    let started = Instant::now();
-                    finished.outcome = client::fetch(client, request, limit, max_redirects).await;
-                    finished.elapsed = started.elapsed();
-                    let _ = tx.send(finished);
-                });
-            }
-            Err(error) => {
-                finished.outcome = Err(error);
-                let _ = tx.send(finished);
+    /// Hands claimed requests to the dispatcher; those that cannot be sent
+    /// at all (policy, bad URL) finish at once.
+    fn send(&mut self, claimed: Vec<Claimed>, total: usize, per_host: usize) {
+        let mut jobs = Vec::new();
+        for claimed in claimed {
+            self.outstanding += 1;
+            *self.per_host.entry(claimed.host.clone()).or_default() += 1;
+            let prepared = self.prepare(&claimed);
+            let finished = Finished {
+                id: claimed.id,
+                host: claimed.host,
+                method: claimed.method,
+                actor: claimed.created_by,
+                attempts: claimed.attempts,
+                retries: claimed.retries,
+                backoff: claimed.backoff,
+                elapsed: Duration::ZERO,
+                outcome: Err(CallError::Interrupted),
+            };
+            match prepared {
+                Ok((client, request, limit, max_redirects)) => jobs.push(Job {
+                    finished,
+                    client,
+                    request,
+                    limit,
+                    max_redirects,
+                }),
+                Err(error) => {
+                    let _ = self.done_tx.send(Finished {
+                        outcome: Err(error),
+                        ..finished
+                    });
+                }
             }
         }
+        let _ = self.jobs.send(Batch {
+            jobs,
+            total,
+            per_host,
+        });
     }
 
     /// The client and request for a claimed row, under the policy stored with it.
@@ -722,9 +815,9 @@ fn remove_expired() {
     .unwrap_or_else(|e| error!("remove expired HTTP responses: {e}"));
 }
 
-/// Takes up to `free` due requests, at most `host_cap` per host counting
-/// those in flight (`busy`: host and its free places).
-fn claim(free: usize, host_cap: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
+/// Takes up to `free` due requests, at most `host_room` per host counting
+/// those outstanding (`busy`: host and its free places).
+fn claim(free: usize, host_room: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
     let hosts: Vec<&str> = busy.iter().map(|(h, _)| h.as_str()).collect();
     let places: Vec<i32> = busy.iter().map(|(_, n)| *n).collect();
     let full: Vec<&str> = busy
@@ -740,7 +833,6 @@ fn claim(free: usize, host_cap: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
                  WHERE next_attempt_at <= now() AND host <> ALL ($5::text[])
                  ORDER BY next_attempt_at, id
                  LIMIT $1 * 4
-                 FOR UPDATE SKIP LOCKED
              ), chosen AS (
                  SELECT id FROM (
                      SELECT c.id, c.next_attempt_at,
@@ -752,12 +844,18 @@ fn claim(free: usize, host_cap: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
                  WHERE n <= places
                  ORDER BY next_attempt_at, id
                  LIMIT $1
+             ), locked AS (
+                 -- Only the chosen rows are locked; one that another
+                 -- worker holds or took meanwhile is skipped.
+                 SELECT q.id FROM integration.http_requests q
+                 WHERE q.id IN (SELECT id FROM chosen) AND q.next_attempt_at <= now()
+                 FOR UPDATE SKIP LOCKED
              )
              UPDATE integration.http_requests r
              SET attempts = r.attempts + 1,
                  claimed_by = pg_backend_pid(),
                  next_attempt_at = now() + r.timeout + interval '5 minutes'
-             FROM chosen WHERE r.id = chosen.id
+             FROM locked WHERE r.id = locked.id
              RETURNING r.id, r.method, r.url, r.host, r.headers, r.body,
                        (extract(epoch FROM r.timeout) * 1000000)::bigint AS timeout_us,
                        r.policy, r.attempts, r.retries,
@@ -766,7 +864,7 @@ fn claim(free: usize, host_cap: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
             None,
             &[
                 free.into(),
-                host_cap.into(),
+                host_room.into(),
                 hosts.into(),
                 places.into(),
                 full.into(),
