@@ -147,7 +147,13 @@ impl Resolve for CheckedResolver {
 #[error("more than {0} redirects")]
 struct TooManyRedirects(u32);
 
-pub fn build_client(policy: Arc<Policy>, insecure: bool) -> Result<reqwest::Client, CallError> {
+/// A client under `policy` that keeps up to `idle_per_host` idle
+/// connections to each host for reuse.
+pub fn build_client(
+    policy: Arc<Policy>,
+    insecure: bool,
+    idle_per_host: usize,
+) -> Result<reqwest::Client, CallError> {
     let hops = Arc::clone(&policy);
     reqwest::Client::builder()
         .dns_resolver(Arc::new(CheckedResolver {
@@ -166,7 +172,7 @@ pub fn build_client(policy: Arc<Policy>, insecure: bool) -> Result<reqwest::Clie
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(8)
+        .pool_max_idle_per_host(idle_per_host)
         .danger_accept_invalid_certs(insecure)
         .user_agent(concat!("pg_integration/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -260,7 +266,7 @@ pub fn send(
         };
         let key = (policy_key, insecure);
         if !engine.clients.contains_key(&key) {
-            let client = build_client(Arc::new(policy), insecure)?;
+            let client = build_client(Arc::new(policy), insecure, 8)?;
             engine.clients.insert(key.clone(), client);
         }
         let call = fetch(engine.clients[&key].clone(), request, limit, max_redirects);

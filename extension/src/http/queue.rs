@@ -777,7 +777,10 @@ impl Deliverer {
         let limit = rules.policy.max_response_bytes;
         let max_redirects = rules.policy.max_redirects;
         if !self.clients.contains_key(&key) {
-            let client = client::build_client(Arc::new(rules.policy), insecure)?;
+            // Keep a connection for each request that may be in flight to
+            // a host, or every request past the pool opens a new one.
+            let idle = usize::try_from(HOST_CONCURRENCY.get()).unwrap_or(16).min(1024);
+            let client = client::build_client(Arc::new(rules.policy), insecure, idle)?;
             self.clients.insert(key.clone(), client);
         }
         let request = Request {
