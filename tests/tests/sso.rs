@@ -1,0 +1,715 @@
+//! End-to-end tests of SSO: the real sidecar in front of a real PostgreSQL
+//! with pg_integration and a real OpenLDAP server. Admin functions refuse
+//! non-admins (also after SET ROLE) and hide secrets; LDAP logins by direct
+//! bind and by search-then-bind over LDAPS and StartTLS, wrong passwords,
+//! filter injection, role mapping from groups, the redirect allowlist;
+//! session cookies, `/auth/session`, logout; signing-key rotation with old
+//! tokens valid while published; `verify_jwt(token)` in SQL accepting session
+//! tokens and refusing forged or expired ones; and the PostgREST path (role
+//! claim → SET ROLE → row-level security).
+
+use integration_tests::ldap::{ADMINS_GROUP, BASE_DN, READER_DN, READER_PASSWORD};
+use integration_tests::{PgCluster, Sidecar, Slapd};
+use reqwest::blocking::{Client, Response};
+use reqwest::redirect::Policy;
+use serde_json::{json, Value};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const DB: &str = "sso_e2e";
+
+/// A cluster with the extension, a login for the sidecar, two plain roles
+/// to map to, and a signing key (so the sidecar's first load is its only one
+/// until a test changes something).
+fn setup() -> (PgCluster, postgres::Client) {
+    let cluster = PgCluster::start();
+    let mut admin = cluster.create_database(DB);
+    admin
+        .batch_execute(
+            "ALTER ROLE integration_sidecar LOGIN;
+             CREATE ROLE app_admin NOLOGIN;
+             CREATE ROLE app_user NOLOGIN;
+             SELECT integration.ensure_signing_key();",
+        )
+        .expect("roles");
+    (cluster, admin)
+}
+
+fn start_sidecar(cluster: &PgCluster) -> Sidecar {
+    let sidecar = Sidecar::start(&cluster.url(DB, "integration_sidecar"), &[], None);
+    wait_until(|| loads(&sidecar) >= 1);
+    sidecar
+}
+
+/// How many times the sidecar loaded the SSO configuration.
+fn loads(sidecar: &Sidecar) -> usize {
+    sidecar.log().matches("SSO configuration loaded").count()
+}
+
+fn wait_until(mut attempt: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !attempt() {
+        assert!(Instant::now() < deadline, "condition not met within 15 s");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `sql` and waits for the reload it causes.
+fn change(admin: &mut postgres::Client, sidecar: &Sidecar, sql: &str) {
+    let before = loads(sidecar);
+    admin
+        .batch_execute(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {:?}", e.as_db_error()));
+    wait_until(|| loads(sidecar) > before);
+}
+
+/// A client that does not follow redirects, so tests see each hop.
+fn client() -> Client {
+    Client::builder()
+        .redirect(Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    cookies: Vec<String>,
+    location: Option<String>,
+}
+
+fn answer(response: Response) -> Answer {
+    let status = response.status().as_u16();
+    let cookies = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .collect();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let text = response.text().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        body,
+        cookies,
+        location,
+    }
+}
+
+fn login(sidecar: &Sidecar, provider: &str, fields: Value) -> Answer {
+    answer(
+        client()
+            .post(sidecar.url(&format!("/auth/{provider}/login")))
+            .header("content-type", "application/json")
+            .body(fields.to_string())
+            .send()
+            .unwrap_or_else(|e| panic!("POST login: {e}\n{}", sidecar.log())),
+    )
+}
+
+fn password_login(sidecar: &Sidecar, provider: &str, user: &str, password: &str) -> Answer {
+    login(
+        sidecar,
+        provider,
+        json!({"username": user, "password": password}),
+    )
+}
+
+/// Logs in and returns the session token.
+fn token(sidecar: &Sidecar, provider: &str, user: &str, password: &str) -> String {
+    let a = password_login(sidecar, provider, user, password);
+    assert_eq!(a.status, 200, "{user}: {}\n{}", a.body, sidecar.log());
+    a.body["access_token"].as_str().expect("a token").to_owned()
+}
+
+fn session(sidecar: &Sidecar, token: &str) -> Answer {
+    answer(
+        client()
+            .get(sidecar.url("/auth/session"))
+            .bearer_auth(token)
+            .send()
+            .expect("GET /auth/session"),
+    )
+}
+
+fn verify_in_sql(db: &mut postgres::Client, token: &str) -> Result<Value, String> {
+    db.query_one("SELECT integration.verify_jwt($1)", &[&token])
+        .map(|row| row.get(0))
+        .map_err(|e| {
+            e.as_db_error()
+                .map_or(e.to_string(), |d| d.message().to_owned())
+        })
+}
+
+fn ldap_provider(slapd: &Slapd, name: &str) -> String {
+    format!(
+        "SELECT integration.create_sso_provider('{name}', 'ldap',
+            jsonb_build_object('url', '{}', 'user_dn_template', 'uid={{username}},ou=people,{BASE_DN}'),
+            role_mapping => '[{{\"group\": \"{ADMINS_GROUP}\", \"role\": \"app_admin\"}}]',
+            default_role => 'app_user',
+            allowed_redirects => ARRAY['http://127.0.0.1:9/app/'])",
+        slapd.url()
+    )
+}
+
+fn sql_error(result: Result<u64, postgres::Error>) -> (String, String) {
+    let e = result.expect_err("refused");
+    let db = e.as_db_error().expect("a server error");
+    (db.code().code().to_owned(), db.message().to_owned())
+}
+
+#[test]
+fn admin_functions_check_the_invoker_and_hide_secrets() {
+    let (cluster, mut admin) = setup();
+    admin
+        .batch_execute(
+            "CREATE ROLE alice LOGIN IN ROLE integration_admin;
+             CREATE ROLE mallory LOGIN;
+             GRANT mallory TO alice;
+             GRANT USAGE ON SCHEMA integration TO mallory;",
+        )
+        .expect("roles");
+    let create = "SELECT integration.create_sso_provider('corp', 'ldap',
+        '{\"url\": \"ldap://127.0.0.1:1\", \"search_base\": \"dc=x\",
+          \"search_filter\": \"(uid={username})\", \"bind_dn\": \"cn=svc\",
+          \"bind_password\": \"svc-pass-123\"}', default_role => 'app_user')";
+
+    let mut mallory = cluster.connect_as(DB, "mallory");
+    let (code, _) = sql_error(mallory.execute(create, &[]));
+    assert_eq!(code, "42501", "a non-admin is refused");
+
+    // alice is an admin, but after SET ROLE she acts as mallory: refused,
+    // because rights are checked against current_user, not session_user.
+    let mut alice = cluster.connect_as(DB, "alice");
+    alice.batch_execute("SET ROLE mallory").expect("set role");
+    let (code, _) = sql_error(alice.execute(create, &[]));
+    assert_eq!(code, "42501", "SET ROLE to a non-admin is refused");
+    let (code, message) = sql_error(alice.execute(
+        "SELECT integration._create_sso_provider('alice', 'x', 'ldap', '{}', '[]', NULL, '{}', NULL, NULL)",
+        &[],
+    ));
+    assert_eq!(code, "42501", "{message}");
+    alice.batch_execute("RESET ROLE").expect("reset role");
+    // Calling the inner function directly cannot name another actor.
+    let (code, message) = sql_error(alice.execute(
+        "SELECT integration._create_sso_provider('postgres', 'x', 'ldap', '{}', '[]', NULL, '{}', NULL, NULL)",
+        &[],
+    ));
+    assert_eq!(code, "42501", "{message}");
+
+    alice
+        .execute(create, &[])
+        .expect("an admin creates a provider");
+    let (code, message) = sql_error(alice.execute(
+        "SELECT integration.alter_sso_provider('corp', default_role => 'postgres')",
+        &[],
+    ));
+    assert_eq!(
+        code, "42501",
+        "superuser roles are not given to sessions: {message}"
+    );
+    let (code, _) = sql_error(alice.execute(
+        "SELECT integration.alter_sso_provider('corp', allowed_redirects => ARRAY['https://user@evil.example/'])",
+        &[],
+    ));
+    assert_eq!(code, "22023");
+
+    // The secret moved out of config; admins see only that it is set.
+    let row = alice
+        .query_one(
+            "SELECT config, secrets_set, created_by::text FROM integration.sso_provider_list WHERE name = 'corp'",
+            &[],
+        )
+        .expect("list");
+    let config: Value = row.get(0);
+    assert!(config.get("bind_password").is_none(), "{config}");
+    assert_eq!(row.get::<_, Vec<String>>(1), vec!["bind_password"]);
+    assert_eq!(row.get::<_, String>(2), "alice");
+    let (code, _) = sql_error(alice.execute("SELECT secrets FROM integration.sso_providers", &[]));
+    assert_eq!(code, "42501", "admins cannot read secrets");
+    let (code, _) =
+        sql_error(alice.execute("SELECT private_pem FROM integration.signing_keys", &[]));
+    assert_eq!(code, "42501", "admins cannot read private keys");
+    let mut sidecar_db = cluster.connect_as(DB, "integration_sidecar");
+    let secrets: Value = sidecar_db
+        .query_one(
+            "SELECT secrets FROM integration.sso_providers WHERE name = 'corp'",
+            &[],
+        )
+        .expect("the sidecar reads secrets")
+        .get(0);
+    assert_eq!(secrets, json!({"bind_password": "svc-pass-123"}));
+    let (code, _) = sql_error(sidecar_db.execute(create, &[]));
+    assert_eq!(code, "42501", "the sidecar is no admin");
+
+    let audit: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM integration.audit_log
+              WHERE action = 'sso.provider.create' AND actor = 'alice' AND ok",
+            &[],
+        )
+        .expect("audit")
+        .get(0);
+    assert_eq!(audit, 1);
+    let leaked: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM integration.audit_log WHERE detail::text LIKE '%svc-pass-123%'",
+            &[],
+        )
+        .expect("audit")
+        .get(0);
+    assert_eq!(leaked, 0, "no secret in the audit log");
+    assert!(alice
+        .query_one("SELECT integration.drop_sso_provider('corp')", &[])
+        .expect("drop")
+        .get::<_, bool>(0));
+}
+
+#[test]
+fn ldap_direct_bind_logs_in_maps_groups_and_sets_a_session_cookie() {
+    let (cluster, mut admin) = setup();
+    let slapd = Slapd::start();
+    admin
+        .batch_execute(&ldap_provider(&slapd, "corp"))
+        .expect("provider");
+    // With no key at all, the sidecar makes the first one itself.
+    admin
+        .batch_execute("DELETE FROM integration.signing_keys")
+        .expect("no keys");
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| {
+        sidecar.get("/.well-known/jwks.json").1["keys"]
+            .as_array()
+            .is_some_and(|keys| keys.len() == 1)
+    });
+
+    let ada = password_login(&sidecar, "corp", "ada", "ada-secret");
+    assert_eq!(ada.status, 200, "{}\n{}", ada.body, sidecar.log());
+    assert_eq!(ada.body["role"], "app_admin", "ada is in the admins group");
+    assert_eq!(ada.body["email"], "ada@example.org");
+    let cookie = ada
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("pg_integration_session="))
+        .expect("a session cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http public URL: {cookie}"
+    );
+
+    let bob = password_login(&sidecar, "corp", "bob", "bob-secret");
+    assert_eq!(bob.status, 200, "{}", bob.body);
+    assert_eq!(bob.body["role"], "app_user", "no group: the default role");
+
+    // Wrong and empty passwords, unknown users: 401 or 400, never a session.
+    for (user, password, status) in [
+        ("ada", "wrong", 401),
+        ("nobody", "ada-secret", 401),
+        ("ada", "", 400),
+        ("", "x", 400),
+    ] {
+        let a = password_login(&sidecar, "corp", user, password);
+        assert_eq!(a.status, status, "{user}/{password}: {}", a.body);
+        assert!(a.cookies.is_empty() && a.body.get("access_token").is_none());
+    }
+    assert_eq!(
+        password_login(&sidecar, "corp", "ada", "wrong").body["error"],
+        "invalid username or password"
+    );
+
+    // The session, by cookie and by bearer token.
+    let token = ada.body["access_token"].as_str().expect("token");
+    let by_cookie = answer(
+        client()
+            .get(sidecar.url("/auth/session"))
+            .header("cookie", format!("pg_integration_session={token}"))
+            .send()
+            .expect("session"),
+    );
+    assert_eq!(by_cookie.status, 200, "{}", by_cookie.body);
+    let claims = &by_cookie.body["session"];
+    assert_eq!(claims["sub"], "uid=ada,ou=people,dc=example,dc=org");
+    assert_eq!(claims["role"], "app_admin");
+    assert_eq!(claims["aud"], "pg_integration");
+    assert_eq!(claims["iss"], sidecar.base_url.as_str());
+    assert_eq!(claims["idp"], "corp");
+    assert_eq!(session(&sidecar, "not-a-token").status, 401);
+    let none = answer(
+        client()
+            .get(sidecar.url("/auth/session"))
+            .send()
+            .expect("session"),
+    );
+    assert_eq!(none.status, 401);
+
+    let out = answer(
+        client()
+            .post(sidecar.url("/auth/logout"))
+            .send()
+            .expect("logout"),
+    );
+    assert_eq!(out.status, 200);
+    assert!(
+        out.cookies
+            .iter()
+            .any(|c| c.starts_with("pg_integration_session=;") && c.contains("Max-Age=0")),
+        "{:?}",
+        out.cookies
+    );
+
+    // A browser-style login is not what LDAP does.
+    let get = answer(
+        client()
+            .get(sidecar.url("/auth/corp/login"))
+            .send()
+            .expect("get"),
+    );
+    assert_eq!(get.status, 400, "{}", get.body);
+    assert_eq!(password_login(&sidecar, "nope", "ada", "x").status, 404);
+
+    // Identities and audit rows; no password anywhere.
+    let row = admin
+        .query_one(
+            "SELECT email, name, groups, role::text, logins FROM integration.identities
+              WHERE provider = 'corp' AND subject = 'uid=ada,ou=people,dc=example,dc=org'",
+            &[],
+        )
+        .expect("ada's identity");
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("ada@example.org")
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("Ada Lovelace")
+    );
+    assert_eq!(row.get::<_, Vec<String>>(2), vec![ADMINS_GROUP.to_owned()]);
+    assert_eq!(row.get::<_, String>(3), "app_admin");
+    assert_eq!(row.get::<_, i64>(4), 1);
+    let (ok, failed): (i64, i64) = {
+        let r = admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok)
+                   FROM integration.audit_log WHERE action = 'sso.login'",
+                &[],
+            )
+            .expect("audit");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(ok, 2);
+    assert!(failed >= 5, "{failed} failures audited");
+    let leaked: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM integration.audit_log
+              WHERE detail::text ~ '(ada|bob)-secret' OR detail::text LIKE '%' || $1 || '%'",
+            &[&token],
+        )
+        .expect("audit")
+        .get(0);
+    assert_eq!(leaked, 0, "no password or token in the audit log");
+    assert!(
+        !sidecar.log().contains("ada-secret"),
+        "no password in the log"
+    );
+}
+
+#[test]
+fn redirect_to_must_be_on_the_allowlist() {
+    let (cluster, mut admin) = setup();
+    let slapd = Slapd::start();
+    admin
+        .batch_execute(&ldap_provider(&slapd, "corp"))
+        .expect("provider");
+    let sidecar = start_sidecar(&cluster);
+    let good = login(
+        &sidecar,
+        "corp",
+        json!({"username": "bob", "password": "bob-secret", "redirect_to": "http://127.0.0.1:9/app/home"}),
+    );
+    assert_eq!(good.status, 303, "{}", good.body);
+    let location = good.location.expect("a Location");
+    assert!(
+        location.starts_with("http://127.0.0.1:9/app/home#access_token="),
+        "{location}"
+    );
+    for evil in [
+        "http://evil.example/app/",
+        "http://127.0.0.1:9.evil.example/app/",
+        "http://127.0.0.1:9@evil.example/app/",
+        "//evil.example/",
+        "http://127.0.0.1:9/other",
+        "javascript:alert(1)",
+    ] {
+        let refused = login(
+            &sidecar,
+            "corp",
+            json!({"username": "bob", "password": "bob-secret", "redirect_to": evil}),
+        );
+        assert_eq!(refused.status, 400, "{evil}: {}", refused.body);
+        assert!(
+            refused.location.is_none() && refused.cookies.is_empty(),
+            "{evil}"
+        );
+    }
+    let get = answer(
+        client()
+            .get(sidecar.url("/auth/corp/login?redirect_to=http://evil.example/"))
+            .send()
+            .expect("get"),
+    );
+    assert_eq!(get.status, 400);
+    assert!(
+        get.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allowlist"),
+        "{}",
+        get.body
+    );
+}
+
+#[test]
+fn ldap_search_then_bind_over_ldaps_and_starttls_escapes_the_filter() {
+    let (cluster, mut admin) = setup();
+    let slapd = Slapd::start();
+    let ca = slapd.ca_pem.replace('\'', "''");
+    admin
+        .batch_execute(&format!(
+            "SELECT integration.create_sso_provider('dir', 'ldap',
+                jsonb_build_object('url', '{}', 'ca_cert', '{ca}',
+                    'search_base', 'ou=people,{BASE_DN}',
+                    'search_filter', '(&(objectClass=inetOrgPerson)(uid={{username}}))',
+                    'bind_dn', '{READER_DN}', 'bind_password', '{READER_PASSWORD}'),
+                role_mapping => '[{{\"group\": \"{ADMINS_GROUP}\", \"role\": \"app_admin\"}}]',
+                default_role => 'app_user')",
+            slapd.tls_url()
+        ))
+        .expect("provider");
+    let sidecar = start_sidecar(&cluster);
+
+    let ada = password_login(&sidecar, "dir", "ada", "ada-secret");
+    assert_eq!(ada.status, 200, "LDAPS: {}\n{}", ada.body, sidecar.log());
+    assert_eq!(ada.body["role"], "app_admin");
+    // A uid with a `*` is found only as itself; a `*` typed by a user is no wildcard.
+    let alice = password_login(&sidecar, "dir", "al*ce", "alice-secret");
+    assert_eq!(alice.status, 200, "{}", alice.body);
+    assert_eq!(alice.body["sub"], "uid=al*ce,ou=people,dc=example,dc=org");
+    for hostile in ["a*", "*", "*)(uid=*", "ada)(|(uid=*", "*)(objectClass=*"] {
+        let a = password_login(&sidecar, "dir", hostile, "ada-secret");
+        assert_eq!(a.status, 401, "{hostile}: {}", a.body);
+    }
+    assert_eq!(
+        password_login(&sidecar, "dir", "ada", "bob-secret").status,
+        401
+    );
+
+    // StartTLS on the plain port, verified against the same CA.
+    change(
+        &mut admin,
+        &sidecar,
+        &format!("SELECT integration.alter_sso_provider('dir', config => '{{\"url\": \"{}\", \"starttls\": true}}')", slapd.url()),
+    );
+    let starttls = password_login(&sidecar, "dir", "bob", "bob-secret");
+    assert_eq!(
+        starttls.status,
+        200,
+        "StartTLS: {}\n{}",
+        starttls.body,
+        sidecar.log()
+    );
+    assert_eq!(starttls.body["role"], "app_user");
+
+    // Without our CA the self-signed certificate is refused: 502, no session.
+    change(
+        &mut admin,
+        &sidecar,
+        "SELECT integration.alter_sso_provider('dir', config => '{\"ca_cert\": null}')",
+    );
+    let untrusted = password_login(&sidecar, "dir", "bob", "bob-secret");
+    assert_eq!(untrusted.status, 502, "{}", untrusted.body);
+
+    // A wrong service password is the server's problem, not the user's: 502.
+    change(
+        &mut admin,
+        &sidecar,
+        &format!(
+            "SELECT integration.alter_sso_provider('dir', config => jsonb_build_object('ca_cert', '{ca}', 'bind_password', 'wrong'))"
+        ),
+    );
+    let broken = password_login(&sidecar, "dir", "bob", "bob-secret");
+    assert_eq!(broken.status, 502, "{}", broken.body);
+    assert!(
+        !broken.body.to_string().contains("wrong"),
+        "{}",
+        broken.body
+    );
+}
+
+#[test]
+fn rotated_keys_keep_old_tokens_valid_while_published_and_sql_verifies_sessions() {
+    let (cluster, mut admin) = setup();
+    let slapd = Slapd::start();
+    admin
+        .batch_execute(&ldap_provider(&slapd, "corp"))
+        .expect("provider");
+    let sidecar = start_sidecar(&cluster);
+    let old = token(&sidecar, "corp", "bob", "bob-secret");
+    let claims = verify_in_sql(&mut admin, &old).expect("SQL verifies a session token");
+    assert_eq!(claims["role"], "app_user");
+    let (_, jwks) = sidecar.get("/.well-known/jwks.json");
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
+    let sql_jwks: Value = admin
+        .query_one("SELECT integration.session_jwks()", &[])
+        .expect("jwks")
+        .get(0);
+    assert_eq!(jwks, sql_jwks, "the sidecar and SQL publish the same keys");
+
+    // Rotation: a new key signs, the old one stays published.
+    let before = loads(&sidecar);
+    let new_kid: String = admin
+        .query_one("SELECT integration.rotate_signing_key()", &[])
+        .expect("rotate")
+        .get(0);
+    wait_until(|| loads(&sidecar) > before);
+    let (_, jwks) = sidecar.get("/.well-known/jwks.json");
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2), "{jwks}");
+    let new = token(&sidecar, "corp", "bob", "bob-secret");
+    let header = |t: &str| -> Value {
+        use base64::Engine;
+        let part = t.split('.').next().unwrap_or_default();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .expect("base64url header"),
+        )
+        .expect("JSON header")
+    };
+    assert_eq!(header(&new)["kid"], new_kid.as_str());
+    assert_eq!(header(&new)["alg"], "EdDSA");
+    assert_ne!(header(&old)["kid"], new_kid.as_str());
+    assert_eq!(session(&sidecar, &old).status, 200, "old token still valid");
+    assert!(verify_in_sql(&mut admin, &old).is_ok());
+
+    // Rotating with no grace unpublishes the key at once: its tokens stop verifying.
+    change(
+        &mut admin,
+        &sidecar,
+        "SELECT integration.rotate_signing_key(grace => '0')",
+    );
+    assert_eq!(session(&sidecar, &new).status, 401);
+    let refused = verify_in_sql(&mut admin, &new).expect_err("unpublished key");
+    assert!(refused.contains("kid"), "{refused}");
+    assert_eq!(
+        session(&sidecar, &old).status,
+        200,
+        "the first key is still in its window"
+    );
+
+    // Forgeries: an expired token signed with the real key, a token signed
+    // by another key under the real kid, and `alg: none`.
+    let (kid, pem): (String, String) = {
+        let r = admin
+            .query_one(
+                "SELECT kid, private_pem FROM integration.signing_keys WHERE retired_at IS NULL",
+                &[],
+            )
+            .expect("active key");
+        (r.get(0), r.get(1))
+    };
+    let expired: String = admin
+        .query_one(
+            "SELECT integration.sign_jwt(jsonb_build_object('sub', 'x', 'role', 'app_user',
+                 'aud', 'pg_integration', 'exp', extract(epoch FROM now())::bigint - 3600), $1, 'EdDSA', kid => $2)",
+            &[&pem, &kid],
+        )
+        .expect("sign")
+        .get(0);
+    assert!(verify_in_sql(&mut admin, &expired)
+        .expect_err("expired")
+        .contains("expired"));
+    assert_eq!(session(&sidecar, &expired).status, 401);
+    let other_pem: String = admin
+        .query_one(
+            "SELECT private_pem FROM integration._generate_signing_key()",
+            &[],
+        )
+        .expect("another key")
+        .get(0);
+    let forged: String = admin
+        .query_one(
+            "SELECT integration.sign_jwt(jsonb_build_object('sub', 'x', 'role', 'app_admin',
+                 'aud', 'pg_integration'), $1, 'EdDSA', '1 hour', $2)",
+            &[&other_pem, &kid],
+        )
+        .expect("sign")
+        .get(0);
+    assert!(verify_in_sql(&mut admin, &forged)
+        .expect_err("forged")
+        .contains("signature"));
+    assert_eq!(session(&sidecar, &forged).status, 401);
+    let parts: Vec<&str> = new.split('.').collect();
+    let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);
+    assert!(verify_in_sql(&mut admin, &unsigned).is_err());
+    assert_eq!(session(&sidecar, &unsigned).status, 401);
+}
+
+#[test]
+fn a_session_token_drives_row_level_security_the_way_postgrest_does() {
+    let (cluster, mut admin) = setup();
+    let slapd = Slapd::start();
+    admin
+        .batch_execute(&ldap_provider(&slapd, "corp"))
+        .expect("provider");
+    admin
+        .batch_execute(
+            "CREATE TABLE notes (owner text NOT NULL, body text NOT NULL);
+             ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own_notes ON notes
+                 USING (owner = current_setting('request.jwt.claims', true)::jsonb->>'sub');
+             GRANT SELECT ON notes TO app_user, app_admin;
+             INSERT INTO notes VALUES
+                 ('uid=bob,ou=people,dc=example,dc=org', 'bob''s note'),
+                 ('uid=ada,ou=people,dc=example,dc=org', 'ada''s note');
+             CREATE ROLE authenticator LOGIN;
+             GRANT app_user, app_admin, integration_user TO authenticator;",
+        )
+        .expect("schema");
+    let sidecar = start_sidecar(&cluster);
+    let bob = token(&sidecar, "corp", "bob", "bob-secret");
+
+    // What PostgREST does with jwt-role-claim-key = '.role': verify, publish
+    // the claims in request.jwt.claims, SET LOCAL ROLE to the role claim.
+    let mut authenticator = cluster.connect_as(DB, "authenticator");
+    let mut tx = authenticator.transaction().expect("begin");
+    let claims: Value = tx
+        .query_one("SELECT integration.verify_jwt($1)", &[&bob])
+        .expect("verify")
+        .get(0);
+    tx.execute(
+        "SELECT set_config('request.jwt.claims', $1, true)",
+        &[&claims.to_string()],
+    )
+    .expect("claims");
+    let role = claims["role"].as_str().expect("a role claim");
+    assert_eq!(role, "app_user");
+    tx.batch_execute(&format!("SET LOCAL ROLE {role}"))
+        .expect("set role");
+    let bodies: Vec<String> = tx
+        .query("SELECT body FROM notes", &[])
+        .expect("select")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(bodies, vec!["bob's note".to_owned()]);
+    tx.rollback().expect("rollback");
+}
