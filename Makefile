@@ -21,9 +21,10 @@ SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 deps: apt-deps pgrx-deps
 
 # Test peers: from PyPI (httpbin under gunicorn) in a virtualenv of ours,
-# and from Debian (slapd).
+# from Debian (slapd) and from npm (oidc-provider).
 VENV := $(BUILD)/venv
-test-deps: $(VENV)/.installed sso-apt-deps
+OIDC := $(BUILD)/oidc
+test-deps: $(VENV)/.installed sso-apt-deps $(OIDC)/node_modules/.installed
 $(VENV)/.installed: apt-deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
@@ -42,12 +43,20 @@ apt_install = missing=$$(for p in $(1); do \
 apt-deps:
 	@$(call apt_install,$(APT_PACKAGES))
 
-# The LDAP peer: slapd preseeded so that no system instance is configured
-# (the tests run throwaway instances of their own).
-SSO_APT_PACKAGES := slapd ldap-utils
+# The SSO peers: slapd preseeded so that no system instance is configured
+# (the tests run throwaway instances of their own), and Node for oidc-provider.
+SSO_APT_PACKAGES := slapd ldap-utils nodejs
 sso-apt-deps: apt-deps
 	@echo "slapd slapd/no_configuration boolean true" | $(SUDO) debconf-set-selections
 	@$(call apt_install,$(SSO_APT_PACKAGES))
+	@command -v npm >/dev/null || { $(call apt_install,npm); }
+
+# The OpenID provider of the tests (npm oidc-provider), at the versions of
+# the committed lock file; tests/src/oidc_provider.rs runs it from here.
+$(OIDC)/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json | sso-apt-deps
+	@mkdir -p $(OIDC) && cp tests/oidc/package.json tests/oidc/package-lock.json $(OIDC)/
+	cd $(OIDC) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 pgrx-deps: apt-deps
 	@if ! cargo pgrx --version 2>/dev/null | grep -q "$(PGRX_VERSION)"; then \

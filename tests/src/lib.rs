@@ -6,6 +6,7 @@
 mod httpbin;
 pub mod ldap;
 mod nginx;
+pub mod oidc_provider;
 mod postgres_cluster;
 mod process;
 mod sidecar;
@@ -13,6 +14,7 @@ mod sidecar;
 pub use httpbin::HttpBin;
 pub use ldap::Slapd;
 pub use nginx::Nginx;
+pub use oidc_provider::OidcProvider;
 pub use postgres_cluster::PgCluster;
 pub use process::{free_port, workspace_root};
 pub use sidecar::{sample, scratch_dir, sidecar_command, Sidecar, SIDECAR_VARIABLES};

@@ -1,15 +1,19 @@
 //! End-to-end tests of SSO: the real sidecar in front of a real PostgreSQL
-//! with pg_integration and a real OpenLDAP server. Admin functions refuse
+//! with pg_integration, a real OpenLDAP server and a real OpenID provider. Admin functions refuse
 //! non-admins (also after SET ROLE) and hide secrets; LDAP logins by direct
 //! bind and by search-then-bind over LDAPS and StartTLS, wrong passwords,
 //! filter injection, role mapping from groups, the redirect allowlist;
 //! session cookies, `/auth/session`, logout; signing-key rotation with old
 //! tokens valid while published; `verify_jwt(token)` in SQL accepting session
 //! tokens and refusing forged or expired ones; and the PostgREST path (role
-//! claim → SET ROLE → row-level security).
+//! claim → SET ROLE → row-level security). OIDC: the code flow with PKCE
+//! driven through the provider's login form, tampered state, replayed
+//! code, wrong nonce, HMAC-signed ID tokens, public clients, RP-initiated
+//! logout, provider key rotation; and generic OAuth2 from a userinfo URL.
 
 use integration_tests::ldap::{ADMINS_GROUP, BASE_DN, READER_DN, READER_PASSWORD};
-use integration_tests::{PgCluster, Sidecar, Slapd};
+use integration_tests::oidc_provider::{CONFIDENTIAL_SECRET, HS256_SECRET, OAUTH2_SECRET};
+use integration_tests::{OidcProvider, PgCluster, Sidecar, Slapd};
 use reqwest::blocking::{Client, Response};
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
@@ -76,6 +80,8 @@ fn client() -> Client {
 struct Answer {
     status: u16,
     body: Value,
+    /// The body as text (for pages that are not JSON).
+    text: String,
     cookies: Vec<String>,
     location: Option<String>,
 }
@@ -97,6 +103,7 @@ fn answer(response: Response) -> Answer {
     Answer {
         status,
         body,
+        text,
         cookies,
         location,
     }
@@ -712,4 +719,448 @@ fn a_session_token_drives_row_level_security_the_way_postgrest_does() {
         .collect();
     assert_eq!(bodies, vec!["bob's note".to_owned()]);
     tx.rollback().expect("rollback");
+}
+
+// ---- OIDC and generic OAuth2 against oidc-provider ----
+
+/// A browser: keeps cookies, does not follow redirects (the tests follow them hop by hop).
+fn new_browser() -> Client {
+    Client::builder()
+        .redirect(Policy::none())
+        .cookie_store(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("browser")
+}
+
+/// `location` resolved against `base`.
+fn resolve(base: &str, location: &str) -> String {
+    reqwest::Url::parse(base)
+        .and_then(|b| b.join(location))
+        .expect("a valid Location")
+        .to_string()
+}
+
+/// Follows redirects from `url` until one points at the sidecar (returned,
+/// not visited) or a page answers; panics on a page.
+fn follow_to_sidecar(browser: &Client, sidecar: &Sidecar, mut url: String) -> String {
+    for _ in 0..10 {
+        let a = answer(browser.get(&url).send().expect("GET"));
+        let location = a
+            .location
+            .unwrap_or_else(|| panic!("{url} answered {} {}", a.status, a.body));
+        url = resolve(&url, &location);
+        if url.starts_with(&sidecar.base_url) {
+            return url;
+        }
+    }
+    panic!("too many redirects");
+}
+
+/// Starts a login at the sidecar; returns the authorization URL at the provider.
+fn start_login(browser: &Client, sidecar: &Sidecar, provider: &str) -> String {
+    let a = answer(
+        browser
+            .get(sidecar.url(&format!("/auth/{provider}/login")))
+            .send()
+            .expect("GET login"),
+    );
+    assert_eq!(a.status, 302, "{}\n{}", a.body, sidecar.log());
+    a.location.expect("a Location")
+}
+
+/// Logs in at the provider's form from the authorization URL; returns the
+/// callback URL the provider sends the browser back to (not yet visited).
+fn login_at_provider(
+    browser: &Client,
+    sidecar: &Sidecar,
+    authorize: &str,
+    user: &str,
+    password: &str,
+) -> String {
+    let mut url = authorize.to_owned();
+    // The provider redirects to its interaction page, which shows the form.
+    let form_url = loop {
+        let a = answer(browser.get(&url).send().expect("GET"));
+        match a.location {
+            Some(location) => url = resolve(&url, &location),
+            None => {
+                assert_eq!(a.status, 200, "{url}: {}", a.text);
+                break url;
+            }
+        }
+        assert!(
+            !url.starts_with(&sidecar.base_url),
+            "the provider skipped its login form (a session of an earlier login?)"
+        );
+    };
+    let a = answer(
+        browser
+            .post(format!("{form_url}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("login={user}&password={password}"))
+            .send()
+            .expect("POST the login form"),
+    );
+    let next = resolve(
+        &form_url,
+        &a.location
+            .unwrap_or_else(|| panic!("form answered {}: {}", a.status, a.text)),
+    );
+    follow_to_sidecar(browser, sidecar, next)
+}
+
+fn oidc_login(
+    browser: &Client,
+    sidecar: &Sidecar,
+    provider: &str,
+    user: &str,
+    password: &str,
+) -> Answer {
+    let authorize = start_login(browser, sidecar, provider);
+    let callback = login_at_provider(browser, sidecar, &authorize, user, password);
+    answer(browser.get(&callback).send().expect("GET callback"))
+}
+
+fn query(url: &str, name: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn with_query(url: &str, name: &str, value: &str) -> String {
+    let mut parsed = reqwest::Url::parse(url).expect("URL");
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == name {
+                value.to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    parsed.to_string()
+}
+
+/// A cluster, the provider and a sidecar port known to both, and the SSO providers.
+fn oidc_setup() -> (PgCluster, postgres::Client, OidcProvider, u16) {
+    let (cluster, mut admin) = setup();
+    let port = integration_tests::free_port();
+    let idp = OidcProvider::start(&format!("http://127.0.0.1:{port}"));
+    let issuer = idp.issuer();
+    let mapping = r#"'[{"group": "admins", "role": "app_admin"}]'"#;
+    admin
+        .batch_execute(&format!(
+            "SELECT integration.create_sso_provider('oidc', 'oidc',
+                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'confidential',
+                     'client_secret', '{CONFIDENTIAL_SECRET}', 'scopes', jsonb_build_array('openid', 'email', 'profile', 'groups'),
+                     'post_logout_redirect_uri', 'http://127.0.0.1:{port}/'),
+                 role_mapping => {mapping}, default_role => 'app_user',
+                 allowed_redirects => ARRAY['http://127.0.0.1:{port}/app/']);
+             SELECT integration.create_sso_provider('oidc-public', 'oidc',
+                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'public',
+                     'scopes', jsonb_build_array('openid', 'email', 'groups')),
+                 role_mapping => {mapping}, default_role => 'app_user');
+             SELECT integration.create_sso_provider('oidc-hs256', 'oidc',
+                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'hs256', 'client_secret', '{HS256_SECRET}'),
+                 default_role => 'app_user');
+             SELECT integration.create_sso_provider('generic', 'oauth2',
+                 jsonb_build_object('authorize_url', '{issuer}/auth', 'token_url', '{issuer}/token',
+                     'userinfo_url', '{issuer}/me', 'client_id', 'oauth2', 'client_secret', '{OAUTH2_SECRET}',
+                     'scopes', jsonb_build_array('openid', 'email', 'profile', 'groups')),
+                 role_mapping => {mapping});"
+        ))
+        .expect("providers");
+    (cluster, admin, idp, port)
+}
+
+#[test]
+fn oidc_code_flow_with_pkce_logs_in_maps_groups_and_logs_out_at_the_provider() {
+    let (cluster, mut admin, idp, port) = oidc_setup();
+    let sidecar = Sidecar::start_on(port, &cluster.url(DB, "integration_sidecar"), &[], None);
+    wait_until(|| loads(&sidecar) >= 1);
+
+    let browser = new_browser();
+    let authorize = start_login(&browser, &sidecar, "oidc");
+    assert!(
+        authorize.starts_with(&format!("{}/auth?", idp.issuer())),
+        "{authorize}"
+    );
+    assert_eq!(
+        query(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert_eq!(query(&authorize, "response_type").as_deref(), Some("code"));
+    assert!(query(&authorize, "nonce").is_some_and(|n| n.len() >= 16));
+    assert!(query(&authorize, "state").is_some_and(|s| s.len() >= 32));
+    let callback = login_at_provider(&browser, &sidecar, &authorize, "ada", "ada-password");
+    let ada = answer(browser.get(&callback).send().expect("callback"));
+    assert_eq!(ada.status, 200, "{}\n{}", ada.body, sidecar.log());
+    assert_eq!(ada.body["role"], "app_admin", "ada is in the admins group");
+    assert_eq!(ada.body["sub"], "ada");
+    assert_eq!(ada.body["email"], "ada@example.org");
+    let row = admin
+        .query_one(
+            "SELECT groups, name, claims FROM integration.identities WHERE provider = 'oidc' AND subject = 'ada'",
+            &[],
+        )
+        .expect("identity");
+    assert_eq!(row.get::<_, Vec<String>>(0), vec!["admins".to_owned()]);
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("Ada Lovelace")
+    );
+    let claims: Value = row.get(2);
+    assert!(
+        claims.get("nonce").is_none() && claims["iss"] == idp.issuer().as_str(),
+        "{claims}"
+    );
+
+    // The session is the browser's now, and logout points at the provider's end_session_endpoint.
+    let current = answer(
+        browser
+            .get(sidecar.url("/auth/session"))
+            .send()
+            .expect("session"),
+    );
+    assert_eq!(current.status, 200, "{}", current.body);
+    assert_eq!(current.body["session"]["idp"], "oidc");
+    let out = answer(
+        browser
+            .post(sidecar.url("/auth/logout"))
+            .send()
+            .expect("logout"),
+    );
+    let end = out.body["end_session_url"]
+        .as_str()
+        .expect("RP-initiated logout")
+        .to_owned();
+    assert!(
+        end.starts_with(&format!("{}/session/end?", idp.issuer())),
+        "{end}"
+    );
+    assert_eq!(query(&end, "client_id").as_deref(), Some("confidential"));
+    let confirm = answer(browser.get(&end).send().expect("end session"));
+    assert_eq!(
+        confirm.status, 200,
+        "the provider asks to confirm the logout"
+    );
+    let gone = answer(
+        browser
+            .get(sidecar.url("/auth/session"))
+            .send()
+            .expect("session"),
+    );
+    assert_eq!(gone.status, 401, "the cookie was cleared");
+
+    // Each person logs in from a browser of their own (the provider keeps a session).
+    let browser = new_browser();
+    let bob = oidc_login(&browser, &sidecar, "oidc", "bob", "bob-password");
+    assert_eq!(bob.status, 200, "{}", bob.body);
+    assert_eq!(bob.body["role"], "app_user");
+
+    // Wrong password: the provider answers access_denied, the sidecar 401.
+    let wrong = oidc_login(&new_browser(), &sidecar, "oidc", "ada", "nope");
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert!(wrong.body.get("access_token").is_none());
+
+    // A redirect_to on the allowlist gets the token in the fragment.
+    let browser = new_browser();
+    let a = answer(
+        browser
+            .get(sidecar.url(&format!(
+                "/auth/oidc/login?redirect_to=http://127.0.0.1:{port}/app/home"
+            )))
+            .send()
+            .expect("login"),
+    );
+    let authorize = a.location.expect("to the provider");
+    let callback = login_at_provider(&browser, &sidecar, &authorize, "bob", "bob-password");
+    let done = answer(browser.get(&callback).send().expect("callback"));
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(
+        done.location
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with(&format!("http://127.0.0.1:{port}/app/home#access_token=")),
+        "{:?}",
+        done.location
+    );
+}
+
+#[test]
+fn oidc_refuses_tampered_state_replayed_codes_wrong_nonces_and_hmac_id_tokens() {
+    let (cluster, _admin, _idp, port) = oidc_setup();
+    let sidecar = Sidecar::start_on(port, &cluster.url(DB, "integration_sidecar"), &[], None);
+    wait_until(|| loads(&sidecar) >= 1);
+
+    // Tampered state: refused before the code is used; the same browser may not retry it.
+    let browser = new_browser();
+    let authorize = start_login(&browser, &sidecar, "oidc");
+    let callback = login_at_provider(&browser, &sidecar, &authorize, "ada", "ada-password");
+    let tampered = answer(
+        browser
+            .get(with_query(&callback, "state", "forged-state-value"))
+            .send()
+            .expect("callback"),
+    );
+    assert_eq!(tampered.status, 400, "{}", tampered.body);
+    assert!(
+        tampered.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("state"),
+        "{}",
+        tampered.body
+    );
+    let spent = answer(browser.get(&callback).send().expect("callback"));
+    assert_eq!(
+        spent.status, 400,
+        "the login cookie is spent: {}",
+        spent.body
+    );
+
+    // A callback without the login cookie (another browser): refused.
+    let browser = new_browser();
+    let authorize = start_login(&browser, &sidecar, "oidc");
+    let callback = login_at_provider(&browser, &sidecar, &authorize, "ada", "ada-password");
+    let stranger = answer(client().get(&callback).send().expect("callback"));
+    assert_eq!(stranger.status, 400, "{}", stranger.body);
+
+    // Replayed code: the same callback with the same login cookie, twice.
+    let plain = client();
+    let started = answer(
+        plain
+            .get(sidecar.url("/auth/oidc/login"))
+            .send()
+            .expect("login"),
+    );
+    let cookie = started
+        .cookies
+        .iter()
+        .find_map(|c| {
+            c.split(';')
+                .next()
+                .filter(|kv| kv.starts_with("pg_integration_login="))
+        })
+        .expect("a login cookie")
+        .to_owned();
+    // The provider's side runs in a second cookie jar; the sidecar's cookie is sent by hand.
+    let idp_browser = new_browser();
+    let callback = login_at_provider(
+        &idp_browser,
+        &sidecar,
+        &started.location.expect("location"),
+        "bob",
+        "bob-password",
+    );
+    let first = answer(
+        plain
+            .get(&callback)
+            .header("cookie", &cookie)
+            .send()
+            .expect("callback"),
+    );
+    assert_eq!(first.status, 200, "{}", first.body);
+    let replay = answer(
+        plain
+            .get(&callback)
+            .header("cookie", &cookie)
+            .send()
+            .expect("callback"),
+    );
+    assert_eq!(
+        replay.status, 401,
+        "the provider refuses a used code: {}",
+        replay.body
+    );
+    assert!(replay.body.get("access_token").is_none());
+
+    // Wrong nonce: the provider is asked for another nonce than the one the
+    // sidecar keeps; the ID token carries it and is refused.
+    let browser = new_browser();
+    let authorize = start_login(&browser, &sidecar, "oidc");
+    let other_nonce = with_query(&authorize, "nonce", "a-nonce-the-sidecar-never-made");
+    let callback = login_at_provider(&browser, &sidecar, &other_nonce, "ada", "ada-password");
+    let wrong_nonce = answer(browser.get(&callback).send().expect("callback"));
+    assert_eq!(wrong_nonce.status, 401, "{}", wrong_nonce.body);
+    assert!(sidecar.log().contains("nonce"), "the reason is logged");
+
+    // An ID token signed with the client secret (HS256) is not accepted.
+    let browser = new_browser();
+    let hs = oidc_login(&browser, &sidecar, "oidc-hs256", "ada", "ada-password");
+    assert_eq!(hs.status, 401, "{}\n{}", hs.body, sidecar.log());
+    assert!(
+        sidecar.log().contains("ID token was refused"),
+        "{}",
+        sidecar.log()
+    );
+}
+
+#[test]
+fn public_clients_generic_oauth2_and_provider_key_rotation() {
+    let (cluster, mut admin, idp, port) = oidc_setup();
+    let sidecar = Sidecar::start_on(port, &cluster.url(DB, "integration_sidecar"), &[], None);
+    wait_until(|| loads(&sidecar) >= 1);
+    let browser = new_browser();
+
+    let public = oidc_login(&browser, &sidecar, "oidc-public", "ada", "ada-password");
+    assert_eq!(public.status, 200, "{}\n{}", public.body, sidecar.log());
+    assert_eq!(public.body["role"], "app_admin");
+
+    // Generic OAuth2: identity from the userinfo URL; no default role, so
+    // bob (no group) is refused with 403 and no session.
+    let browser = new_browser();
+    let authorize = start_login(&browser, &sidecar, "generic");
+    assert_eq!(
+        query(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert_eq!(
+        query(&authorize, "nonce"),
+        None,
+        "plain OAuth2 has no nonce"
+    );
+    let callback = login_at_provider(&browser, &sidecar, &authorize, "ada", "ada-password");
+    let ada = answer(browser.get(&callback).send().expect("callback"));
+    assert_eq!(ada.status, 200, "{}\n{}", ada.body, sidecar.log());
+    assert_eq!(ada.body["role"], "app_admin");
+    assert_eq!(ada.body["email"], "ada@example.org");
+    let browser = new_browser();
+    let bob = oidc_login(&browser, &sidecar, "generic", "bob", "bob-password");
+    assert_eq!(bob.status, 403, "{}", bob.body);
+    assert!(bob
+        .cookies
+        .iter()
+        .all(|c| !c.starts_with("pg_integration_session=")));
+    let refused: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM integration.audit_log
+              WHERE action = 'sso.login' AND NOT ok AND target = 'sso_provider:generic'",
+            &[],
+        )
+        .expect("audit")
+        .get(0);
+    assert_eq!(refused, 1);
+
+    // The provider restarts with a new signing key. The sidecar cached the
+    // old JWKS for oidc-public at the first login; it must fetch the new one.
+    let idp = idp.restart();
+    let browser = new_browser();
+    let after = oidc_login(&browser, &sidecar, "oidc-public", "bob", "bob-password");
+    assert_eq!(
+        after.status,
+        200,
+        "{}\n{}\n{}",
+        after.body,
+        sidecar.log(),
+        idp.log()
+    );
+    assert_eq!(after.body["role"], "app_user");
 }

@@ -135,7 +135,7 @@ async fn finish(
         let login = login_in_progress(state, &provider, params, headers)?;
         if let Some(error) = params.get("error") {
             let described = params.get("error_description").map_or("", String::as_str);
-            return Err(SsoError::BadCredentials(format!(
+            return Err(SsoError::Rejected(format!(
                 "the identity provider answered {}: {}",
                 shorten(error),
                 shorten(described)

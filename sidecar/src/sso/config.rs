@@ -4,7 +4,7 @@
 //! no key is active the loader asks the database for one
 //! (`integration.ensure_signing_key()`), so a fresh install signs at once.
 
-use super::{ldap, Protocol};
+use super::{ldap, oauth2, oidc, Protocol};
 use crate::db::describe;
 use crate::listen::Reload;
 use futures_util::future::BoxFuture;
@@ -67,9 +67,11 @@ struct Loaded {
 }
 
 /// The cache shared by every request; empty until the first load.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Cache {
     loaded: Arc<RwLock<Option<Arc<Loaded>>>>,
+    /// The sidecar's public URL, base of the callback URLs.
+    public_url: Arc<str>,
 }
 
 /// What a provider lookup found.
@@ -80,6 +82,13 @@ pub enum Lookup {
 }
 
 impl Cache {
+    pub fn new(public_url: Arc<str>) -> Cache {
+        Cache {
+            loaded: Arc::default(),
+            public_url,
+        }
+    }
+
     fn current(&self) -> Option<Arc<Loaded>> {
         self.loaded
             .read()
@@ -118,7 +127,7 @@ impl Cache {
             .map_err(|e| format!("cannot load integration.sso_providers: {}", describe(&e)))?;
         let mut providers = HashMap::new();
         for row in rows {
-            match parse_provider(&row) {
+            match parse_provider(&row, &self.public_url) {
                 Ok(provider) => {
                     if let Err(e) = &provider.protocol {
                         tracing::error!(provider = %provider.name, error = %e,
@@ -180,15 +189,18 @@ async fn load_keys(client: &tokio_postgres::Client) -> Result<Keys, String> {
     Ok(keys)
 }
 
-fn parse_provider(row: &tokio_postgres::Row) -> Result<Provider, String> {
+fn parse_provider(row: &tokio_postgres::Row, public_url: &str) -> Result<Provider, String> {
     let get = |e: tokio_postgres::Error| describe(&e);
     let name: String = row.try_get("name").map_err(get)?;
     let kind: String = row.try_get("kind").map_err(get)?;
     let config: Value = row.try_get("config").map_err(get)?;
     let secrets: Value = row.try_get("secrets").map_err(get)?;
+    let callback = format!("{public_url}/auth/{name}/callback");
     let protocol: Result<Arc<dyn Protocol>, String> = match kind.as_str() {
-        "ldap" => {
-            ldap::Ldap::from_config(&config, &secrets).map(|p| Arc::new(p) as Arc<dyn Protocol>)
+        "ldap" => ldap::Ldap::from_config(&config, &secrets).map(|p| Arc::new(p) as _),
+        "oidc" => oidc::Oidc::from_config(&config, &secrets, &callback).map(|p| Arc::new(p) as _),
+        "oauth2" => {
+            oauth2::OAuth2::from_config(&config, &secrets, &callback).map(|p| Arc::new(p) as _)
         }
         other => Err(format!(
             "{other} logins are not implemented by this sidecar yet"

@@ -9,6 +9,8 @@
 mod browser;
 mod config;
 mod ldap;
+mod oauth2;
+mod oidc;
 pub mod session;
 
 use crate::errors::json_error;
@@ -53,7 +55,6 @@ pub enum Credentials<'a> {
     /// A redirect back from the identity provider (OIDC, OAuth2, later SAML
     /// and CAS), with what [`Protocol::start_login`] asked to keep (nonce,
     /// PKCE verifier) once the `state` was checked.
-    #[allow(dead_code)] // read by the redirect protocols (OIDC, OAuth2)
     Callback {
         params: &'a HashMap<String, String>,
         kept: &'a Value,
@@ -85,6 +86,11 @@ pub trait Protocol: Send + Sync {
         &'a self,
         credentials: Credentials<'a>,
     ) -> BoxFuture<'a, Result<Identity, SsoError>>;
+
+    /// Where to end the session at the identity provider too (RP-initiated logout), if it can.
+    fn logout_url<'a>(&'a self) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Why a login was refused; every variant becomes a JSON answer.
@@ -95,6 +101,10 @@ pub enum SsoError {
     /// The message is for the audit log; the answer says only that the credentials were refused.
     #[error("{0}")]
     BadCredentials(String),
+    /// A redirect login whose answer did not verify (refused code, bad ID
+    /// token, denied at the provider); the details go to the audit log only.
+    #[error("{0}")]
+    Rejected(String),
     #[error("{0}")]
     NoRole(String),
     #[error("{0}")]
@@ -111,7 +121,7 @@ impl SsoError {
     fn status(&self) -> StatusCode {
         match self {
             SsoError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            SsoError::BadCredentials(_) => StatusCode::UNAUTHORIZED,
+            SsoError::BadCredentials(_) | SsoError::Rejected(_) => StatusCode::UNAUTHORIZED,
             SsoError::NoRole(_) => StatusCode::FORBIDDEN,
             SsoError::NotFound(_) => StatusCode::NOT_FOUND,
             SsoError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -124,6 +134,7 @@ impl SsoError {
     fn public_message(&self) -> String {
         match self {
             SsoError::BadCredentials(_) => "invalid username or password".into(),
+            SsoError::Rejected(_) => "the login was refused; start again".into(),
             other => other.to_string(),
         }
     }
@@ -147,11 +158,12 @@ pub struct Sso {
 
 impl Sso {
     pub fn start(db: &crate::db::Database, public_url: &url::Url) -> Sso {
-        let cache = Cache::default();
+        let issuer: Arc<str> = public_url.as_str().trim_end_matches('/').into();
+        let cache = Cache::new(issuer.clone());
         crate::listen::spawn_reloader(cache.clone(), db.clone());
         Sso {
             cache,
-            issuer: public_url.as_str().trim_end_matches('/').into(),
+            issuer,
             secure_cookies: public_url.scheme() == "https",
         }
     }
@@ -413,9 +425,23 @@ async fn current_session(State(state): State<AppState>, headers: HeaderMap) -> R
     }
 }
 
-/// `POST /auth/logout`: forgets the session cookie.
-async fn logout(State(state): State<AppState>) -> Response {
-    let mut response = Json(json!({ "logged_out": true })).into_response();
+/// `POST /auth/logout`: forgets the session cookie and, when the session
+/// came from a provider with RP-initiated logout, says where to end it there.
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let idp = session::request_token(&headers)
+        .zip(state.sso.cache.keys())
+        .and_then(|(token, keys)| {
+            session::verify(&keys, &state.sso.issuer, token, session::AUDIENCE).ok()
+        })
+        .and_then(|claims| claims["idp"].as_str().map(str::to_owned));
+    let mut end_session_url = None;
+    if let Some(Lookup::Found(provider)) = idp.map(|name| state.sso.cache.provider(&name)) {
+        if let Ok(protocol) = &provider.protocol {
+            end_session_url = protocol.logout_url().await;
+        }
+    }
+    let mut response =
+        Json(json!({ "logged_out": true, "end_session_url": end_session_url })).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
         session::set_cookie(COOKIE, "", 0, "/", state.sso.secure_cookies),
