@@ -4,13 +4,12 @@
 //! throwaway CA made by openssl, the memberOf overlay, and a small directory added over
 //! LDAP (so the overlay fills memberOf). Stopped and deleted on drop.
 
-use crate::process::{free_port, run_checked};
+use crate::process::{free_port, run_checked, wait_for_ports};
 use crate::sidecar::scratch_dir;
 use std::fs;
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const BASE_DN: &str = "dc=example,dc=org";
 pub const ADMIN_DN: &str = "cn=admin,dc=example,dc=org";
@@ -91,26 +90,16 @@ impl Slapd {
             port,
             tls_port,
         };
-        slapd.wait_until_listening();
+        let log_path = slapd.dir.join("slapd.log");
+        wait_for_ports(
+            &mut slapd.child,
+            &[port, tls_port],
+            "slapd",
+            Duration::from_secs(20),
+            || fs::read_to_string(&log_path).unwrap_or_default(),
+        );
         slapd.load_directory();
         slapd
-    }
-
-    fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err()
-            || TcpStream::connect(("127.0.0.1", self.tls_port)).is_err()
-        {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("slapd exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "slapd did not listen:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     fn load_directory(&self) {

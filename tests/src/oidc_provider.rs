@@ -4,13 +4,12 @@
 //! required, a password-checking login form, automatic consent, and clients
 //! redirecting to a sidecar at a given URL. Stopped on drop.
 
-use crate::process::{free_port, workspace_root};
+use crate::process::{free_port, wait_for_ports, workspace_root};
 use crate::sidecar::scratch_dir;
 use std::fs;
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The accounts of the start script: (login, password, in the "admins" group).
 pub const USERS: [(&str, &str, bool); 2] = [
@@ -66,18 +65,14 @@ impl OidcProvider {
             log_path,
             sidecar_url: sidecar_url.to_owned(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = provider.child.try_wait() {
-                panic!("oidc-provider exited with {status}:\n{}", provider.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "oidc-provider did not listen:\n{}",
-                provider.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log_path = provider.log_path.clone();
+        wait_for_ports(
+            &mut provider.child,
+            &[port],
+            "oidc-provider",
+            Duration::from_secs(30),
+            || fs::read_to_string(&log_path).unwrap_or_default(),
+        );
         provider
     }
 

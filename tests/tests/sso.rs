@@ -165,6 +165,16 @@ fn ldap_provider(slapd: &Slapd, name: &str) -> String {
     )
 }
 
+/// [`setup`] with a directory server and the LDAP provider `corp` using it.
+fn ldap_setup() -> (PgCluster, postgres::Client, Slapd) {
+    let (cluster, mut admin) = setup();
+    let slapd = Slapd::start();
+    admin
+        .batch_execute(&ldap_provider(&slapd, "corp"))
+        .expect("provider");
+    (cluster, admin, slapd)
+}
+
 fn sql_error(result: Result<u64, postgres::Error>) -> (String, String) {
     let e = result.expect_err("refused");
     let db = e.as_db_error().expect("a server error");
@@ -280,11 +290,7 @@ fn admin_functions_check_the_invoker_and_hide_secrets() {
 
 #[test]
 fn ldap_direct_bind_logs_in_maps_groups_and_sets_a_session_cookie() {
-    let (cluster, mut admin) = setup();
-    let slapd = Slapd::start();
-    admin
-        .batch_execute(&ldap_provider(&slapd, "corp"))
-        .expect("provider");
+    let (cluster, mut admin, _slapd) = ldap_setup();
     // With no key at all, the sidecar makes the first one itself.
     admin
         .batch_execute("DELETE FROM integration.signing_keys")
@@ -432,11 +438,7 @@ fn ldap_direct_bind_logs_in_maps_groups_and_sets_a_session_cookie() {
 
 #[test]
 fn redirect_to_must_be_on_the_allowlist() {
-    let (cluster, mut admin) = setup();
-    let slapd = Slapd::start();
-    admin
-        .batch_execute(&ldap_provider(&slapd, "corp"))
-        .expect("provider");
+    let (cluster, _admin, _slapd) = ldap_setup();
     let sidecar = start_sidecar(&cluster);
     let good = login(
         &sidecar,
@@ -564,11 +566,7 @@ fn ldap_search_then_bind_over_ldaps_and_starttls_escapes_the_filter() {
 
 #[test]
 fn rotated_keys_keep_old_tokens_valid_while_published_and_sql_verifies_sessions() {
-    let (cluster, mut admin) = setup();
-    let slapd = Slapd::start();
-    admin
-        .batch_execute(&ldap_provider(&slapd, "corp"))
-        .expect("provider");
+    let (cluster, mut admin, _slapd) = ldap_setup();
     let sidecar = start_sidecar(&cluster);
     let old = token(&sidecar, "corp", "bob", "bob-secret");
     let claims = verify_in_sql(&mut admin, &old).expect("SQL verifies a session token");
@@ -672,11 +670,7 @@ fn rotated_keys_keep_old_tokens_valid_while_published_and_sql_verifies_sessions(
 
 #[test]
 fn a_session_token_drives_row_level_security_the_way_postgrest_does() {
-    let (cluster, mut admin) = setup();
-    let slapd = Slapd::start();
-    admin
-        .batch_execute(&ldap_provider(&slapd, "corp"))
-        .expect("provider");
+    let (cluster, mut admin, _slapd) = ldap_setup();
     admin
         .batch_execute(
             "CREATE TABLE notes (owner text NOT NULL, body text NOT NULL);

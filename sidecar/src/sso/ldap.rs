@@ -11,7 +11,7 @@
 //! `group_attribute` (memberOf), `email_attribute` (mail), `name_attribute` (cn),
 //! `timeout_seconds` (10).
 
-use super::{Credentials, Identity, Protocol, SsoError};
+use super::{Identity, Protocol, SsoError};
 use futures_util::future::BoxFuture;
 use ldap3::{
     dn_escape, ldap_escape, Ldap as Conn, LdapConnAsync, LdapConnSettings, Scope, SearchEntry,
@@ -238,21 +238,12 @@ impl Ldap {
 }
 
 impl Protocol for Ldap {
-    fn finish_login<'a>(
+    fn finish_password<'a>(
         &'a self,
-        credentials: Credentials<'a>,
+        username: &'a str,
+        password: &'a str,
     ) -> BoxFuture<'a, Result<Identity, SsoError>> {
-        Box::pin(async move {
-            match credentials {
-                Credentials::Password { username, password } => {
-                    self.login(username, password).await
-                }
-                Credentials::Callback { .. } => Err(SsoError::BadRequest(
-                    "an LDAP provider takes POST /auth/{provider}/login with username and password"
-                        .into(),
-                )),
-            }
-        })
+        Box::pin(self.login(username, password))
     }
 }
 

@@ -68,24 +68,55 @@ pub struct LoginStart {
     pub keep: Value,
 }
 
-/// One login protocol. Browser protocols redirect in [`Protocol::start_login`];
-/// password protocols keep the default, which refuses.
+/// Answered by a protocol asked for a kind of login it does not do.
+const PASSWORD_ONLY: &str =
+    "this provider logs in with POST /auth/{provider}/login (username and password)";
+const BROWSER_ONLY: &str = "this provider logs in with GET /auth/{provider}/login";
+
+fn refuse<'a, T: Send + 'a>(why: &'static str) -> BoxFuture<'a, Result<T, SsoError>> {
+    Box::pin(async move { Err(SsoError::BadRequest(why.into())) })
+}
+
+/// One login protocol: start the login, finish it into an [`Identity`].
+/// Browser protocols implement [`Protocol::start_login`] and
+/// [`Protocol::finish_callback`]; password protocols [`Protocol::finish_password`];
+/// the defaults refuse the kind of login a protocol does not do.
 pub trait Protocol: Send + Sync {
     /// Where to send the browser to log in; `state` comes back in the callback.
     fn start_login<'a>(&'a self, _state: &'a str) -> BoxFuture<'a, Result<LoginStart, SsoError>> {
-        Box::pin(async {
-            Err(SsoError::BadRequest(
-                "this provider logs in with POST /auth/{provider}/login (username and password)"
-                    .into(),
-            ))
-        })
+        refuse(PASSWORD_ONLY)
     }
 
-    /// Checks the credentials with the identity provider.
+    /// Finishes a redirect login; `kept` is what `start_login` asked to keep.
+    fn finish_callback<'a>(
+        &'a self,
+        _params: &'a HashMap<String, String>,
+        _kept: &'a Value,
+    ) -> BoxFuture<'a, Result<Identity, SsoError>> {
+        refuse(PASSWORD_ONLY)
+    }
+
+    /// Checks a username and password.
+    fn finish_password<'a>(
+        &'a self,
+        _username: &'a str,
+        _password: &'a str,
+    ) -> BoxFuture<'a, Result<Identity, SsoError>> {
+        refuse(BROWSER_ONLY)
+    }
+
+    /// Finishes a login, whatever the credentials.
     fn finish_login<'a>(
         &'a self,
         credentials: Credentials<'a>,
-    ) -> BoxFuture<'a, Result<Identity, SsoError>>;
+    ) -> BoxFuture<'a, Result<Identity, SsoError>> {
+        match credentials {
+            Credentials::Password { username, password } => {
+                self.finish_password(username, password)
+            }
+            Credentials::Callback { params, kept } => self.finish_callback(params, kept),
+        }
+    }
 
     /// Where to end the session at the identity provider too (RP-initiated logout), if it can.
     fn logout_url<'a>(&'a self) -> BoxFuture<'a, Option<String>> {

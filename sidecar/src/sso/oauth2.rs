@@ -10,7 +10,7 @@
 //! `name_claim` (name), `groups_claim` (groups). A claim path is a member
 //! name or a JSON pointer (`/data/login`).
 
-use super::{Credentials, Identity, LoginStart, Protocol, SsoError};
+use super::{Identity, LoginStart, Protocol, SsoError};
 use futures_util::future::BoxFuture;
 use oauth2::basic::BasicClient;
 use oauth2::{
@@ -18,6 +18,7 @@ use oauth2::{
     PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse, TokenUrl,
 };
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Longest a call to the identity provider may take.
@@ -161,6 +162,14 @@ pub async fn userinfo(
     }
 }
 
+/// The authorization code of a callback.
+pub fn code(params: &HashMap<String, String>) -> Result<&str, SsoError> {
+    params
+        .get("code")
+        .map(String::as_str)
+        .ok_or_else(|| SsoError::BadRequest("the callback carries no code".into()))
+}
+
 /// A refused code exchange: the provider's refusal is the user's problem
 /// (401: a replayed or forged code), anything else the provider's (502).
 pub fn token_error<RE, T>(e: RequestTokenError<RE, T>) -> SsoError
@@ -274,23 +283,12 @@ impl Protocol for OAuth2 {
         })
     }
 
-    fn finish_login<'a>(
+    fn finish_callback<'a>(
         &'a self,
-        credentials: Credentials<'a>,
+        params: &'a HashMap<String, String>,
+        kept: &'a Value,
     ) -> BoxFuture<'a, Result<Identity, SsoError>> {
-        Box::pin(async move {
-            match credentials {
-                Credentials::Callback { params, kept } => {
-                    let code = params.get("code").ok_or_else(|| {
-                        SsoError::BadRequest("the callback carries no code".into())
-                    })?;
-                    self.finish(code, kept).await
-                }
-                Credentials::Password { .. } => Err(SsoError::BadRequest(
-                    "an OAuth2 provider logs in with GET /auth/{provider}/login".into(),
-                )),
-            }
-        })
+        Box::pin(async move { self.finish(code(params)?, kept).await })
     }
 }
 

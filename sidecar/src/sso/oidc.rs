@@ -12,8 +12,8 @@
 //! `id_token_algs` (RS256 PS256 ES256 EdDSA), `post_logout_redirect_uri`,
 //! and the claim paths of oauth2.rs (`email_claim`, `name_claim`, `groups_claim`).
 
-use super::oauth2::{http_client, required, scopes, text, token_error, userinfo, ClaimPaths};
-use super::{Credentials, Identity, LoginStart, Protocol, SsoError};
+use super::oauth2::{code, http_client, required, scopes, text, token_error, userinfo, ClaimPaths};
+use super::{Identity, LoginStart, Protocol, SsoError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures_util::future::BoxFuture;
@@ -24,6 +24,7 @@ use openidconnect::{
     PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -250,30 +251,22 @@ impl Protocol for Oidc {
         })
     }
 
-    fn finish_login<'a>(
+    fn finish_callback<'a>(
         &'a self,
-        credentials: Credentials<'a>,
+        params: &'a HashMap<String, String>,
+        kept: &'a Value,
     ) -> BoxFuture<'a, Result<Identity, SsoError>> {
         Box::pin(async move {
-            match credentials {
-                Credentials::Callback { params, kept } => {
-                    // RFC 9207: when the provider names itself, it must be ours.
-                    if let Some(iss) = params.get("iss") {
-                        if iss != self.issuer.as_str() {
-                            return Err(SsoError::BadRequest(
-                                "the callback comes from another issuer".into(),
-                            ));
-                        }
-                    }
-                    let code = params.get("code").ok_or_else(|| {
-                        SsoError::BadRequest("the callback carries no code".into())
-                    })?;
-                    self.finish(code, kept).await
-                }
-                Credentials::Password { .. } => Err(SsoError::BadRequest(
-                    "an OIDC provider logs in with GET /auth/{provider}/login".into(),
-                )),
+            // RFC 9207: when the provider names itself, it must be ours.
+            if params
+                .get("iss")
+                .is_some_and(|iss| iss != self.issuer.as_str())
+            {
+                return Err(SsoError::BadRequest(
+                    "the callback comes from another issuer".into(),
+                ));
             }
+            self.finish(code(params)?, kept).await
         })
     }
 
