@@ -4,6 +4,7 @@
 //! throwaway CA made by openssl, the memberOf overlay, and a small directory added over
 //! LDAP (so the overlay fills memberOf). Stopped and deleted on drop.
 
+use crate::certs::make_certificate;
 use crate::process::{free_port, run_checked, wait_for_ports};
 use crate::sidecar::scratch_dir;
 use std::fs;
@@ -169,85 +170,6 @@ impl Drop for Slapd {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A throwaway CA and a server certificate for 127.0.0.1 signed by it
-/// (rustls refuses a CA certificate presented as the server's own).
-fn make_certificate(
-    dir: &std::path::Path,
-    ca: &std::path::Path,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) {
-    let ca_key = dir.join("ca-key.pem");
-    let csr = dir.join("server.csr");
-    let ext = dir.join("server.ext");
-    fs::write(
-        &ext,
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .expect("write server.ext");
-    let openssl = |args: &[&std::ffi::OsStr], what: &str| {
-        run_checked(
-            Command::new("openssl").args(args).stderr(Stdio::null()),
-            what,
-        );
-    };
-    let os = |s: &'static str| std::ffi::OsStr::new(s);
-    openssl(
-        &[
-            os("req"),
-            os("-x509"),
-            os("-newkey"),
-            os("rsa:2048"),
-            os("-nodes"),
-            os("-days"),
-            os("2"),
-            os("-subj"),
-            os("/CN=pg_integration test CA"),
-            os("-keyout"),
-            ca_key.as_os_str(),
-            os("-out"),
-            ca.as_os_str(),
-        ],
-        "openssl: the test CA",
-    );
-    openssl(
-        &[
-            os("req"),
-            os("-newkey"),
-            os("rsa:2048"),
-            os("-nodes"),
-            os("-subj"),
-            os("/CN=127.0.0.1"),
-            os("-keyout"),
-            key.as_os_str(),
-            os("-out"),
-            csr.as_os_str(),
-        ],
-        "openssl: the server key",
-    );
-    openssl(
-        &[
-            os("x509"),
-            os("-req"),
-            os("-in"),
-            csr.as_os_str(),
-            os("-CA"),
-            ca.as_os_str(),
-            os("-CAkey"),
-            ca_key.as_os_str(),
-            os("-CAcreateserial"),
-            os("-days"),
-            os("2"),
-            os("-extfile"),
-            ext.as_os_str(),
-            os("-out"),
-            cert.as_os_str(),
-        ],
-        "openssl: the server certificate",
-    );
 }
 
 fn config_ldif(dir: &std::path::Path) -> String {

@@ -3,6 +3,7 @@
 //! PostgreSQL refuses to run as root, so when the tests run as root the
 //! servers run as the `postgres` OS user.
 
+pub mod certs;
 mod httpbin;
 pub mod ldap;
 mod nginx;

@@ -13,7 +13,7 @@
 
 use integration_tests::ldap::{ADMINS_GROUP, BASE_DN, READER_DN, READER_PASSWORD};
 use integration_tests::oidc_provider::{CONFIDENTIAL_SECRET, HS256_SECRET, OAUTH2_SECRET};
-use integration_tests::{OidcProvider, PgCluster, Sidecar, Slapd};
+use integration_tests::{sample, OidcProvider, PgCluster, Sidecar, Slapd};
 use reqwest::blocking::{Client, Response};
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
@@ -389,6 +389,19 @@ fn ldap_direct_bind_logs_in_maps_groups_and_sets_a_session_cookie() {
     );
     assert_eq!(get.status, 400, "{}", get.body);
     assert_eq!(password_login(&sidecar, "nope", "ada", "x").status, 404);
+    let metrics = sidecar.metrics();
+    for (outcome, expected) in [("ok", 2.0), ("bad_credentials", 3.0), ("bad_request", 3.0)] {
+        let labels = [("provider", "corp"), ("outcome", outcome)];
+        assert_eq!(
+            sample(&metrics, "integration_sidecar_sso_logins_total", &labels),
+            Some(expected),
+            "{outcome}\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("provider=\"nope\""),
+        "unknown providers add no series"
+    );
 
     // Identities and audit rows; no password anywhere.
     let row = admin
@@ -433,6 +446,69 @@ fn ldap_direct_bind_logs_in_maps_groups_and_sets_a_session_cookie() {
     assert!(
         !sidecar.log().contains("ada-secret"),
         "no password in the log"
+    );
+}
+
+#[test]
+fn an_https_sidecar_sets_secure_session_cookies() {
+    let (cluster, _admin, _slapd) = ldap_setup();
+    let dir = integration_tests::scratch_dir("sso-tls");
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    integration_tests::certs::make_certificate(&dir, &ca, &cert, &key);
+    let ca_pem = std::fs::read(&ca).expect("read the CA");
+    let args = [
+        "--tls-cert",
+        cert.to_str().expect("UTF-8 path"),
+        "--tls-key",
+        key.to_str().expect("UTF-8 path"),
+    ];
+    let sidecar = Sidecar::start(
+        &cluster.url(DB, "integration_sidecar"),
+        &args,
+        Some(&ca_pem),
+    );
+    wait_until(|| loads(&sidecar) >= 1);
+    let response = sidecar
+        .client
+        .post(sidecar.url("/auth/corp/login"))
+        .header("content-type", "application/json")
+        .body(json!({"username": "bob", "password": "bob-secret"}).to_string())
+        .send()
+        .expect("POST login over https");
+    let a = answer(response);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let cookie = a
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("pg_integration_session="))
+        .expect("a session cookie");
+    assert!(
+        cookie.ends_with("; HttpOnly; SameSite=Lax; Secure"),
+        "{cookie}"
+    );
+    // The session's issuer is the https public URL.
+    let token = a.body["access_token"].as_str().expect("a token");
+    let (status, session) = {
+        let r = answer(
+            sidecar
+                .client
+                .get(sidecar.url("/auth/session"))
+                .bearer_auth(token)
+                .send()
+                .expect("session"),
+        );
+        (r.status, r.body)
+    };
+    assert_eq!(status, 200, "{session}");
+    assert!(
+        session["session"]["iss"]
+            .as_str()
+            .is_some_and(|iss| iss.starts_with("https://127.0.0.1:")),
+        "{session}"
     );
 }
 

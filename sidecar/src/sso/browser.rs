@@ -133,6 +133,9 @@ async fn finish(
     };
     let result = async {
         let login = login_in_progress(state, &provider, params, headers)?;
+        let redirect_to = login["redirect_to"].as_str().map(str::to_owned);
+        // The allowlist may have changed since the login started.
+        check_redirect(&provider, redirect_to.as_deref())?;
         if let Some(error) = params.get("error") {
             let described = params.get("error_description").map_or("", String::as_str);
             return Err(SsoError::Rejected(format!(
@@ -152,7 +155,7 @@ async fn finish(
                 kept: &kept,
             })
             .await?;
-        Ok((identity, login["redirect_to"].as_str().map(str::to_owned)))
+        Ok((identity, redirect_to))
     }
     .await;
     let mut response = match result {

@@ -161,6 +161,20 @@ impl SsoError {
         }
     }
 
+    /// A stable code for metrics.
+    fn kind(&self) -> &'static str {
+        match self {
+            SsoError::BadRequest(_) => "bad_request",
+            SsoError::BadCredentials(_) => "bad_credentials",
+            SsoError::Rejected(_) => "rejected",
+            SsoError::NoRole(_) => "no_role",
+            SsoError::NotFound(_) => "not_found",
+            SsoError::Upstream(_) => "upstream",
+            SsoError::Unavailable(_) => "unavailable",
+            SsoError::Internal(_) => "internal",
+        }
+    }
+
     /// What the client is told: never which of username or password was wrong.
     fn public_message(&self) -> String {
         match self {
@@ -350,6 +364,7 @@ async fn complete(
         Ok(minted) => minted,
         Err(e) => return e.into_response(),
     };
+    state.metrics.count_sso_login(&provider.name, "ok");
     let cookie = session::set_cookie(
         COOKIE,
         &token,
@@ -424,6 +439,7 @@ async fn record_failure(
     username: Option<&str>,
 ) {
     tracing::info!(provider, error = %error, "SSO login refused");
+    state.metrics.count_sso_login(provider, error.kind());
     let Ok(client) = state.db.client().await else {
         return;
     };

@@ -17,7 +17,9 @@ use super::{Identity, LoginStart, Protocol, SsoError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures_util::future::BoxFuture;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJwsSigningAlgorithm,
+};
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
     LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
@@ -162,14 +164,9 @@ impl Oidc {
             .id_token()
             .ok_or_else(|| SsoError::Upstream("the token response carries no ID token".into()))?;
         let nonce = Nonce::new(nonce.to_owned());
-        let check = |metadata: &Metadata| -> Result<String, ClaimsVerificationError> {
+        let check = |metadata: &Metadata| {
             let client = self.client(metadata);
-            let verifier = client
-                .id_token_verifier()
-                .set_allowed_algs(self.algs.iter().cloned());
-            id_token
-                .claims(&verifier, &nonce)
-                .map(|claims| claims.subject().to_string())
+            check_id_token(id_token, client.id_token_verifier(), &self.algs, &nonce)
         };
         let subject = match check(&metadata) {
             // A key the cached JWKS lacks: the provider may have rotated.
@@ -216,6 +213,21 @@ impl Oidc {
         identity.subject = subject;
         Ok(identity)
     }
+}
+
+/// Verifies an ID token: signed by a key of the provider's JWKS with an
+/// algorithm of `algs`, for our client, from the issuer, unexpired, with our
+/// nonce. Returns its subject.
+fn check_id_token(
+    id_token: &CoreIdToken,
+    verifier: CoreIdTokenVerifier<'_>,
+    algs: &[CoreJwsSigningAlgorithm],
+    nonce: &Nonce,
+) -> Result<String, ClaimsVerificationError> {
+    let verifier = verifier.set_allowed_algs(algs.iter().cloned());
+    id_token
+        .claims(&verifier, nonce)
+        .map(|claims| claims.subject().to_string())
 }
 
 /// The claims of a token whose signature was verified already.
@@ -289,6 +301,106 @@ impl Protocol for Oidc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use integration_core::jwt;
+    use openidconnect::core::CoreJsonWebKeySet;
+    use std::str::FromStr;
+
+    const ISSUER: &str = "https://idp.example.org";
+    const CLIENT: &str = "pg-app";
+    const SECRET: &str = "client-secret-0123456789abcdef0123456789";
+    // The RSA key whose public half is kid rsa-1 of the JWKS (core's fixtures).
+    const RSA_PEM: &str = include_str!("../../../core/tests/fixtures/jwt/rsa_private.pem");
+    const JWKS: &str = include_str!("../../../core/tests/fixtures/jwt/jwks.json");
+
+    fn claims(overrides: Value) -> Value {
+        let now = session_now();
+        let mut claims = json!({
+            "iss": ISSUER, "aud": CLIENT, "sub": "ada", "nonce": "n-0123456789",
+            "iat": now, "exp": now + 300,
+        });
+        if let (Value::Object(all), Value::Object(more)) = (&mut claims, overrides) {
+            all.extend(more);
+        }
+        claims
+    }
+
+    fn session_now() -> i64 {
+        super::super::session::unix_now()
+    }
+
+    /// Verifies `token` the way a login does, for a confidential client
+    /// (which knows a secret an HMAC-signed token could abuse).
+    fn verify(token: &str) -> Result<String, String> {
+        let id_token = CoreIdToken::from_str(token).map_err(|e| e.to_string())?;
+        let jwks: CoreJsonWebKeySet = serde_json::from_str(JWKS).expect("JWKS");
+        let verifier = CoreIdTokenVerifier::new_confidential_client(
+            ClientId::new(CLIENT.into()),
+            ClientSecret::new(SECRET.into()),
+            IssuerUrl::new(ISSUER.into()).expect("issuer"),
+            jwks,
+        );
+        let algs = [CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256];
+        check_id_token(
+            &id_token,
+            verifier,
+            &algs,
+            &Nonce::new("n-0123456789".into()),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn rs256(claims: &Value) -> String {
+        jwt::sign(claims, RSA_PEM, "RS256", Some("rsa-1")).expect("sign")
+    }
+
+    #[test]
+    fn id_tokens_are_checked_for_signature_algorithm_audience_expiry_and_nonce() {
+        assert_eq!(verify(&rs256(&claims(json!({})))), Ok("ada".into()));
+        let refused = |token: &str, why: &str| {
+            let err = verify(token).expect_err("refused");
+            assert!(err.contains(why), "{why}: {err}");
+        };
+        refused(
+            &rs256(&claims(json!({"exp": session_now() - 600}))),
+            "Expired",
+        );
+        refused(&rs256(&claims(json!({"nonce": "another"}))), "nonce");
+        refused(
+            &rs256(&claims(json!({"aud": "another-client"}))),
+            "audience",
+        );
+        refused(
+            &rs256(&claims(json!({"iss": "https://evil.example"}))),
+            "ssuer",
+        );
+        // alg none, with a valid payload.
+        let payload = rs256(&claims(json!({})))
+            .split('.')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"rsa-1"}"#);
+        refused(&format!("{header}.{payload}."), "");
+        // Signed by another key under the provider's kid.
+        let other = integration_core::sso::generate_signing_key();
+        let forged = jwt::sign(
+            &claims(json!({})),
+            &other.private_pem,
+            "EdDSA",
+            Some("rsa-1"),
+        )
+        .expect("sign");
+        refused(&forged, "");
+        // HMAC with the client secret: a valid MAC, but not an allowed algorithm.
+        let hmac = jwt::sign(&claims(json!({})), SECRET, "HS256", None).expect("sign");
+        refused(&hmac, "");
+        // A flipped signature byte.
+        let good = rs256(&claims(json!({})));
+        let mut tampered = good.clone().into_bytes();
+        let last = tampered.len() - 5;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        refused(&String::from_utf8(tampered).expect("ascii"), "");
+    }
 
     #[test]
     fn only_asymmetric_id_token_algorithms_are_accepted() {
