@@ -72,6 +72,7 @@ TO integration_admin;
 
 GRANT EXECUTE ON FUNCTION
     integration.session_jwks(),
+    integration.session_ended(text),
     integration.verify_jwt(text)
 TO integration_user, integration_admin, integration_sidecar;
 
@@ -81,5 +82,6 @@ TO integration_admin, integration_sidecar;
 
 GRANT EXECUTE ON FUNCTION
     integration.sso_record_login(text, text, text, text, text[], jsonb, name),
-    integration.sso_record_failure(text, text, text)
+    integration.sso_record_failure(text, text, text),
+    integration.sso_end_session(text, timestamptz, text, text)
 TO integration_sidecar;

@@ -399,12 +399,48 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      WHERE k.retired_at IS NULL OR k.publish_until > now()
 $$;
 
+-- Sessions ended by POST /auth/logout before their expiry, by token id
+-- (jti); a row is kept until the token would have expired.
+CREATE TABLE integration.ended_sessions (
+    jti         text PRIMARY KEY CHECK (pg_catalog.length(jti) BETWEEN 1 AND 200),
+    expires_at  timestamptz NOT NULL,
+    ended_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE integration.ended_sessions IS
+    'pg_integration SSO sessions ended before they expired; verify_jwt(token) refuses them';
+SELECT pg_catalog.pg_extension_config_dump('integration.ended_sessions', '');
+
+-- Called by the sidecar on logout; forgets ended sessions that expired since.
+CREATE FUNCTION integration.sso_end_session(jti text, expires_at timestamptz, provider text, subject text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM integration.ended_sessions e WHERE e.expires_at < now();
+    INSERT INTO integration.ended_sessions AS e (jti, expires_at) VALUES (jti, expires_at)
+    ON CONFLICT ON CONSTRAINT ended_sessions_pkey DO NOTHING;
+    INSERT INTO integration.audit_log (actor, action, target, ok, detail)
+    VALUES (session_user, 'sso.logout', 'sso_provider:' || left(provider, 100), true,
+            jsonb_build_object('subject', left(subject, 200)));
+END
+$$;
+
+CREATE FUNCTION integration.session_ended(jti text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT FROM integration.ended_sessions e WHERE e.jti = session_ended.jti)
+$$;
+
 -- Verifies a session token minted by the sidecar against session_jwks():
--- signature, expiry and audience 'pg_integration'. Returns its claims.
+-- signature, expiry, audience 'pg_integration', and not ended by a logout.
+-- Returns its claims.
 CREATE FUNCTION integration.verify_jwt(token text) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    claims jsonb := integration.verify_jwt(token, integration.session_jwks()::text, 'pg_integration');
 BEGIN
-    RETURN integration.verify_jwt(token, integration.session_jwks()::text, 'pg_integration');
+    IF integration.session_ended(claims->>'jti') THEN
+        RAISE EXCEPTION 'invalid JWT: the session was ended by a logout' USING ERRCODE = '28000';
+    END IF;
+    RETURN claims;
 END
 $$;
 

@@ -365,13 +365,17 @@ fn ldap_direct_bind_logs_in_maps_groups_and_sets_a_session_cookie() {
     );
     assert_eq!(none.status, 401);
 
+    // Logout ends ada's session everywhere; bob's stays.
+    assert_eq!(session(&sidecar, token).status, 200);
     let out = answer(
         client()
             .post(sidecar.url("/auth/logout"))
+            .header("cookie", format!("pg_integration_session={token}"))
             .send()
             .expect("logout"),
     );
     assert_eq!(out.status, 200);
+    assert_eq!(out.body["session_ended"], true, "{}", out.body);
     assert!(
         out.cookies
             .iter()
@@ -379,6 +383,29 @@ fn ldap_direct_bind_logs_in_maps_groups_and_sets_a_session_cookie() {
         "{:?}",
         out.cookies
     );
+    let after = session(&sidecar, token);
+    assert_eq!(after.status, 401, "{}", after.body);
+    assert_eq!(after.body["error"], "the session was ended by a logout");
+    let refused = verify_in_sql(&mut admin, token).expect_err("ended in SQL too");
+    assert!(refused.contains("ended by a logout"), "{refused}");
+    let bob_token = bob.body["access_token"].as_str().expect("bob's token");
+    assert!(verify_in_sql(&mut admin, bob_token).is_ok());
+    assert_eq!(session(&sidecar, bob_token).status, 200);
+    let logouts: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM integration.audit_log WHERE action = 'sso.logout' AND ok",
+            &[],
+        )
+        .expect("audit")
+        .get(0);
+    assert_eq!(logouts, 1);
+    let anonymous = answer(
+        client()
+            .post(sidecar.url("/auth/logout"))
+            .send()
+            .expect("logout"),
+    );
+    assert_eq!(anonymous.body["session_ended"], false, "nothing to end");
 
     // A browser-style login is not what LDAP does.
     let get = answer(

@@ -455,45 +455,100 @@ async fn record_failure(
     }
 }
 
+/// The verified claims of the request's session token, or why there are none.
+fn request_session(state: &AppState, headers: &HeaderMap) -> Result<Value, SsoError> {
+    let token = session::request_token(headers)
+        .ok_or_else(|| SsoError::BadCredentials("no session".into()))?;
+    let keys =
+        state.sso.cache.keys().ok_or_else(|| {
+            SsoError::Unavailable("the SSO configuration is not loaded yet".into())
+        })?;
+    session::verify(&keys, &state.sso.issuer, token, session::AUDIENCE)
+        .map_err(|e| SsoError::BadCredentials(format!("invalid session: {e}")))
+}
+
+/// Asks the database whether a logout ended the session `claims` describe.
+async fn ended(state: &AppState, claims: &Value) -> Result<bool, SsoError> {
+    let client = state
+        .db
+        .client()
+        .await
+        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+    let jti = claims["jti"].as_str().unwrap_or_default();
+    let row = client
+        .query_one("SELECT integration.session_ended($1)", &[&jti])
+        .await
+        .map_err(|e| SsoError::Unavailable(crate::db::describe(&e)))?;
+    Ok(row.get(0))
+}
+
 /// `GET /auth/session`: the claims of the current session, or 401.
 async fn current_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = session::request_token(&headers) else {
-        return json_error(StatusCode::UNAUTHORIZED, "no session");
+    let claims = match request_session(&state, &headers) {
+        Ok(claims) => claims,
+        // Say why (no cookie, expired, bad signature): it is the caller's own token.
+        Err(SsoError::BadCredentials(why)) => return json_error(StatusCode::UNAUTHORIZED, why),
+        Err(e) => return e.into_response(),
     };
-    let Some(keys) = state.sso.cache.keys() else {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the SSO configuration is not loaded yet",
-        );
-    };
-    match session::verify(&keys, &state.sso.issuer, token, session::AUDIENCE) {
-        Ok(claims) => Json(json!({ "session": claims })).into_response(),
-        Err(e) => json_error(StatusCode::UNAUTHORIZED, format!("invalid session: {e}")),
+    match ended(&state, &claims).await {
+        Ok(false) => Json(json!({ "session": claims })).into_response(),
+        Ok(true) => json_error(
+            StatusCode::UNAUTHORIZED,
+            "the session was ended by a logout",
+        ),
+        Err(e) => e.into_response(),
     }
 }
 
-/// `POST /auth/logout`: forgets the session cookie and, when the session
-/// came from a provider with RP-initiated logout, says where to end it there.
+/// `POST /auth/logout`: ends the session (its token is refused from now on
+/// by `/auth/session` and `integration.verify_jwt(token)`), clears the cookie
+/// and, when the session came from a provider with RP-initiated logout, says
+/// where to end it there too.
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let idp = session::request_token(&headers)
-        .zip(state.sso.cache.keys())
-        .and_then(|(token, keys)| {
-            session::verify(&keys, &state.sso.issuer, token, session::AUDIENCE).ok()
-        })
-        .and_then(|claims| claims["idp"].as_str().map(str::to_owned));
+    let claims = request_session(&state, &headers).ok();
+    let mut ended = false;
     let mut end_session_url = None;
-    if let Some(Lookup::Found(provider)) = idp.map(|name| state.sso.cache.provider(&name)) {
-        if let Ok(protocol) = &provider.protocol {
-            end_session_url = protocol.logout_url().await;
+    if let Some(claims) = &claims {
+        match end_session(&state, claims).await {
+            Ok(()) => ended = true,
+            Err(e) => tracing::warn!(error = %e, "cannot record the end of a session"),
+        }
+        let idp = claims["idp"].as_str().unwrap_or_default();
+        if let Lookup::Found(provider) = state.sso.cache.provider(idp) {
+            if let Ok(protocol) = &provider.protocol {
+                end_session_url = protocol.logout_url().await;
+            }
         }
     }
-    let mut response =
-        Json(json!({ "logged_out": true, "end_session_url": end_session_url })).into_response();
+    let mut response = Json(json!({
+        "logged_out": true, "session_ended": ended, "end_session_url": end_session_url,
+    }))
+    .into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
         session::set_cookie(COOKIE, "", 0, "/", state.sso.secure_cookies),
     );
     response
+}
+
+async fn end_session(state: &AppState, claims: &Value) -> Result<(), SsoError> {
+    let client = state
+        .db
+        .client()
+        .await
+        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+    let jti = claims["jti"].as_str().unwrap_or_default();
+    let exp = claims["exp"].as_f64().unwrap_or_default();
+    let idp = claims["idp"].as_str().unwrap_or_default();
+    let sub = claims["sub"].as_str().unwrap_or_default();
+    client
+        .execute(
+            "SELECT integration.sso_end_session($1, to_timestamp($2), $3, $4)",
+            &[&jti, &exp, &idp, &sub],
+        )
+        .await
+        .map_err(|e| SsoError::Unavailable(crate::db::describe(&e)))?;
+    Ok(())
 }
 
 /// `GET /.well-known/jwks.json`: the public keys that verify session tokens.
