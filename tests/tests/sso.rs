@@ -573,6 +573,23 @@ fn redirect_to_must_be_on_the_allowlist() {
             "{evil}"
         );
     }
+    // A login form posted by a browser from another site is refused.
+    for (origin, status) in [
+        ("http://evil.example", 400),
+        ("http://127.0.0.1:9", 200),
+        (sidecar.base_url.as_str(), 200),
+    ] {
+        let a = answer(
+            client()
+                .post(sidecar.url("/auth/corp/login"))
+                .header("origin", origin)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("username=bob&password=bob-secret")
+                .send()
+                .expect("form post"),
+        );
+        assert_eq!(a.status, status, "{origin}: {}", a.body);
+    }
     let get = answer(
         client()
             .get(sidecar.url("/auth/corp/login?redirect_to=http://evil.example/"))

@@ -283,7 +283,9 @@ async fn password_login(
     };
     let username = fields.get("username").map_or("", String::as_str);
     let redirect_to = fields.get("redirect_to").map(String::as_str);
-    if let Err(e) = check_redirect(&provider, redirect_to) {
+    let checked = check_origin(&state, &provider, &headers)
+        .and_then(|()| check_redirect(&provider, redirect_to));
+    if let Err(e) = checked {
         record_failure(&state, &provider.name, &e, Some(username)).await;
         return e.into_response();
     }
@@ -304,6 +306,36 @@ async fn password_login(
             record_failure(&state, &provider.name, &e, Some(username)).await;
             e.into_response()
         }
+    }
+}
+
+/// A browser posting the login form must do so from the sidecar's own
+/// origin or the origin of an allowed redirect (no login CSRF from other
+/// sites). Clients that send no `Origin` (scripts, servers) are not browsers.
+fn check_origin(
+    state: &AppState,
+    provider: &Provider,
+    headers: &HeaderMap,
+) -> Result<(), SsoError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let origin_of = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    };
+    let allowed = std::iter::once(&*state.sso.issuer)
+        .chain(provider.allowed_redirects.iter().map(String::as_str))
+        .any(|u| origin_of(u).as_deref() == Some(origin));
+    if allowed {
+        Ok(())
+    } else {
+        Err(SsoError::BadRequest(format!(
+            "a login form of SSO provider {} may be posted only from the sidecar or an allowed redirect's origin",
+            provider.name
+        )))
     }
 }
 
