@@ -2,14 +2,20 @@
 // 127.0.0.1:$PORT with a fresh RSA signing key at every start, PKCE required,
 // a login form that checks passwords, consent granted automatically, and the
 // clients the tests use (redirecting to the sidecar at $SIDECAR_URL).
-// Started and stopped by tests/src/oidc_provider.rs.
+// Started and stopped by tests/src/oidc_provider.rs; https with TLS_CERT/TLS_KEY.
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT);
 const sidecar = process.env.SIDECAR_URL;
-const issuer = `http://127.0.0.1:${port}`;
+// With TLS_CERT and TLS_KEY (PEM files) it serves https.
+const tls = process.env.TLS_CERT
+  ? { cert: readFileSync(process.env.TLS_CERT), key: readFileSync(process.env.TLS_KEY) }
+  : null;
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
 
 // name → password and claims. A wrong password ends the login with access_denied.
 const users = {
@@ -100,7 +106,7 @@ async function interaction(req, res) {
 }
 
 const callback = oidc.callback();
-createServer((req, res) => {
+const handler = (req, res) => {
   if (req.url.startsWith('/interaction/')) {
     interaction(req, res).catch((e) => {
       res.writeHead(400, { 'content-type': 'text/plain' });
@@ -109,4 +115,6 @@ createServer((req, res) => {
   } else {
     callback(req, res);
   }
-}).listen(port, '127.0.0.1', () => console.log(`oidc-provider listening on ${issuer}`));
+};
+(tls ? createTlsServer(tls, handler) : createServer(handler))
+  .listen(port, '127.0.0.1', () => console.log(`oidc-provider listening on ${issuer}`));

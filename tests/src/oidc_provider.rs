@@ -2,8 +2,10 @@
 //! test-deps`) run by node with our start script `tests/oidc/provider.mjs`
 //! on a free loopback port: a fresh signing key at every start, PKCE
 //! required, a password-checking login form, automatic consent, and clients
-//! redirecting to a sidecar at a given URL. Stopped on drop.
+//! redirecting to a sidecar at a given URL; over http, or https with a
+//! certificate from a throwaway CA. Stopped on drop.
 
+use crate::certs::make_certificate;
 use crate::process::{free_port, wait_for_ports, workspace_root};
 use crate::sidecar::scratch_dir;
 use std::fs;
@@ -28,16 +30,22 @@ pub struct OidcProvider {
     pub port: u16,
     log_path: PathBuf,
     sidecar_url: String,
+    /// The CA (PEM) of the provider's certificate when it serves https.
+    pub ca_pem: Option<String>,
 }
 
 impl OidcProvider {
     /// Starts the provider for a sidecar that will listen at `sidecar_url`.
     pub fn start(sidecar_url: &str) -> OidcProvider {
-        Self::start_on(free_port(), sidecar_url)
+        Self::start_on(free_port(), sidecar_url, false)
     }
 
-    /// Starts it on `port` (again after [`OidcProvider::stop`]: new keys, same issuer).
-    pub fn start_on(port: u16, sidecar_url: &str) -> OidcProvider {
+    /// Starts it serving https with a certificate from a throwaway CA.
+    pub fn start_tls(sidecar_url: &str) -> OidcProvider {
+        Self::start_on(free_port(), sidecar_url, true)
+    }
+
+    fn start_on(port: u16, sidecar_url: &str, tls: bool) -> OidcProvider {
         let home = workspace_root().join("build/oidc");
         assert!(
             home.join("node_modules/oidc-provider").exists(),
@@ -48,9 +56,22 @@ impl OidcProvider {
         let script = home.join("provider.mjs");
         fs::copy(workspace_root().join("tests/oidc/provider.mjs"), &script)
             .expect("copy provider.mjs next to node_modules");
-        let log_path = scratch_dir(&format!("oidc-{port}")).join("oidc-provider.log");
+        let dir = scratch_dir(&format!("oidc-{port}"));
+        let log_path = dir.join("oidc-provider.log");
         let log = fs::File::create(&log_path).expect("create the provider log");
-        let child = Command::new("node")
+        let mut command = Command::new("node");
+        let mut ca_pem = None;
+        if tls {
+            let (ca, cert, key) = (
+                dir.join("ca.pem"),
+                dir.join("cert.pem"),
+                dir.join("key.pem"),
+            );
+            make_certificate(&dir, &ca, &cert, &key);
+            ca_pem = Some(fs::read_to_string(&ca).expect("read the CA"));
+            command.env("TLS_CERT", &cert).env("TLS_KEY", &key);
+        }
+        let child = command
             .arg(&script)
             .env("PORT", port.to_string())
             .env("SIDECAR_URL", sidecar_url)
@@ -64,6 +85,7 @@ impl OidcProvider {
             port,
             log_path,
             sidecar_url: sidecar_url.to_owned(),
+            ca_pem,
         };
         let log_path = provider.log_path.clone();
         wait_for_ports(
@@ -78,14 +100,19 @@ impl OidcProvider {
 
     /// Stops the provider and starts a new one on the same port (new signing key).
     pub fn restart(self) -> OidcProvider {
-        let (port, sidecar_url) = (self.port, self.sidecar_url.clone());
+        let (port, sidecar_url, tls) = (self.port, self.sidecar_url.clone(), self.ca_pem.is_some());
         drop(self);
-        Self::start_on(port, &sidecar_url)
+        Self::start_on(port, &sidecar_url, tls)
     }
 
-    /// The issuer, `http://127.0.0.1:PORT`.
+    /// The issuer, `http(s)://127.0.0.1:PORT`.
     pub fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn log(&self) -> String {

@@ -839,7 +839,18 @@ fn a_session_token_drives_row_level_security_the_way_postgrest_does() {
 
 /// A browser: keeps cookies, does not follow redirects (the tests follow them hop by hop).
 fn new_browser() -> Client {
-    Client::builder()
+    browser_trusting(None)
+}
+
+/// A browser that also trusts `ca` (PEM), for a provider serving https.
+fn browser_trusting(ca: Option<&str>) -> Client {
+    let mut builder = Client::builder();
+    if let Some(pem) = ca {
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_pem(pem.as_bytes()).expect("a PEM CA"),
+        );
+    }
+    builder
         .redirect(Policy::none())
         .cookie_store(true)
         .no_proxy()
@@ -1277,4 +1288,55 @@ fn public_clients_generic_oauth2_and_provider_key_rotation() {
         idp.log()
     );
     assert_eq!(after.body["role"], "app_user");
+}
+
+#[test]
+fn oidc_over_https_trusts_the_configured_ca_and_nothing_else() {
+    let (cluster, mut admin) = setup();
+    let port = integration_tests::free_port();
+    let idp = OidcProvider::start_tls(&format!("http://127.0.0.1:{port}"));
+    let ca = idp.ca_pem.clone().expect("a CA");
+    let issuer = idp.issuer();
+    assert!(issuer.starts_with("https://"), "{issuer}");
+    admin
+        .execute(
+            "SELECT integration.create_sso_provider('oidc', 'oidc',
+                 jsonb_build_object('issuer', $1::text, 'client_id', 'confidential',
+                     'client_secret', $2::text, 'ca_cert', $3::text,
+                     'scopes', jsonb_build_array('openid', 'email', 'groups')),
+                 role_mapping => '[{\"group\": \"admins\", \"role\": \"app_admin\"}]')",
+            &[&issuer, &CONFIDENTIAL_SECRET, &ca],
+        )
+        .expect("the provider with our CA");
+    admin
+        .execute(
+            "SELECT integration.create_sso_provider('oidc-public', 'oidc',
+                 jsonb_build_object('issuer', $1::text, 'client_id', 'public'), default_role => 'app_user')",
+            &[&issuer],
+        )
+        .expect("the provider without it");
+    let sidecar = Sidecar::start_on(port, &cluster.url(DB, "integration_sidecar"), &[], None);
+    wait_until(|| loads(&sidecar) >= 1);
+
+    let browser = browser_trusting(Some(&ca));
+    let ada = oidc_login(&browser, &sidecar, "oidc", "ada", "ada-password");
+    assert_eq!(ada.status, 200, "{}\n{}", ada.body, sidecar.log());
+    assert_eq!(ada.body["role"], "app_admin");
+
+    // Without ca_cert the provider's certificate is not trusted: 502, no redirect.
+    let untrusted = answer(
+        browser
+            .get(sidecar.url("/auth/oidc-public/login"))
+            .send()
+            .expect("login"),
+    );
+    assert_eq!(untrusted.status, 502, "{}", untrusted.body);
+    assert!(
+        untrusted.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("discovery"),
+        "{}",
+        untrusted.body
+    );
 }

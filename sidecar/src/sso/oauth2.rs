@@ -7,7 +7,8 @@
 //! Config keys: `authorize_url`, `token_url`, `userinfo_url`, `client_id`,
 //! secret `client_secret` (absent: a public client), `scopes` (array),
 //! `pkce` (true), `subject_claim` (sub), `email_claim` (email),
-//! `name_claim` (name), `groups_claim` (groups). A claim path is a member
+//! `name_claim` (name), `groups_claim` (groups), `ca_cert` (PEM, for a
+//! provider with a private CA). A claim path is a member
 //! name or a JSON pointer (`/data/login`).
 
 use super::{Identity, LoginStart, Protocol, SsoError};
@@ -27,11 +28,24 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_USERINFO_BYTES: usize = 256 * 1024;
 
 /// The HTTP client for identity providers: no redirects (a token endpoint
-/// that redirects could leak the code or the secret elsewhere), bounded time.
-pub fn http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+/// that redirects could leak the code or the secret elsewhere), bounded
+/// time, and the provider's own CA (`ca_cert`, PEM) trusted besides the
+/// public roots when the config names one.
+pub fn http_client(config: &Value) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(HTTP_TIMEOUT)
+        .timeout(HTTP_TIMEOUT);
+    if let Some(pem) = text(config, "ca_cert")? {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| format!("ca_cert is not PEM: {e}"))?;
+        if certs.is_empty() {
+            return Err("ca_cert holds no certificate".into());
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
@@ -218,7 +232,7 @@ impl OAuth2 {
             scopes: scopes(config, &[])?,
             pkce: config.get("pkce").and_then(Value::as_bool).unwrap_or(true),
             paths: ClaimPaths::from_config(config)?,
-            http: http_client()?,
+            http: http_client(config)?,
         })
     }
 
@@ -295,6 +309,17 @@ impl Protocol for OAuth2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_cert_must_hold_a_certificate() {
+        assert!(http_client(&json!({})).is_ok());
+        let err = http_client(&json!({"ca_cert": "not a certificate"}))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("ca_cert"), "{err}");
+        let err = http_client(&json!({"ca_cert": 7})).err().unwrap_or_default();
+        assert!(err.contains("must be a string"), "{err}");
+    }
 
     #[test]
     fn identities_are_read_by_claim_paths() {

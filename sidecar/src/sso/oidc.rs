@@ -10,7 +10,8 @@
 //! Config keys: `issuer`, `client_id`, secret `client_secret` (absent: a
 //! public client), `scopes` (openid email profile), `userinfo` (true),
 //! `id_token_algs` (RS256 PS256 ES256 EdDSA), `post_logout_redirect_uri`,
-//! and the claim paths of oauth2.rs (`email_claim`, `name_claim`, `groups_claim`).
+//! `ca_cert`, and the claim paths of oauth2.rs (`email_claim`, `name_claim`,
+//! `groups_claim`).
 
 use super::oauth2::{code, http_client, required, scopes, text, token_error, userinfo, ClaimPaths};
 use super::{Identity, LoginStart, Protocol, SsoError};
@@ -99,7 +100,7 @@ impl Oidc {
                 .transpose()
                 .map_err(|e| format!("post_logout_redirect_uri: {e}"))?,
             paths: ClaimPaths::from_config(config)?,
-            http: http_client()?,
+            http: http_client(config)?,
             discovered: Mutex::new(None),
         })
     }
