@@ -28,6 +28,8 @@ pub const HS256_SECRET: &str = "hs256-secret-0123456789abcdef0123456789";
 pub struct OidcProvider {
     child: Child,
     pub port: u16,
+    /// Holds the log and the certificates; removed on drop unless the test failed.
+    dir: PathBuf,
     log_path: PathBuf,
     sidecar_url: String,
     /// The CA (PEM) of the provider's certificate when it serves https.
@@ -83,6 +85,7 @@ impl OidcProvider {
         let mut provider = OidcProvider {
             child,
             port,
+            dir,
             log_path,
             sidecar_url: sidecar_url.to_owned(),
             ca_pem,
@@ -126,6 +129,8 @@ impl Drop for OidcProvider {
         let _ = self.child.wait();
         if std::thread::panicking() {
             eprintln!("--- oidc-provider log ---\n{}", self.log());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
         }
     }
 }

@@ -537,6 +537,8 @@ fn an_https_sidecar_sets_secure_session_cookies() {
             .is_some_and(|iss| iss.starts_with("https://127.0.0.1:")),
         "{session}"
     );
+    drop(sidecar);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

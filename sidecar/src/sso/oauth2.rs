@@ -317,7 +317,9 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(err.contains("ca_cert"), "{err}");
-        let err = http_client(&json!({"ca_cert": 7})).err().unwrap_or_default();
+        let err = http_client(&json!({"ca_cert": 7}))
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("must be a string"), "{err}");
     }
 
