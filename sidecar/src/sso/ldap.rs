@@ -175,7 +175,7 @@ impl Ldap {
                     .success()
                     .map_err(|e| SsoError::Upstream(format!("LDAP search failed: {e}")))?;
                 match entries.as_slice() {
-                    [one] => SearchEntry::construct(one.clone()).dn,
+                    [one] => search_entry(one.clone())?.dn,
                     [] => return Err(SsoError::BadCredentials("no such LDAP user".into())),
                     _ => {
                         return Err(SsoError::BadCredentials(
@@ -204,7 +204,7 @@ impl Ldap {
         let entry = entries.into_iter().next().ok_or_else(|| {
             SsoError::Upstream("the LDAP entry of the user cannot be read".into())
         })?;
-        Ok(SearchEntry::construct(entry))
+        search_entry(entry)
     }
 
     fn identity(&self, username: &str, entry: SearchEntry) -> Identity {
@@ -245,6 +245,13 @@ impl Protocol for Ldap {
     ) -> BoxFuture<'a, Result<Identity, SsoError>> {
         Box::pin(self.login(username, password))
     }
+}
+
+/// A search result entry; ldap3 panics on malformed BER, which a broken or
+/// hostile server could send, so the panic becomes an upstream error.
+fn search_entry(raw: ldap3::ResultEntry) -> Result<SearchEntry, SsoError> {
+    std::panic::catch_unwind(|| SearchEntry::construct(raw))
+        .map_err(|_| SsoError::Upstream("the LDAP server sent a malformed entry".into()))
 }
 
 /// An empty password would be an unauthenticated bind (RFC 4513 5.1.2), which
@@ -336,6 +343,19 @@ mod tests {
         assert_eq!(user_filter("(uid={username})", r"a\b"), r"(uid=a\5cb)");
         assert_eq!(user_filter("(uid={username})", "a\0"), r"(uid=a\00)");
         assert_eq!(user_filter("(uid={username})", "*"), r"(uid=\2a)");
+    }
+
+    #[test]
+    fn a_malformed_entry_from_the_server_is_an_upstream_error() {
+        use ldap3::asn1::{StructureTag, TagClass, PL};
+        // A search result entry (application 4) whose payload is a bare
+        // octet string, not the sequence of DN and attributes.
+        let hostile = ldap3::ResultEntry::new(StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::P(b"not an entry".to_vec()),
+        });
+        assert!(matches!(search_entry(hostile), Err(SsoError::Upstream(_))));
     }
 
     #[test]
