@@ -34,7 +34,9 @@ const MAX_USERINFO_BYTES: usize = 256 * 1024;
 pub fn http_client(config: &Value) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(HTTP_TIMEOUT);
+        .timeout(HTTP_TIMEOUT)
+        // Some APIs (GitHub's) refuse requests without one.
+        .user_agent(concat!("integration-sidecar/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = text(config, "ca_cert")? {
         let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
             .map_err(|e| format!("ca_cert is not PEM: {e}"))?;
