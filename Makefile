@@ -15,21 +15,23 @@ APT_PACKAGES := postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-co
                 libssl-dev sudo openssl python3-venv
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps apt-deps pgrx-deps test-deps bench-deps install install-release test test-unit \
+.PHONY: deps apt-deps sso-apt-deps pgrx-deps test-deps bench-deps install install-release test test-unit \
         test-pgrx test-e2e bench run sidecar lint
 
 deps: apt-deps pgrx-deps
 
-# Test peers from PyPI (httpbin under gunicorn), in a virtualenv of ours.
+# Test peers: from PyPI (httpbin under gunicorn) in a virtualenv of ours,
+# from Debian (slapd) and from npm (oidc-provider).
 VENV := $(BUILD)/venv
-test-deps: $(VENV)/.installed
+OIDC := $(BUILD)/oidc
+test-deps: $(VENV)/.installed sso-apt-deps $(OIDC)/node_modules/.installed
 $(VENV)/.installed: apt-deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
 	touch $@
 
-apt-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+# $(call apt_install,PACKAGES) installs those missing, silently when none is.
+apt_install = missing=$$(for p in $(1); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	  done); \
 	if [ -n "$$missing" ]; then \
@@ -37,6 +39,24 @@ apt-deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+apt-deps:
+	@$(call apt_install,$(APT_PACKAGES))
+
+# The SSO peers: slapd preseeded so that no system instance is configured
+# (the tests run throwaway instances of their own), and Node for oidc-provider.
+SSO_APT_PACKAGES := slapd ldap-utils nodejs
+sso-apt-deps: apt-deps
+	@echo "slapd slapd/no_configuration boolean true" | $(SUDO) debconf-set-selections
+	@$(call apt_install,$(SSO_APT_PACKAGES))
+	@command -v npm >/dev/null || { $(call apt_install,npm); }
+
+# The OpenID provider of the tests (npm oidc-provider), at the versions of
+# the committed lock file; tests/src/oidc_provider.rs runs it from here.
+$(OIDC)/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json | sso-apt-deps
+	@mkdir -p $(OIDC) && cp tests/oidc/package.json tests/oidc/package-lock.json $(OIDC)/
+	cd $(OIDC) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 pgrx-deps: apt-deps
 	@if ! cargo pgrx --version 2>/dev/null | grep -q "$(PGRX_VERSION)"; then \
@@ -76,12 +96,7 @@ test-e2e: install sidecar test-deps
 
 BENCH_PACKAGES := wrk nginx-light
 bench-deps: apt-deps
-	@missing=$$(for p in $(BENCH_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
-	  done); \
-	if [ -n "$$missing" ]; then \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@$(call apt_install,$(BENCH_PACKAGES))
 
 # The webhook figures need the release sidecar, wrk and pgbench (postgresql-15);
 # the HTTP figures need nginx.

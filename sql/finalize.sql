@@ -56,3 +56,34 @@ GRANT EXECUTE ON FUNCTION
     integration.ingest_webhook_events(bigint[], text[], jsonb[], jsonb[], bytea[], text[], inet[]),
     integration.record_webhook_refusals(jsonb)
 TO integration_sidecar;
+
+-- SSO: admin functions are SECURITY INVOKER wrappers over SECURITY DEFINER
+-- inner functions; both are for integration_admin only.
+GRANT EXECUTE ON FUNCTION
+    integration.create_sso_provider(text, text, jsonb, jsonb, name, text[], interval, boolean),
+    integration._create_sso_provider(name, text, text, jsonb, jsonb, name, text[], interval, boolean),
+    integration.alter_sso_provider(text, jsonb, jsonb, name, text[], interval, boolean, text[]),
+    integration._alter_sso_provider(name, text, jsonb, jsonb, name, text[], interval, boolean, text[]),
+    integration.drop_sso_provider(text),
+    integration._drop_sso_provider(name, text),
+    integration.rotate_signing_key(interval),
+    integration._rotate_signing_key(name, interval),
+    integration._require_admin(text),
+    integration._check_actor(name)
+TO integration_admin;
+
+GRANT EXECUTE ON FUNCTION
+    integration.session_jwks(),
+    integration.session_ended(text),
+    integration.verify_jwt(text)
+TO integration_user, integration_admin, integration_sidecar;
+
+GRANT EXECUTE ON FUNCTION
+    integration.ensure_signing_key()
+TO integration_admin, integration_sidecar;
+
+GRANT EXECUTE ON FUNCTION
+    integration.sso_record_login(text, text, text, text, text[], jsonb, name),
+    integration.sso_record_failure(text, text, text),
+    integration.sso_end_session(text, timestamptz, text, text)
+TO integration_sidecar;

@@ -6,4 +6,5 @@ pub mod http_policy;
 pub mod http_retry;
 pub mod jwt;
 pub mod multipart;
+pub mod sso;
 pub mod webhooks;

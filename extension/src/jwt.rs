@@ -91,3 +91,19 @@ fn verify_jwt(
         Err(e) => raise(sqlstate(&e), format!("invalid JWT: {e}"), None),
     }
 }
+
+/// A fresh Ed25519 key for SSO session tokens: its kid (RFC 7638 thumbprint),
+/// its private half as PKCS#8 PEM and its public half as a JWK. Used by
+/// `rotate_signing_key` and `ensure_signing_key`; executable by the owner only.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _generate_signing_key() -> TableIterator<
+    'static,
+    (
+        name!(kid, String),
+        name!(private_pem, String),
+        name!(public_jwk, JsonB),
+    ),
+> {
+    let key = integration_core::sso::generate_signing_key();
+    TableIterator::once((key.kid, key.private_pem, JsonB(key.public_jwk)))
+}

@@ -30,6 +30,11 @@ extension_sql_file!(
     name = "webhooks",
     requires = ["roles", "audit", caller::_caller, caller::_verified_caller]
 );
+extension_sql_file!(
+    "../../sql/sso.sql",
+    name = "sso",
+    requires = ["roles", "audit"]
+);
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

@@ -8,9 +8,11 @@ mod config;
 mod db;
 mod errors;
 mod health;
+mod listen;
 mod logging;
 mod metrics;
 mod server;
+mod sso;
 mod state;
 mod webhooks;
 
@@ -72,7 +74,12 @@ async fn run(config: config::Config) -> Result<(), StartError> {
     let server = server::Server::bind(&config).await?;
     // Half the pool commits webhook batches; the rest serves probes and API keys.
     let workers = usize::from(config.db_pool_size).div_ceil(2);
-    let state = state::AppState::new(db.clone(), metrics::Metrics::new(), workers);
+    let state = state::AppState::new(
+        db.clone(),
+        metrics::Metrics::new(),
+        workers,
+        &config.public_url(),
+    );
     // Logs whether the database is reachable; the sidecar serves either way.
     state.check_database().await.ok();
     server.serve(app(state)).await?;
@@ -87,6 +94,7 @@ fn app(state: state::AppState) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .merge(webhooks::router())
+        .merge(sso::router())
         .fallback(errors::not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
@@ -118,7 +126,13 @@ mod tests {
             .parse()
             .expect("infallible");
         let db = db::Database::new(&url, 1).expect("pool");
-        app(state::AppState::new(db, metrics::Metrics::new(), 1))
+        let public_url = url::Url::parse("http://127.0.0.1:8080/").expect("a URL");
+        app(state::AppState::new(
+            db,
+            metrics::Metrics::new(),
+            1,
+            &public_url,
+        ))
     }
 
     async fn call(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {

@@ -1,6 +1,6 @@
 //! Prometheus metrics at `/metrics` (OpenMetrics text): requests by route
 //! template, method and status, their latency, whether the database answers,
-//! and the build. The route label is the matched template (`/webhooks/{name}`),
+//! webhook deliveries, SSO logins and the build. The route label is the matched template (`/webhooks/{name}`),
 //! never the raw path, and unknown methods count as `other`, so label
 //! cardinality stays bounded whatever clients send.
 
@@ -42,6 +42,12 @@ struct WebhookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SsoLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
     method: &'static str,
@@ -56,6 +62,7 @@ pub struct Metrics {
     webhook_deliveries: Family<WebhookLabels, Counter>,
     webhook_batch: Histogram,
     webhook_audit_dropped: Counter,
+    sso_logins: Family<SsoLabels, Counter>,
 }
 
 impl Metrics {
@@ -99,6 +106,12 @@ impl Metrics {
             "Refused webhook deliveries that could not be written to the audit log",
             webhook_audit_dropped.clone(),
         );
+        let sso_logins = Family::<SsoLabels, Counter>::default();
+        registry.register(
+            "sso_logins",
+            "SSO logins by provider (configured names only) and outcome (ok or the refusal kind)",
+            sso_logins.clone(),
+        );
         registry.register(
             "build",
             "Version of the running sidecar",
@@ -112,6 +125,7 @@ impl Metrics {
             webhook_deliveries,
             webhook_batch,
             webhook_audit_dropped,
+            sso_logins,
         }
     }
 
@@ -155,6 +169,16 @@ impl Metrics {
     }
 
     /// The OpenMetrics text exposition of every metric.
+    /// Counts one SSO login of a configured provider with its outcome.
+    pub fn count_sso_login(&self, provider: &str, outcome: &'static str) {
+        self.sso_logins
+            .get_or_create(&SsoLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
     fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         text::encode(&mut out, &self.registry)?;

@@ -1,10 +1,11 @@
-//! What every handler can reach: the database pool, the metrics and the
-//! webhook machinery. Also the
+//! What every handler can reach: the database pool, the metrics, the
+//! webhook machinery and the SSO configuration. Also the
 //! one database check shared by `/readyz` and `/metrics`, which keeps the
 //! `db_up` gauge current and logs only when reachability changes.
 
 use crate::db::{Database, DbError};
 use crate::metrics::Metrics;
+use crate::sso::Sso;
 use crate::webhooks::Webhooks;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -18,15 +19,23 @@ pub struct AppState {
     pub db: Database,
     pub metrics: Arc<Metrics>,
     pub webhooks: Webhooks,
+    pub sso: Sso,
     db_status: Arc<AtomicU8>,
 }
 
 impl AppState {
-    /// The state, with the webhook workers started (`commit_workers` of them).
-    pub fn new(db: Database, metrics: Metrics, commit_workers: usize) -> AppState {
+    /// The state, with the webhook workers started (`commit_workers` of them)
+    /// and the SSO configuration loading; `public_url` is the token issuer.
+    pub fn new(
+        db: Database,
+        metrics: Metrics,
+        commit_workers: usize,
+        public_url: &url::Url,
+    ) -> AppState {
         let metrics = Arc::new(metrics);
         AppState {
             webhooks: Webhooks::start(&db, metrics.clone(), commit_workers),
+            sso: Sso::start(&db, public_url),
             db,
             metrics,
             db_status: Arc::new(AtomicU8::new(UNKNOWN)),

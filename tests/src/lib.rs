@@ -3,15 +3,20 @@
 //! PostgreSQL refuses to run as root, so when the tests run as root the
 //! servers run as the `postgres` OS user.
 
+pub mod certs;
 mod httpbin;
+pub mod ldap;
 mod nginx;
+pub mod oidc_provider;
 mod postgres_cluster;
 mod process;
 mod sidecar;
 mod test_server;
 
 pub use httpbin::HttpBin;
+pub use ldap::Slapd;
 pub use nginx::Nginx;
+pub use oidc_provider::OidcProvider;
 pub use postgres_cluster::PgCluster;
 pub use process::{free_port, workspace_root};
 pub use sidecar::{sample, scratch_dir, sidecar_command, Sidecar, SIDECAR_VARIABLES};

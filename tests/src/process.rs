@@ -1,8 +1,9 @@
 //! Small process helpers shared by every server the harness starts.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -53,4 +54,30 @@ pub(crate) fn run_checked(cmd: &mut Command, what: &str) -> String {
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `child` accepts connections on every port of `ports`; panics
+/// with its log if it exits first or takes longer than `within`.
+pub(crate) fn wait_for_ports(
+    child: &mut Child,
+    ports: &[u16],
+    what: &str,
+    within: Duration,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
+    while ports
+        .iter()
+        .any(|port| TcpStream::connect(("127.0.0.1", *port)).is_err())
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status}:\n{}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {ports:?} within {within:?}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -43,7 +43,17 @@ impl Sidecar {
     /// and `args` on its command line, and waits until /healthz answers. With
     /// `ca_pem` it speaks HTTPS and trusts only that certificate.
     pub fn start(database_url: &str, args: &[&str], ca_pem: Option<&[u8]>) -> Sidecar {
-        let port = free_port();
+        Self::start_on(free_port(), database_url, args, ca_pem)
+    }
+
+    /// Like [`Sidecar::start`] on a given port, for peers that must know
+    /// the sidecar's address before it starts (OIDC redirect URIs).
+    pub fn start_on(
+        port: u16,
+        database_url: &str,
+        args: &[&str],
+        ca_pem: Option<&[u8]>,
+    ) -> Sidecar {
         let dir = scratch_dir(&format!("port-{port}"));
         let log_path = dir.join("sidecar.log");
         let log = File::create(&log_path).expect("create the sidecar log");

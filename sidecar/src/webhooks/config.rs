@@ -1,25 +1,15 @@
 //! The webhook configuration cache: every row of `integration.webhooks` with
-//! its secrets, loaded on a dedicated connection that LISTENs on
-//! `integration_webhook_config` and reloads after each committed change. On
-//! a lost connection it reconnects with backoff and reloads, so changes made
-//! while it was away are not missed. Until the first load, lookups say so.
+//! its secrets, kept current by `listen::spawn_reloader` on channel
+//! `integration_webhook_config`. Until the first load, lookups say so.
 
-use crate::db::{describe, Database};
-use futures_util::future::poll_fn;
+use crate::db::describe;
+use crate::listen::Reload;
+use futures_util::future::BoxFuture;
 use integration_core::webhooks::{DeliveryId, Scheme, DEFAULT_TOLERANCE_SECONDS};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_postgres::AsyncMessage;
-
-const CHANNEL: &str = "integration_webhook_config";
-/// Changes arriving this close together cause one reload.
-const DEBOUNCE: Duration = Duration::from_millis(20);
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 const LOAD: &str = "
     SELECT w.id, w.name, w.signature, w.signature_header, w.signature_encoding,
@@ -113,69 +103,22 @@ impl Cache {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(table));
     }
+}
 
-    /// Keeps the cache current for as long as the process runs.
-    pub fn spawn_reloader(&self, db: Database) {
-        let cache = self.clone();
-        tokio::spawn(async move {
-            let mut retry = RETRY_MIN;
-            loop {
-                let (loaded, reason) = cache.listen_and_reload(&db).await;
-                if loaded {
-                    retry = RETRY_MIN;
-                }
-                tracing::warn!(error = %reason, retry_ms = retry.as_millis() as u64,
-                    "webhook configuration listener lost; keeping the last configuration");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
-            }
-        });
+impl Reload for Cache {
+    const WHAT: &'static str = "webhook configuration";
+    const CHANNEL: &'static str = "integration_webhook_config";
+
+    fn reload<'a>(
+        &'a self,
+        client: &'a tokio_postgres::Client,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.load(client))
     }
+}
 
-    /// Connects, LISTENs, loads, then reloads on every notification until
-    /// the connection ends; says whether a load succeeded and why it ended.
-    async fn listen_and_reload(&self, db: &Database) -> (bool, String) {
-        let (client, mut connection) = match db.connect_dedicated().await {
-            Ok(dedicated) => dedicated,
-            Err(e) => return (false, e.to_string()),
-        };
-        let mut loaded = false;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(async move {
-            while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
-                match message {
-                    Ok(AsyncMessage::Notification(_)) => {
-                        if tx.send(()).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => return describe(&e),
-                }
-            }
-            "the connection closed".to_owned()
-        });
-        let result = async {
-            client
-                .batch_execute(&format!("LISTEN {CHANNEL}"))
-                .await
-                .map_err(|e| describe(&e))?;
-            self.reload(&client).await?;
-            loaded = true;
-            while rx.recv().await.is_some() {
-                tokio::time::sleep(DEBOUNCE).await;
-                while rx.try_recv().is_ok() {}
-                self.reload(&client).await?;
-            }
-            Ok::<(), String>(())
-        }
-        .await;
-        drop(client);
-        let ended = driver.await.unwrap_or_else(|e| e.to_string());
-        (loaded, result.err().unwrap_or(ended))
-    }
-
-    async fn reload(&self, client: &tokio_postgres::Client) -> Result<(), String> {
+impl Cache {
+    async fn load(&self, client: &tokio_postgres::Client) -> Result<(), String> {
         let rows = client
             .query(LOAD, &[])
             .await

@@ -46,7 +46,7 @@ impl Webhooks {
     /// Starts the configuration reloader, the commit workers and the audit writer.
     pub fn start(db: &crate::db::Database, metrics: Arc<Metrics>, workers: usize) -> Webhooks {
         let cache = Cache::default();
-        cache.spawn_reloader(db.clone());
+        crate::listen::spawn_reloader(cache.clone(), db.clone());
         Webhooks {
             cache,
             committer: Committer::start(db.clone(), metrics.clone(), workers),

@@ -1,0 +1,602 @@
+//! SSO logins ending in a signed session JWT. Each protocol is one module
+//! behind [`Protocol`] (start the login, finish it into an [`Identity`]); the
+//! parts every protocol shares are here: role mapping (first matching rule,
+//! else the provider's default role, else refusal), the `redirect_to`
+//! allowlist, identity upsert and audit (`integration.sso_record_login`),
+//! the session token and cookie, `/auth/session`, `/auth/logout` and
+//! `/.well-known/jwks.json`.
+
+mod browser;
+mod config;
+mod ldap;
+mod oauth2;
+mod oidc;
+pub mod session;
+
+use crate::errors::json_error;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use browser::{browser_login, callback, callback_form};
+use futures_util::future::BoxFuture;
+use integration_core::sso::{map_role, redirect_allowed, MappingInput};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use config::Cache;
+use config::{Lookup, Provider};
+use session::{SessionClaims, COOKIE};
+
+/// Who logged in, as a protocol reports it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Stable and unique within the provider (OIDC `sub`, LDAP entry DN).
+    pub subject: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// Group names for role mapping (LDAP group DNs, OIDC `groups`).
+    pub groups: Vec<String>,
+    /// Every claim or attribute, stored in `identities.claims` (never a token).
+    pub claims: Value,
+}
+
+/// What a login is finished with.
+pub enum Credentials<'a> {
+    /// A password form (LDAP).
+    Password {
+        username: &'a str,
+        password: &'a str,
+    },
+    /// A redirect back from the identity provider (OIDC, OAuth2, later SAML
+    /// and CAS), with what [`Protocol::start_login`] asked to keep (nonce,
+    /// PKCE verifier) once the `state` was checked.
+    Callback {
+        params: &'a HashMap<String, String>,
+        kept: &'a Value,
+    },
+}
+
+/// Where a browser login starts, and what to keep until the callback.
+pub struct LoginStart {
+    pub url: String,
+    /// Kept in the signed login cookie: nonce, PKCE verifier.
+    pub keep: Value,
+}
+
+/// Answered by a protocol asked for a kind of login it does not do.
+const PASSWORD_ONLY: &str =
+    "this provider logs in with POST /auth/{provider}/login (username and password)";
+const BROWSER_ONLY: &str = "this provider logs in with GET /auth/{provider}/login";
+
+fn refuse<'a, T: Send + 'a>(why: &'static str) -> BoxFuture<'a, Result<T, SsoError>> {
+    Box::pin(async move { Err(SsoError::BadRequest(why.into())) })
+}
+
+/// One login protocol: start the login, finish it into an [`Identity`].
+/// Browser protocols implement [`Protocol::start_login`] and
+/// [`Protocol::finish_callback`]; password protocols [`Protocol::finish_password`];
+/// the defaults refuse the kind of login a protocol does not do.
+pub trait Protocol: Send + Sync {
+    /// Where to send the browser to log in; `state` comes back in the callback.
+    fn start_login<'a>(&'a self, _state: &'a str) -> BoxFuture<'a, Result<LoginStart, SsoError>> {
+        refuse(PASSWORD_ONLY)
+    }
+
+    /// Finishes a redirect login; `kept` is what `start_login` asked to keep.
+    fn finish_callback<'a>(
+        &'a self,
+        _params: &'a HashMap<String, String>,
+        _kept: &'a Value,
+    ) -> BoxFuture<'a, Result<Identity, SsoError>> {
+        refuse(PASSWORD_ONLY)
+    }
+
+    /// Checks a username and password.
+    fn finish_password<'a>(
+        &'a self,
+        _username: &'a str,
+        _password: &'a str,
+    ) -> BoxFuture<'a, Result<Identity, SsoError>> {
+        refuse(BROWSER_ONLY)
+    }
+
+    /// Finishes a login, whatever the credentials.
+    fn finish_login<'a>(
+        &'a self,
+        credentials: Credentials<'a>,
+    ) -> BoxFuture<'a, Result<Identity, SsoError>> {
+        match credentials {
+            Credentials::Password { username, password } => {
+                self.finish_password(username, password)
+            }
+            Credentials::Callback { params, kept } => self.finish_callback(params, kept),
+        }
+    }
+
+    /// Where to end the session at the identity provider too (RP-initiated logout), if it can.
+    fn logout_url<'a>(&'a self) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { None })
+    }
+}
+
+/// Why a login was refused; every variant becomes a JSON answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SsoError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// The message is for the audit log; the answer says only that the credentials were refused.
+    #[error("{0}")]
+    BadCredentials(String),
+    /// A redirect login whose answer did not verify (refused code, bad ID
+    /// token, denied at the provider); the details go to the audit log only.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("{0}")]
+    NoRole(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl SsoError {
+    fn status(&self) -> StatusCode {
+        match self {
+            SsoError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            SsoError::BadCredentials(_) | SsoError::Rejected(_) => StatusCode::UNAUTHORIZED,
+            SsoError::NoRole(_) => StatusCode::FORBIDDEN,
+            SsoError::NotFound(_) => StatusCode::NOT_FOUND,
+            SsoError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            SsoError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SsoError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable code for metrics.
+    fn kind(&self) -> &'static str {
+        match self {
+            SsoError::BadRequest(_) => "bad_request",
+            SsoError::BadCredentials(_) => "bad_credentials",
+            SsoError::Rejected(_) => "rejected",
+            SsoError::NoRole(_) => "no_role",
+            SsoError::NotFound(_) => "not_found",
+            SsoError::Upstream(_) => "upstream",
+            SsoError::Unavailable(_) => "unavailable",
+            SsoError::Internal(_) => "internal",
+        }
+    }
+
+    /// What the client is told: never which of username or password was wrong.
+    fn public_message(&self) -> String {
+        match self {
+            SsoError::BadCredentials(_) => "invalid username or password".into(),
+            SsoError::Rejected(_) => "the login was refused; start again".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for SsoError {
+    fn into_response(self) -> Response {
+        json_error(self.status(), self.public_message())
+    }
+}
+
+/// What the SSO routes share: the configuration cache and the issuer.
+#[derive(Clone)]
+pub struct Sso {
+    pub cache: Cache,
+    /// `iss` of session tokens: the sidecar's public URL without a trailing slash.
+    pub issuer: Arc<str>,
+    /// Whether cookies get `Secure` (the public URL is https).
+    pub secure_cookies: bool,
+}
+
+impl Sso {
+    pub fn start(db: &crate::db::Database, public_url: &url::Url) -> Sso {
+        let issuer: Arc<str> = public_url.as_str().trim_end_matches('/').into();
+        let cache = Cache::new(issuer.clone());
+        crate::listen::spawn_reloader(cache.clone(), db.clone());
+        Sso {
+            cache,
+            issuer,
+            secure_cookies: public_url.scheme() == "https",
+        }
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/auth/{provider}/login",
+            post(password_login).get(browser_login),
+        )
+        .route(
+            "/auth/{provider}/callback",
+            get(callback).post(callback_form),
+        )
+        .route("/auth/session", get(current_session))
+        .route("/auth/logout", post(logout))
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+fn provider(state: &AppState, name: &str) -> Result<Arc<Provider>, SsoError> {
+    match state.sso.cache.provider(name) {
+        Lookup::Found(p) if p.enabled => Ok(p),
+        Lookup::Found(_) | Lookup::Unknown => {
+            Err(SsoError::NotFound(format!("no SSO provider named {name}")))
+        }
+        Lookup::NotLoaded => Err(SsoError::Unavailable(
+            "the SSO configuration is not loaded yet".into(),
+        )),
+    }
+}
+
+/// The fields of a password login, from a JSON or form body.
+fn login_fields(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, SsoError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        return Ok(form_urlencoded::parse(body).into_owned().collect());
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        SsoError::BadRequest(format!(
+            "send JSON {{\"username\", \"password\"}} or a form: {e}"
+        ))
+    })?;
+    let Value::Object(map) = value else {
+        return Err(SsoError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    Ok(map
+        .into_iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
+        .collect())
+}
+
+/// `POST /auth/{provider}/login`: a password login (LDAP).
+async fn password_login(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let provider = match provider(&state, &name) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let fields = match login_fields(&headers, &body) {
+        Ok(fields) => fields,
+        Err(e) => return e.into_response(),
+    };
+    let username = fields.get("username").map_or("", String::as_str);
+    let redirect_to = fields.get("redirect_to").map(String::as_str);
+    let checked = check_origin(&state, &provider, &headers)
+        .and_then(|()| check_redirect(&provider, redirect_to));
+    if let Err(e) = checked {
+        record_failure(&state, &provider.name, &e, Some(username)).await;
+        return e.into_response();
+    }
+    let result = match &provider.protocol {
+        Ok(protocol) => {
+            protocol
+                .finish_login(Credentials::Password {
+                    username,
+                    password: fields.get("password").map_or("", String::as_str),
+                })
+                .await
+        }
+        Err(e) => Err(SsoError::Unavailable(e.clone())),
+    };
+    match result {
+        Ok(identity) => complete(&state, &provider, identity, redirect_to).await,
+        Err(e) => {
+            record_failure(&state, &provider.name, &e, Some(username)).await;
+            e.into_response()
+        }
+    }
+}
+
+/// A browser posting the login form must do so from the sidecar's own
+/// origin or the origin of an allowed redirect (no login CSRF from other
+/// sites). Clients that send no `Origin` (scripts, servers) are not browsers.
+fn check_origin(
+    state: &AppState,
+    provider: &Provider,
+    headers: &HeaderMap,
+) -> Result<(), SsoError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let origin_of = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    };
+    let allowed = std::iter::once(&*state.sso.issuer)
+        .chain(provider.allowed_redirects.iter().map(String::as_str))
+        .any(|u| origin_of(u).as_deref() == Some(origin));
+    if allowed {
+        Ok(())
+    } else {
+        Err(SsoError::BadRequest(format!(
+            "a login form of SSO provider {} may be posted only from the sidecar or an allowed redirect's origin",
+            provider.name
+        )))
+    }
+}
+
+fn check_redirect(provider: &Provider, redirect_to: Option<&str>) -> Result<(), SsoError> {
+    match redirect_to {
+        Some(target) if !redirect_allowed(target, &provider.allowed_redirects) => {
+            Err(SsoError::BadRequest(format!(
+                "redirect_to is not on the allowlist of SSO provider {}",
+                provider.name
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Maps the role, records the login, mints the session and answers: a 303
+/// to `redirect_to` with the token in the fragment, or JSON.
+async fn complete(
+    state: &AppState,
+    provider: &Provider,
+    identity: Identity,
+    redirect_to: Option<&str>,
+) -> Response {
+    let input = MappingInput {
+        groups: &identity.groups,
+        claims: &identity.claims,
+    };
+    let Some(role) = map_role(
+        &provider.role_mapping,
+        &input,
+        provider.default_role.as_deref(),
+    ) else {
+        let e = SsoError::NoRole(format!(
+            "no role of SSO provider {} applies to this identity",
+            provider.name
+        ));
+        record_failure(state, &provider.name, &e, Some(&identity.subject)).await;
+        return e.into_response();
+    };
+    let identity_id = match record_login(state, provider, &identity, &role).await {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    let Some(keys) = state.sso.cache.keys() else {
+        return SsoError::Unavailable("the SSO configuration is not loaded yet".into())
+            .into_response();
+    };
+    let who = SessionClaims {
+        provider: &provider.name,
+        subject: &identity.subject,
+        role: &role,
+        email: identity.email.as_deref(),
+        name: identity.name.as_deref(),
+        identity_id,
+        lifetime_secs: provider.lifetime_secs,
+    };
+    let (token, exp) = match session::mint(&keys, &state.sso.issuer, &who) {
+        Ok(minted) => minted,
+        Err(e) => return e.into_response(),
+    };
+    state.metrics.count_sso_login(&provider.name, "ok");
+    let cookie = session::set_cookie(
+        COOKIE,
+        &token,
+        provider.lifetime_secs,
+        "/",
+        state.sso.secure_cookies,
+    );
+    let mut response = match redirect_to {
+        Some(target) => {
+            let location = format!(
+                "{target}#access_token={token}&token_type=Bearer&expires_in={}",
+                provider.lifetime_secs
+            );
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, value);
+            }
+            r
+        }
+        None => Json(json!({
+            "access_token": token, "token_type": "Bearer", "expires_at": exp,
+            "role": role, "sub": identity.subject, "email": identity.email,
+        }))
+        .into_response(),
+    };
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn record_login(
+    state: &AppState,
+    provider: &Provider,
+    identity: &Identity,
+    role: &str,
+) -> Result<i64, SsoError> {
+    let client = state
+        .db
+        .client()
+        .await
+        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+    let row = client
+        .query_one(
+            "SELECT integration.sso_record_login($1, $2, $3, $4, $5, $6, $7::text::name)",
+            &[
+                &provider.name,
+                &identity.subject,
+                &identity.email,
+                &identity.name,
+                &identity.groups,
+                &identity.claims,
+                &role,
+            ],
+        )
+        .await
+        .map_err(|e| {
+            SsoError::Unavailable(format!(
+                "cannot record the login: {}",
+                crate::db::describe(&e)
+            ))
+        })?;
+    Ok(row.get(0))
+}
+
+/// Audits a refused login; the audit is best effort (the answer does not wait on it failing).
+async fn record_failure(
+    state: &AppState,
+    provider: &str,
+    error: &SsoError,
+    username: Option<&str>,
+) {
+    tracing::info!(provider, error = %error, "SSO login refused");
+    state.metrics.count_sso_login(provider, error.kind());
+    let Ok(client) = state.db.client().await else {
+        return;
+    };
+    let reason = error.to_string();
+    if let Err(e) = client
+        .execute(
+            "SELECT integration.sso_record_failure($1, $2, $3)",
+            &[&provider, &reason, &username],
+        )
+        .await
+    {
+        tracing::warn!(error = %crate::db::describe(&e), "cannot audit a refused SSO login");
+    }
+}
+
+/// The verified claims of the request's session token, or why there are none.
+fn request_session(state: &AppState, headers: &HeaderMap) -> Result<Value, SsoError> {
+    let token = session::request_token(headers)
+        .ok_or_else(|| SsoError::BadCredentials("no session".into()))?;
+    let keys =
+        state.sso.cache.keys().ok_or_else(|| {
+            SsoError::Unavailable("the SSO configuration is not loaded yet".into())
+        })?;
+    session::verify(&keys, &state.sso.issuer, token, session::AUDIENCE)
+        .map_err(|e| SsoError::BadCredentials(format!("invalid session: {e}")))
+}
+
+/// Asks the database whether a logout ended the session `claims` describe.
+async fn ended(state: &AppState, claims: &Value) -> Result<bool, SsoError> {
+    let client = state
+        .db
+        .client()
+        .await
+        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+    let jti = claims["jti"].as_str().unwrap_or_default();
+    let row = client
+        .query_one("SELECT integration.session_ended($1)", &[&jti])
+        .await
+        .map_err(|e| SsoError::Unavailable(crate::db::describe(&e)))?;
+    Ok(row.get(0))
+}
+
+/// `GET /auth/session`: the claims of the current session, or 401.
+async fn current_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let claims = match request_session(&state, &headers) {
+        Ok(claims) => claims,
+        // Say why (no cookie, expired, bad signature): it is the caller's own token.
+        Err(SsoError::BadCredentials(why)) => return json_error(StatusCode::UNAUTHORIZED, why),
+        Err(e) => return e.into_response(),
+    };
+    match ended(&state, &claims).await {
+        Ok(false) => Json(json!({ "session": claims })).into_response(),
+        Ok(true) => json_error(
+            StatusCode::UNAUTHORIZED,
+            "the session was ended by a logout",
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /auth/logout`: ends the session (its token is refused from now on
+/// by `/auth/session` and `integration.verify_jwt(token)`), clears the cookie
+/// and, when the session came from a provider with RP-initiated logout, says
+/// where to end it there too.
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let claims = request_session(&state, &headers).ok();
+    let mut ended = false;
+    let mut end_session_url = None;
+    if let Some(claims) = &claims {
+        match end_session(&state, claims).await {
+            Ok(()) => ended = true,
+            Err(e) => tracing::warn!(error = %e, "cannot record the end of a session"),
+        }
+        let idp = claims["idp"].as_str().unwrap_or_default();
+        if let Lookup::Found(provider) = state.sso.cache.provider(idp) {
+            if let Ok(protocol) = &provider.protocol {
+                end_session_url = protocol.logout_url().await;
+            }
+        }
+    }
+    let mut response = Json(json!({
+        "logged_out": true, "session_ended": ended, "end_session_url": end_session_url,
+    }))
+    .into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        session::set_cookie(COOKIE, "", 0, "/", state.sso.secure_cookies),
+    );
+    response
+}
+
+async fn end_session(state: &AppState, claims: &Value) -> Result<(), SsoError> {
+    let client = state
+        .db
+        .client()
+        .await
+        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+    let jti = claims["jti"].as_str().unwrap_or_default();
+    let exp = claims["exp"].as_f64().unwrap_or_default();
+    let idp = claims["idp"].as_str().unwrap_or_default();
+    let sub = claims["sub"].as_str().unwrap_or_default();
+    client
+        .execute(
+            "SELECT integration.sso_end_session($1, to_timestamp($2), $3, $4)",
+            &[&jti, &exp, &idp, &sub],
+        )
+        .await
+        .map_err(|e| SsoError::Unavailable(crate::db::describe(&e)))?;
+    Ok(())
+}
+
+/// `GET /.well-known/jwks.json`: the public keys that verify session tokens.
+async fn jwks(State(state): State<AppState>) -> Response {
+    match state.sso.cache.keys() {
+        Some(keys) => {
+            let mut response = Json(keys.jwks(session::unix_now())).into_response();
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            );
+            response
+        }
+        None => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the signing keys are not loaded yet",
+        ),
+    }
+}
