@@ -779,7 +779,9 @@ impl Deliverer {
         if !self.clients.contains_key(&key) {
             // Keep a connection for each request that may be in flight to
             // a host, or every request past the pool opens a new one.
-            let idle = usize::try_from(HOST_CONCURRENCY.get()).unwrap_or(16).min(1024);
+            let idle = usize::try_from(HOST_CONCURRENCY.get())
+                .unwrap_or(16)
+                .min(1024);
             let client = client::build_client(Arc::new(rules.policy), insecure, idle)?;
             self.clients.insert(key.clone(), client);
         }
