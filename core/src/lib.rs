@@ -4,4 +4,5 @@
 pub mod api_keys;
 pub mod http_policy;
 pub mod jwt;
+pub mod sql_dialect;
 pub mod webhooks;
