@@ -141,7 +141,7 @@ impl LocalType {
 /// `format_type(atttypid, atttypmod)`, whether the type lives in
 /// `pg_catalog` and its `typtype` (`b` base, `d` domain, `e` enum, …).
 /// Types the wrappers decode exactly keep their name and modifiers;
-/// `json` becomes `jsonb`; enums, domains of other schemas, ranges,
+/// `json` becomes `jsonb`, `varchar(n)`/`char(n)` `text`; enums, domains of other schemas, ranges,
 /// network and geometric types and anything unknown become `text`, read
 /// through the remote type's own text output, so no value changes.
 pub fn postgres_local_type(format_type: &str, in_pg_catalog: bool, typtype: char) -> LocalType {
@@ -164,8 +164,6 @@ pub fn postgres_local_type(format_type: &str, in_pg_catalog: bool, typtype: char
             | "double precision"
             | "numeric"
             | "text"
-            | "character varying"
-            | "character"
             | "date"
             | "time without time zone"
             | "timestamp without time zone"
@@ -178,16 +176,14 @@ pub fn postgres_local_type(format_type: &str, in_pg_catalog: bool, typtype: char
         || base.starts_with("timestamp(")
         || base.starts_with("interval");
     if array {
-        // Only the element types the wrappers' arrays carry.
-        let array_ok = matches!(
-            name,
-            "boolean" | "smallint" | "integer" | "bigint" | "real" | "double precision" | "text"
-        );
-        return if array_ok {
-            LocalType::exact(t)
-        } else {
-            LocalType::text()
-        };
+        // Arrays travel in their text form: supabase-wrappers reads a NULL
+        // array of an INSERT as a value.
+        return LocalType::text();
+    }
+    if name == "character varying" || name == "character" {
+        // supabase-wrappers 0.1.28 turns a varchar/bpchar value of an
+        // INSERT into NULL; the remote column still enforces the length.
+        return LocalType::exact("text");
     }
     if name == "json" {
         return LocalType::exact("jsonb");
@@ -247,8 +243,6 @@ pub fn mysql_local_type(col: &MySqlColumn<'_>) -> LocalType {
         "bit" if args.is_empty() || args == "1" => exact("boolean"),
         "bit" => exact("bigint"),
         "year" => exact("smallint"),
-        "char" if !args.is_empty() => exact(&format!("character varying({args})")),
-        "varchar" if !args.is_empty() => exact(&format!("character varying({args})")),
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => exact("text"),
         "enum" | "set" => exact("text"),
         "json" => exact("jsonb"),
@@ -339,8 +333,8 @@ mod tests {
     fn postgres_types_keep_exact_modifiers() {
         let t = |s| postgres_local_type(s, true, 'b');
         assert_eq!(t("numeric(12,4)").sql, "numeric(12,4)");
-        assert_eq!(t("character varying(20)").sql, "character varying(20)");
-        assert_eq!(t("character(3)").sql, "character(3)");
+        assert_eq!(t("character varying(20)").sql, "text");
+        assert_eq!(t("character(3)").sql, "text");
         assert_eq!(
             t("timestamp(3) with time zone").sql,
             "timestamp(3) with time zone"
@@ -352,8 +346,7 @@ mod tests {
         assert_eq!(t("interval").sql, "interval");
         assert_eq!(t("uuid").sql, "uuid");
         assert_eq!(t("bytea").sql, "bytea");
-        assert_eq!(t("integer[]").sql, "integer[]");
-        assert!(!t("integer[]").via_text);
+        assert_eq!(t("integer[]"), LocalType::text());
         assert_eq!(t("json"), LocalType::exact("jsonb"));
     }
 
@@ -421,8 +414,8 @@ mod tests {
 
     #[test]
     fn mysql_strings_binary_and_json() {
-        assert_eq!(my("varchar", "varchar(255)"), "character varying(255)");
-        assert_eq!(my("char", "char(60)"), "character varying(60)");
+        assert_eq!(my("varchar", "varchar(255)"), "text");
+        assert_eq!(my("char", "char(60)"), "text");
         assert_eq!(my("longtext", "longtext"), "text");
         assert_eq!(my("enum", "enum('a','b''c')"), "text");
         assert_eq!(my("set", "set('x','y')"), "text");
