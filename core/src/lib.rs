@@ -4,5 +4,6 @@
 pub mod api_keys;
 pub mod http_policy;
 pub mod jwt;
+pub mod pg_numeric;
 pub mod sql_dialect;
 pub mod webhooks;
