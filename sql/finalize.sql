@@ -54,3 +54,10 @@ GRANT EXECUTE ON FUNCTION
     integration.ingest_webhook_events(bigint[], text[], jsonb[], jsonb[], bytea[], text[], inet[]),
     integration.record_webhook_refusals(jsonb)
 TO integration_sidecar;
+
+-- External databases: the wrappers' handler functions exist by now.
+CREATE FOREIGN DATA WRAPPER postgres_wrapper
+    HANDLER integration.postgres_wrapper_handler
+    VALIDATOR integration.postgres_wrapper_validator;
+COMMENT ON FOREIGN DATA WRAPPER postgres_wrapper IS 'pg_integration: PostgreSQL and compatible engines';
+GRANT USAGE ON FOREIGN DATA WRAPPER postgres_wrapper TO integration_admin;

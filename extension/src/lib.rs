@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod api_keys;
 mod audit;
 mod errors;
+mod fdw;
 mod http;
 mod jwt;
 mod owner;
