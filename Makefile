@@ -12,7 +12,7 @@ BUILD        := $(CURDIR)/build
 PGRX_PGDATA  := $(or $(TMPDIR),/tmp)/pg_integration-pgrx-$(shell id -u)
 CARGO        ?= cargo
 APT_PACKAGES := postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config \
-                libssl-dev sudo openssl python3-venv
+                libssl-dev sudo openssl python3-venv mariadb-server
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: deps apt-deps pgrx-deps test-deps bench-deps install install-release test test-unit \

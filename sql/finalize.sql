@@ -61,3 +61,9 @@ CREATE FOREIGN DATA WRAPPER postgres_wrapper
     VALIDATOR integration.postgres_wrapper_validator;
 COMMENT ON FOREIGN DATA WRAPPER postgres_wrapper IS 'pg_integration: PostgreSQL and compatible engines';
 GRANT USAGE ON FOREIGN DATA WRAPPER postgres_wrapper TO integration_admin;
+
+CREATE FOREIGN DATA WRAPPER mysql_wrapper
+    HANDLER integration.mysql_wrapper_handler
+    VALIDATOR integration.mysql_wrapper_validator;
+COMMENT ON FOREIGN DATA WRAPPER mysql_wrapper IS 'pg_integration: MySQL and MariaDB';
+GRANT USAGE ON FOREIGN DATA WRAPPER mysql_wrapper TO integration_admin;

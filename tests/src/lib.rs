@@ -4,12 +4,14 @@
 //! servers run as the `postgres` OS user.
 
 mod httpbin;
+mod mariadb;
 mod nginx;
 mod postgres_cluster;
 mod process;
 mod sidecar;
 
 pub use httpbin::HttpBin;
+pub use mariadb::{MariaDb, MARIADB_ROOT_PASSWORD};
 pub use nginx::Nginx;
 pub use postgres_cluster::PgCluster;
 pub use process::{free_port, workspace_root};

@@ -1,7 +1,56 @@
 //! External databases as foreign tables, one wrapper per engine on
-//! supabase-wrappers (`postgres`: PostgreSQL and compatible engines). The
+//! supabase-wrappers (`postgres`: PostgreSQL and compatible engines, `mysql`:
+//! MySQL and MariaDB). The
 //! shared parts: option lists and the planner facts/EXPLAIN hook.
 
+pub mod mysql;
 pub mod options;
 pub mod planner;
 pub mod postgres;
+
+use pgrx::PgSqlErrorCode;
+use std::cell::RefCell;
+use std::rc::Rc;
+use tokio::runtime::Runtime;
+
+thread_local! {
+    static RUNTIME: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
+}
+
+/// The backend's single-threaded runtime: connection tasks and scan
+/// streams run on it while a wrapper awaits a result with `block_on`.
+pub fn runtime() -> Result<Rc<Runtime>, String> {
+    RUNTIME.with(|rt| {
+        let mut rt = rt.borrow_mut();
+        if let Some(rt) = rt.as_ref() {
+            return Ok(rt.clone());
+        }
+        let created = Rc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        *rt = Some(created.clone());
+        Ok(created)
+    })
+}
+
+/// The local error code for a remote SQLSTATE, or the FDW class when the
+/// code is unknown locally.
+pub fn sqlstate_code(code: &str) -> PgSqlErrorCode {
+    let bytes = code.as_bytes();
+    if bytes.len() != 5 {
+        return PgSqlErrorCode::ERRCODE_FDW_ERROR;
+    }
+    let mut value = 0i32;
+    for (i, b) in bytes.iter().enumerate() {
+        value += (((*b as i32) - ('0' as i32)) & 0x3f) << (6 * i);
+    }
+    match PgSqlErrorCode::from(value) {
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR if code != "XX000" => {
+            PgSqlErrorCode::ERRCODE_FDW_ERROR
+        }
+        known => known,
+    }
+}

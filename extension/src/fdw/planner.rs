@@ -23,6 +23,8 @@ pub struct PlanFacts {
     pub restrictions: usize,
     /// How many ORDER BY keys the query has.
     pub sort_keys: usize,
+    /// The scan feeds an UPDATE or DELETE of the same table.
+    pub modifying: bool,
 }
 
 impl PlanFacts {
@@ -75,6 +77,7 @@ pub unsafe fn with_facts(
                 && (*parse).rowMarks.is_null(),
             restrictions: list_len((*baserel).baserestrictinfo),
             sort_keys: list_len((*parse).sortClause),
+            modifying: (*parse).commandType != pg_sys::CmdType::CMD_SELECT,
         }
     };
     FACTS.set(Some(facts));
@@ -86,6 +89,27 @@ pub unsafe fn with_facts(
 /// then nothing is pushable beyond conditions).
 pub fn current_facts() -> PlanFacts {
     FACTS.get().unwrap_or_default()
+}
+
+/// The columns of a foreign table declared NOT NULL (a remote engine that
+/// orders NULLs differently needs no NULLS clause for them).
+pub fn not_null_columns(table: u32) -> Vec<String> {
+    // SAFETY: the table is being planned or scanned, so it is locked.
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(pg_sys::Oid::from(table));
+        if rel.is_null() {
+            return Vec::new();
+        }
+        let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+        let names = desc
+            .iter()
+            .filter(|a| a.attnotnull && !a.attisdropped)
+            .map(|a| a.name().to_string())
+            .collect();
+        drop(desc);
+        pg_sys::RelationClose(rel);
+        names
+    }
 }
 
 /// Remembers the remote SQL planned for a foreign table.

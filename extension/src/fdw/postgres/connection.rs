@@ -39,28 +39,13 @@ struct Conn {
 }
 
 thread_local! {
-    static RUNTIME: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
     static CONNS: RefCell<HashMap<ConnKey, Conn>> = RefCell::new(HashMap::new());
     static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// The backend's single-threaded runtime; connection tasks run on it while
-/// a query is awaited with `block_on`.
+/// The backend's runtime (shared by the wrappers).
 pub fn runtime() -> Result<Rc<Runtime>> {
-    RUNTIME.with(|rt| {
-        let mut rt = rt.borrow_mut();
-        if let Some(rt) = rt.as_ref() {
-            return Ok(rt.clone());
-        }
-        let created = Rc::new(
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| PostgresWrapperError::Runtime(e.to_string()))?,
-        );
-        *rt = Some(created.clone());
-        Ok(created)
-    })
+    crate::fdw::runtime().map_err(PostgresWrapperError::Runtime)
 }
 
 async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<Client> {

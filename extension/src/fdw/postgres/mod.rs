@@ -63,29 +63,10 @@ impl PostgresWrapperError {
     }
 }
 
-/// The local error code for a remote SQLSTATE, or the FDW class when the
-/// code is unknown locally.
-fn sqlstate_code(code: &str) -> PgSqlErrorCode {
-    let bytes = code.as_bytes();
-    if bytes.len() != 5 {
-        return PgSqlErrorCode::ERRCODE_FDW_ERROR;
-    }
-    let mut value = 0i32;
-    for (i, b) in bytes.iter().enumerate() {
-        value += (((*b as i32) - ('0' as i32)) & 0x3f) << (6 * i);
-    }
-    match PgSqlErrorCode::from(value) {
-        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR if code != "XX000" => {
-            PgSqlErrorCode::ERRCODE_FDW_ERROR
-        }
-        known => known,
-    }
-}
-
 impl From<PostgresWrapperError> for ErrorReport {
     fn from(value: PostgresWrapperError) -> Self {
         let code = match &value {
-            PostgresWrapperError::Remote { code: Some(c), .. } => sqlstate_code(c),
+            PostgresWrapperError::Remote { code: Some(c), .. } => crate::fdw::sqlstate_code(c),
             PostgresWrapperError::Remote { code: None, .. } => {
                 PgSqlErrorCode::ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION
             }
