@@ -9,6 +9,7 @@ mod nginx;
 mod postgres_cluster;
 mod process;
 mod sidecar;
+pub mod sql;
 
 pub use httpbin::HttpBin;
 pub use mariadb::{MariaDb, MARIADB_ROOT_PASSWORD};

@@ -5,6 +5,7 @@
 //! corruption), ROLLBACK, batch insert, reconnect after KILL, hostile
 //! names (`lines` is a reserved word in MySQL), no credential in errors.
 
+use integration_tests::sql::{connect_recording_notices, db_message, remote_sql, texts};
 use integration_tests::{MariaDb, PgCluster};
 use postgres::error::SqlState;
 use postgres::Client;
@@ -75,36 +76,8 @@ impl Setup {
     }
 
     fn client(&self) -> Client {
-        let notices = self.notices.clone();
-        let mut config: postgres::Config = self.local.url("app", "postgres").parse().unwrap();
-        config.notice_callback(move |n| notices.lock().unwrap().push(n.message().to_string()));
-        config.connect(postgres::NoTls).unwrap()
+        connect_recording_notices(&self.local, "app", &self.notices)
     }
-}
-
-fn texts(client: &mut Client, sql: &str) -> Vec<String> {
-    client
-        .query(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-        .iter()
-        .map(|r| {
-            r.get::<_, Option<String>>(0)
-                .unwrap_or_else(|| "NULL".into())
-        })
-        .collect()
-}
-
-fn message(err: &postgres::Error) -> String {
-    err.as_db_error()
-        .map(|db| db.message().to_string())
-        .unwrap_or_else(|| err.to_string())
-}
-
-fn remote_sql(client: &mut Client, query: &str) -> String {
-    texts(client, &format!("EXPLAIN (VERBOSE, COSTS OFF) {query}"))
-        .into_iter()
-        .find_map(|l| l.trim().strip_prefix("Remote SQL: ").map(str::to_string))
-        .unwrap_or_else(|| panic!("no Remote SQL line for {query}"))
 }
 
 #[test]
@@ -195,7 +168,7 @@ fn import_creates_exact_types_and_reads_every_value_unchanged() {
     let err = local
         .execute("DELETE FROM imported.nokey", &[])
         .unwrap_err();
-    assert!(message(&err).contains("rowid_column"), "{err:?}");
+    assert!(db_message(&err).contains("rowid_column"), "{err:?}");
 
     local
         .batch_execute(
@@ -352,7 +325,7 @@ fn writes_go_by_the_composite_key_and_follow_the_local_transaction() {
         Some(&SqlState::INTEGRITY_CONSTRAINT_VIOLATION),
         "{err:?}"
     );
-    assert!(message(&err).contains("Duplicate entry"), "{err:?}");
+    assert!(db_message(&err).contains("Duplicate entry"), "{err:?}");
     assert_eq!(
         setup
             .remote
@@ -439,8 +412,8 @@ fn hostile_names_are_quoted_and_credentials_never_show() {
         Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
         "{err:?}"
     );
-    assert!(message(&err).contains("Access denied"), "{err:?}");
-    assert!(!message(&err).contains(PASSWORD), "{err:?}");
+    assert!(db_message(&err).contains("Access denied"), "{err:?}");
+    assert!(!db_message(&err).contains(PASSWORD), "{err:?}");
 
     let closed = integration_tests::free_port();
     local
@@ -456,5 +429,5 @@ fn hostile_names_are_quoted_and_credentials_never_show() {
         Some(&SqlState::FDW_UNABLE_TO_ESTABLISH_CONNECTION),
         "{err:?}"
     );
-    assert!(!message(&err).contains(PASSWORD), "{err:?}");
+    assert!(!db_message(&err).contains(PASSWORD), "{err:?}");
 }

@@ -3,6 +3,7 @@
 //! EXPLAIN, writes by composite key, ROLLBACK, batch insert, reconnect after
 //! the remote killed the session, hostile names, no credential in errors.
 
+use integration_tests::sql::{connect_recording_notices, db_message, remote_sql, texts};
 use integration_tests::PgCluster;
 use postgres::error::SqlState;
 use postgres::Client;
@@ -85,12 +86,8 @@ impl Setup {
         setup
     }
 
-    /// A local client that records the NOTICEs it receives.
     fn client(&self) -> Client {
-        let notices = self.notices.clone();
-        let mut config: postgres::Config = self.local.url("app", "postgres").parse().unwrap();
-        config.notice_callback(move |n| notices.lock().unwrap().push(n.message().to_string()));
-        config.connect(postgres::NoTls).unwrap()
+        connect_recording_notices(&self.local, "app", &self.notices)
     }
 
     fn remote(&self) -> Client {
@@ -102,31 +99,6 @@ impl Setup {
             .batch_execute(r#"IMPORT FOREIGN SCHEMA "we""ird" FROM SERVER remote INTO imported"#)
             .unwrap();
     }
-}
-
-fn texts(client: &mut Client, sql: &str) -> Vec<String> {
-    client
-        .query(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .map(|r| {
-            r.get::<_, Option<String>>(0)
-                .unwrap_or_else(|| "NULL".into())
-        })
-        .collect()
-}
-
-fn message(err: &postgres::Error) -> String {
-    err.as_db_error()
-        .map(|db| db.message().to_string())
-        .unwrap_or_else(|| err.to_string())
-}
-
-fn remote_sql(client: &mut Client, query: &str) -> String {
-    texts(client, &format!("EXPLAIN (VERBOSE, COSTS OFF) {query}"))
-        .into_iter()
-        .find_map(|l| l.trim().strip_prefix("Remote SQL: ").map(str::to_string))
-        .unwrap_or_else(|| panic!("no Remote SQL line for {query}"))
 }
 
 #[test]
@@ -228,7 +200,7 @@ fn import_creates_exact_types_and_reads_every_value_unchanged() {
     let err = local
         .execute("UPDATE imported.nokey SET b = 'x'", &[])
         .unwrap_err();
-    assert!(message(&err).contains("rowid_column"), "{err:?}");
+    assert!(db_message(&err).contains("rowid_column"), "{err:?}");
 
     // LIMIT TO and EXCEPT.
     local
@@ -396,7 +368,7 @@ fn writes_go_by_the_real_key_and_follow_the_local_transaction() {
         )
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION), "{err}");
-    assert!(!message(&err).contains(PASSWORD));
+    assert!(!db_message(&err).contains(PASSWORD));
     let n: i64 = remote
         .query_one(
             r#"SELECT count(*) FROM "we""ird".lines WHERE order_id = 500"#,
@@ -507,7 +479,7 @@ fn hostile_names_are_quoted_and_credentials_never_show() {
         .query("SELECT * FROM imported.missing", &[])
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE), "{err}");
-    assert!(!message(&err).contains(PASSWORD));
+    assert!(!db_message(&err).contains(PASSWORD));
     let closed = integration_tests::free_port();
     local
         .batch_execute(&format!(
@@ -530,5 +502,5 @@ fn hostile_names_are_quoted_and_credentials_never_show() {
             "CREATE SERVER bad FOREIGN DATA WRAPPER postgres_wrapper OPTIONS (password 'x')",
         )
         .unwrap_err();
-    assert!(message(&err).contains("password"), "{err:?}");
+    assert!(db_message(&err).contains("password"), "{err:?}");
 }

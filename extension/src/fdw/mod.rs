@@ -3,10 +3,13 @@
 //! MySQL and MariaDB). The
 //! shared parts: option lists and the planner facts/EXPLAIN hook.
 
+pub mod import;
 pub mod mysql;
 pub mod options;
 pub mod planner;
 pub mod postgres;
+pub mod statements;
+pub mod xact;
 
 use pgrx::PgSqlErrorCode;
 use std::cell::RefCell;

@@ -41,7 +41,6 @@ struct Entry {
 
 thread_local! {
     static CONNS: RefCell<HashMap<ConnKey, Entry>> = RefCell::new(HashMap::new());
-    static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 pub fn runtime() -> Result<Rc<Runtime>> {
@@ -78,7 +77,7 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Conn> {
 /// Makes sure the cached connection exists, is alive and is inside a
 /// remote transaction; reconnects once when the server went away.
 fn ensure(key: ConnKey, opts: &ConnectOptions, rt: &Runtime) -> Result<()> {
-    register_callback();
+    crate::fdw::xact::register();
     let state = CONNS.with(|c| c.borrow().get(&key).map(|e| (e.conn.is_some(), e.in_xact)));
     match state {
         Some((_, true)) => return Ok(()),
@@ -168,42 +167,15 @@ pub fn give_back(key: ConnKey, conn: Conn, cached: bool) {
     }
 }
 
-fn register_callback() {
-    if CALLBACK_REGISTERED.get() {
-        return;
-    }
-    // SAFETY: registered once per backend; the callback lives as long as
-    // the library.
-    unsafe { pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut()) };
-    CALLBACK_REGISTERED.set(true);
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut libc::c_void) {
-    match event {
-        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => finish_all(true),
-        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if any_in_xact() => {
-            crate::errors::raise(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                "cannot PREPARE a transaction that has used mysql_wrapper",
-                None,
-            );
-        }
-        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
-            finish_all(false)
-        }
-        _ => {}
-    }
-}
-
-fn any_in_xact() -> bool {
+/// True while a remote transaction of this backend is open.
+pub fn in_remote_transaction() -> bool {
     CONNS.with(|c| c.borrow().values().any(|e| e.in_xact))
 }
 
 /// Commits or rolls back every remote transaction of this backend. A failed
 /// COMMIT raises (aborting the local transaction); a failed ROLLBACK drops
 /// the connection, and MySQL rolls back a transaction whose session ended.
-fn finish_all(commit: bool) {
+pub fn finish_remote_transactions(commit: bool) {
     let Ok(rt) = runtime() else { return };
     let open: Vec<(ConnKey, Option<Conn>)> = CONNS.with(|c| {
         c.borrow_mut()

@@ -6,10 +6,11 @@
 //! when MySQL puts NULLs where PostgreSQL does, or the column is NOT NULL.
 
 use super::{MysqlWrapperError, Result};
+use crate::fdw::statements::RemoteSql;
 use integration_core::sql_dialect::{bytes_literal, quote_ident, quote_literal, Dialect};
 use pgrx::datum::ToIsoString;
 use pgrx::pg_sys;
-use supabase_wrappers::prelude::{Cell, Qual, Sort, Value};
+use supabase_wrappers::prelude::{Cell, Column, Qual, Sort, Value};
 
 pub const D: Dialect = Dialect::MySql {
     no_backslash_escapes: true,
@@ -84,6 +85,46 @@ pub fn cell_literal(cell: &Cell) -> Result<String> {
             )))
         }
     })
+}
+
+/// The MySQL dialect of the shared statements.
+pub struct Mysql;
+
+fn info(c: &Column, not_null: bool) -> ColumnInfo<'_> {
+    ColumnInfo {
+        name: &c.name,
+        local: c.type_oid,
+        not_null,
+    }
+}
+
+impl RemoteSql for Mysql {
+    type Error = MysqlWrapperError;
+    fn ident(name: &str) -> Result<String> {
+        ident(name)
+    }
+    fn literal(text: &str) -> Result<String> {
+        literal(text)
+    }
+    fn cell_literal(cell: &Cell) -> Result<String> {
+        cell_literal(cell)
+    }
+    fn select_expr(col: &Column, not_null: bool) -> Result<String> {
+        select_expr(&info(col, not_null))
+    }
+    fn composite_key_expr(quoted_key: &[String]) -> String {
+        let parts: Vec<String> = quoted_key
+            .iter()
+            .map(|k| format!("CAST({k} AS CHAR)"))
+            .collect();
+        format!("JSON_ARRAY({})", parts.join(", "))
+    }
+    fn qual(q: &Qual, col: &Column, not_null: bool) -> Option<String> {
+        qual(q, &info(col, not_null))
+    }
+    fn sort_key(s: &Sort, col: &Column, not_null: bool) -> Option<String> {
+        sort_key(s, &info(col, not_null))
+    }
 }
 
 /// What the wrapper knows of a local column when it renders SQL.

@@ -1,35 +1,16 @@
-//! IMPORT FOREIGN SCHEMA for `mysql_wrapper`: reads information_schema and
-//! writes one CREATE FOREIGN TABLE per table, with the local types of
-//! `integration_core::sql_dialect::mysql_local_type` (MariaDB's JSON, a
-//! longtext with a `json_valid` check, becomes jsonb) and the real primary
-//! key as rowid (a composite key through the `__rowid` column). A table
-//! without a primary key is imported read-only, with a NOTICE.
+//! IMPORT FOREIGN SCHEMA for `mysql_wrapper`: reads information_schema
+//! (columns, primary-key columns, and MariaDB's `json_valid` checks, which
+//! mark its JSON columns) and hands each table, with the local types of
+//! `sql_dialect::mysql_local_type`, to `crate::fdw::import`.
 
 use super::deparse::literal as my_literal;
-use super::mysql_wrapper::COMPOSITE_ROWID;
-use super::{MysqlWrapperError, Result};
-use integration_core::sql_dialect::{
-    mysql_local_type, quote_ident, quote_literal, Dialect, MySqlColumn,
-};
+use super::Result;
+use crate::fdw::import::{create_foreign_table, wanted, ImportedColumn};
+use integration_core::sql_dialect::{mysql_local_type, MySqlColumn};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::collections::{BTreeMap, HashSet};
-use supabase_wrappers::prelude::{ImportForeignSchemaStmt, ImportSchemaType};
-
-struct RemoteColumn {
-    name: String,
-    local_type: String,
-    not_null: bool,
-}
-
-fn q(name: &str) -> Result<String> {
-    quote_ident(Dialect::Postgres, name)
-        .map_err(|e| MysqlWrapperError::Value(format!("{e}: {name:?}")))
-}
-
-fn lit(value: &str) -> Result<String> {
-    quote_literal(Dialect::Postgres, value).map_err(|e| MysqlWrapperError::Value(e.to_string()))
-}
+use supabase_wrappers::prelude::ImportForeignSchemaStmt;
 
 type Rows = Vec<(String, String, String, String, String)>;
 type Pairs = Vec<(String, String)>;
@@ -91,7 +72,7 @@ pub fn statements(stmt: &ImportForeignSchemaStmt, catalog: Catalog) -> Result<Ve
             Some((table, inner.replace("``", "`")))
         })
         .collect();
-    let mut tables: BTreeMap<String, Vec<RemoteColumn>> = BTreeMap::new();
+    let mut tables: BTreeMap<String, Vec<ImportedColumn>> = BTreeMap::new();
     for (table, name, data_type, column_type, nullable) in columns {
         let is_json = json_columns.contains(&(table.clone(), name.clone()));
         let local = mysql_local_type(&MySqlColumn {
@@ -99,7 +80,7 @@ pub fn statements(stmt: &ImportForeignSchemaStmt, catalog: Catalog) -> Result<Ve
             column_type: &column_type,
             is_json,
         });
-        tables.entry(table).or_default().push(RemoteColumn {
+        tables.entry(table).or_default().push(ImportedColumn {
             name,
             local_type: local.sql,
             not_null: nullable == "NO",
@@ -109,56 +90,21 @@ pub fn statements(stmt: &ImportForeignSchemaStmt, catalog: Catalog) -> Result<Ve
     for (table, column) in keys {
         key_of.entry(table).or_default().push(column);
     }
-    let wanted = |name: &str| match stmt.list_type {
-        ImportSchemaType::FdwImportSchemaAll => true,
-        ImportSchemaType::FdwImportSchemaLimitTo => stmt.table_list.iter().any(|t| t == name),
-        ImportSchemaType::FdwImportSchemaExcept => !stmt.table_list.iter().any(|t| t == name),
-    };
     let mut out = Vec::new();
-    for (table, columns) in tables.into_iter().filter(|(t, _)| wanted(t)) {
+    for (table, columns) in tables.into_iter().filter(|(t, _)| wanted(stmt, t)) {
         let key = key_of.remove(&table).unwrap_or_default();
-        let mut defs = columns
-            .iter()
-            .map(|c| {
-                Ok(format!(
-                    "{} {}{}",
-                    q(&c.name)?,
-                    c.local_type,
-                    if c.not_null { " NOT NULL" } else { "" }
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut options = vec![
-            format!("dbname {}", lit(&stmt.remote_schema)?),
-            format!("table_name {}", lit(&table)?),
+        let location = [
+            ("dbname", stmt.remote_schema.as_str()),
+            ("table_name", table.as_str()),
         ];
-        match key.len() {
-            0 => pgrx::notice!(
-                "mysql_wrapper: remote table {}.{} has no primary key; it is imported read-only",
-                q(&stmt.remote_schema)?,
-                q(&table)?
-            ),
-            1 => options.push(format!("rowid_column {}", lit(&key[0])?)),
-            _ => {
-                if columns.iter().any(|c| c.name == COMPOSITE_ROWID) {
-                    return Err(MysqlWrapperError::Unsupported(format!(
-                        "remote table {table:?} has a column named {COMPOSITE_ROWID}, which the composite key needs"
-                    )));
-                }
-                defs.push(format!("{} text", q(COMPOSITE_ROWID)?));
-                let json = serde_json::to_string(&key)
-                    .map_err(|e| MysqlWrapperError::Value(e.to_string()))?;
-                options.push(format!("rowid_column {}", lit(COMPOSITE_ROWID)?));
-                options.push(format!("primary_key {}", lit(&json)?));
-            }
-        }
-        out.push(format!(
-            "CREATE FOREIGN TABLE {} ({}) SERVER {} OPTIONS ({})",
-            q(&table)?,
-            defs.join(", "),
-            q(&stmt.server_name)?,
-            options.join(", ")
-        ));
+        out.push(create_foreign_table(
+            "mysql_wrapper",
+            stmt,
+            &table,
+            &columns,
+            &key,
+            &location,
+        )?);
     }
     Ok(out)
 }

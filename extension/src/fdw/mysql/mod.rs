@@ -71,6 +71,19 @@ impl MysqlWrapperError {
     }
 }
 
+impl From<crate::fdw::statements::Problem> for MysqlWrapperError {
+    fn from(p: crate::fdw::statements::Problem) -> Self {
+        match p {
+            crate::fdw::statements::Problem::Option { option, reason } => {
+                MysqlWrapperError::Option { option, reason }
+            }
+            crate::fdw::statements::Problem::Value(v) => MysqlWrapperError::Value(v),
+        }
+    }
+}
+
+pub use connection::{finish_remote_transactions, in_remote_transaction};
+
 impl From<MysqlWrapperError> for ErrorReport {
     fn from(value: MysqlWrapperError) -> Self {
         let code = match &value {

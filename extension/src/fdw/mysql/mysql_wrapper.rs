@@ -2,11 +2,12 @@
 //! scans streamed through a bounded channel, writes by primary key.
 
 use super::connection::{self, ConnKey, ConnectOptions};
-use super::deparse::{self, ColumnInfo};
+use super::deparse::{self, Mysql};
 use super::{decode, import};
 use super::{MysqlWrapperError, Result};
-use crate::fdw::options::{user_mapping, validator_names};
+use crate::fdw::options::{self, user_mapping, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
+use crate::fdw::statements::{self, InsertBatch, ScanRequest};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 use pgrx::pg_sys;
@@ -25,11 +26,6 @@ const TABLE_OPTIONS: &[&str] = &[
     "fetch_size",
     "batch_size",
 ];
-const MAPPING_OPTIONS: &[&str] = &["user", "password"];
-
-/// The column a composite primary key is read into (a JSON array of the
-/// key's values as text), used as supabase-wrappers' single rowid.
-pub const COMPOSITE_ROWID: &str = "__rowid";
 
 type RemoteRow = Vec<Option<Value>>;
 
@@ -69,9 +65,7 @@ struct Modify {
     table: String,
     key: Vec<String>,
     rowid: String,
-    batch_size: usize,
-    insert_columns: Option<String>,
-    pending: Vec<String>,
+    inserts: InsertBatch,
 }
 
 static INNER_REL_SIZE: OnceLock<pg_sys::GetForeignRelSize_function> = OnceLock::new();
@@ -88,19 +82,6 @@ unsafe extern "C-unwind" fn rel_size(
     }
 }
 
-fn parse_positive(options: &HashMap<String, String>, name: &str, default: usize) -> Result<usize> {
-    match options.get(name) {
-        None => Ok(default),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(MysqlWrapperError::option(
-                name,
-                "must be a positive integer",
-            )),
-        },
-    }
-}
-
 async fn stream(
     conn: &mut Conn,
     sql: String,
@@ -114,14 +95,6 @@ async fn stream(
     }
     // Reads what the scan did not want: the protocol needs the whole result.
     result.drop_result().await
-}
-
-fn column_info<'a>(c: &'a Column, not_null: &[String]) -> ColumnInfo<'a> {
-    ColumnInfo {
-        name: &c.name,
-        local: c.type_oid,
-        not_null: not_null.contains(&c.name),
-    }
 }
 
 impl MysqlWrapper {
@@ -170,25 +143,13 @@ impl MysqlWrapper {
         }
     }
 
-    fn primary_key(options: &HashMap<String, String>) -> Result<Vec<String>> {
-        match options.get("primary_key") {
-            Some(json) => serde_json::from_str(json).map_err(|_| {
-                MysqlWrapperError::option("primary_key", "must be a JSON array of column names")
-            }),
-            None => Ok(options.get("rowid_column").into_iter().cloned().collect()),
-        }
-    }
-
-    fn option_size(
-        &self,
-        options: &HashMap<String, String>,
-        name: &str,
-        default: usize,
-    ) -> Result<usize> {
-        match options.get(name) {
-            Some(_) => parse_positive(options, name, default),
-            None => parse_positive(&self.server.options, name, default),
-        }
+    fn size(&self, options: &HashMap<String, String>, name: &str, default: usize) -> Result<usize> {
+        Ok(options::positive(
+            options,
+            &self.server.options,
+            name,
+            default,
+        )?)
     }
 
     fn build_select(
@@ -199,131 +160,27 @@ impl MysqlWrapper {
         limit: &Option<Limit>,
         options: &HashMap<String, String>,
     ) -> Result<String> {
-        let key = Self::primary_key(options)?;
         let not_null = options
             .get("wrappers.ftable_oid")
             .and_then(|o| o.parse().ok())
             .map(planner::not_null_columns)
             .unwrap_or_default();
-        let mut select = Vec::with_capacity(columns.len());
-        for c in columns {
-            if c.name == COMPOSITE_ROWID && key.len() > 1 {
-                let parts = key
-                    .iter()
-                    .map(|k| deparse::ident(k).map(|k| format!("CAST({k} AS CHAR)")))
-                    .collect::<Result<Vec<_>>>()?;
-                select.push(format!("JSON_ARRAY({})", parts.join(", ")));
-            } else {
-                select.push(deparse::select_expr(&column_info(c, &not_null))?);
-            }
-        }
-        if select.is_empty() {
-            select.push("NULL".into());
-        }
-        let mut sql = format!(
-            "SELECT {} FROM {}",
-            select.join(", "),
-            self.remote_table(options)?
-        );
-        let by_name: HashMap<&str, &Column> =
-            columns.iter().map(|c| (c.name.as_str(), c)).collect();
-        let conds: Vec<String> = quals
-            .iter()
-            .filter(|q| q.field != COMPOSITE_ROWID)
-            .filter_map(|q| {
-                by_name
-                    .get(q.field.as_str())
-                    .and_then(|c| deparse::qual(q, &column_info(c, &not_null)))
-            })
-            .collect();
-        if !conds.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conds.join(" AND "));
-        }
-        if let Some(limit) = limit {
-            let keys: Vec<String> = sorts
-                .iter()
-                .filter_map(|s| {
-                    by_name
-                        .get(s.field.as_str())
-                        .and_then(|c| deparse::sort_key(s, &column_info(c, &not_null)))
-                })
-                .collect();
-            if self.facts.limit_pushable(conds.len(), keys.len()) && keys.len() == sorts.len() {
-                if !keys.is_empty() {
-                    sql.push_str(" ORDER BY ");
-                    sql.push_str(&keys.join(", "));
-                }
-                // The local Limit node applies OFFSET again: fetch both.
-                sql.push_str(&format!(
-                    " LIMIT {}",
-                    limit.count.saturating_add(limit.offset)
-                ));
-            }
-        }
-        Ok(sql)
+        statements::select::<Mysql>(&ScanRequest {
+            table: &self.remote_table(options)?,
+            key: &statements::primary_key(options)?,
+            quals,
+            columns,
+            sorts,
+            limit,
+            facts: self.facts,
+            not_null: &not_null,
+        })
     }
 
     fn execute(&self, sql: String) -> Result<()> {
         connection::with_conn(self.key(), &self.connect_options()?, async move |conn| {
             conn.query_drop(sql).await
         })
-    }
-
-    fn flush_inserts(&mut self) -> Result<()> {
-        let Some(modify) = self.modify.as_mut() else {
-            return Ok(());
-        };
-        if modify.pending.is_empty() {
-            return Ok(());
-        }
-        let Some(columns) = &modify.insert_columns else {
-            return Ok(());
-        };
-        let sql = format!(
-            "INSERT INTO {} {} VALUES {}",
-            modify.table,
-            columns,
-            modify.pending.join(", ")
-        );
-        modify.pending.clear();
-        self.execute(sql)
-    }
-
-    fn key_condition(modify: &Modify, rowid: &Cell) -> Result<String> {
-        if modify.key.len() > 1 {
-            let Cell::String(json) = rowid else {
-                return Err(MysqlWrapperError::Value("composite key is not text".into()));
-            };
-            let values: Vec<Option<String>> = serde_json::from_str(json).map_err(|_| {
-                MysqlWrapperError::Value("composite key is not a JSON array".into())
-            })?;
-            if values.len() != modify.key.len() {
-                return Err(MysqlWrapperError::Value(
-                    "composite key has the wrong arity".into(),
-                ));
-            }
-            let parts = modify
-                .key
-                .iter()
-                .zip(values)
-                .map(|(k, v)| match v {
-                    Some(v) => Ok(format!(
-                        "{} = {}",
-                        deparse::ident(k)?,
-                        deparse::literal(&v)?
-                    )),
-                    None => Ok(format!("{} IS NULL", deparse::ident(k)?)),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(parts.join(" AND "))
-        } else {
-            Ok(format!(
-                "{} = {}",
-                deparse::ident(&modify.rowid)?,
-                deparse::cell_literal(rowid)?
-            ))
-        }
     }
 }
 
@@ -380,7 +237,7 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
             })?;
             Source::Buffered(rows)
         } else {
-            let fetch_size = self.option_size(options, "fetch_size", 1000)?;
+            let fetch_size = self.size(options, "fetch_size", 1000)?;
             let (mut conn, cached) = connection::lend(self.key(), &opts)?;
             let (tx, rx) = mpsc::channel(fetch_size);
             let (conn_tx, conn_rx) = oneshot::channel();
@@ -452,53 +309,28 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
     }
 
     fn begin_modify(&mut self, options: &HashMap<String, String>) -> Result<()> {
+        let key = statements::primary_key(options)?;
+        let table = self.remote_table(options)?;
         self.modify = Some(Modify {
-            table: self.remote_table(options)?,
-            key: Self::primary_key(options)?,
+            inserts: InsertBatch::new(
+                table.clone(),
+                key.len() > 1,
+                self.size(options, "batch_size", 100)?,
+            ),
+            table,
+            key,
             rowid: options.get("rowid_column").cloned().unwrap_or_default(),
-            batch_size: self.option_size(options, "batch_size", 100)?,
-            insert_columns: None,
-            pending: Vec::new(),
         });
         Ok(())
     }
 
     fn insert(&mut self, row: &Row) -> Result<()> {
-        let (columns, values) = {
-            let Some(modify) = self.modify.as_ref() else {
-                return Ok(());
-            };
-            let mut names = Vec::new();
-            let mut values = Vec::new();
-            for (name, cell) in row.iter() {
-                if name == COMPOSITE_ROWID && modify.key.len() > 1 {
-                    continue;
-                }
-                names.push(deparse::ident(name)?);
-                values.push(match cell {
-                    Some(cell) => deparse::cell_literal(cell)?,
-                    None => "NULL".into(),
-                });
-            }
-            (format!("({})", names.join(", ")), values)
+        let ready = match self.modify.as_mut() {
+            Some(modify) => modify.inserts.push::<Mysql>(row)?,
+            None => return Ok(()),
         };
-        let same_columns = self
-            .modify
-            .as_ref()
-            .is_some_and(|m| m.insert_columns.as_deref() == Some(columns.as_str()));
-        if !same_columns {
-            self.flush_inserts()?;
-        }
-        let full = {
-            let Some(modify) = self.modify.as_mut() else {
-                return Ok(());
-            };
-            modify.insert_columns = Some(columns);
-            modify.pending.push(format!("({})", values.join(", ")));
-            modify.pending.len() >= modify.batch_size
-        };
-        if full {
-            self.flush_inserts()?;
+        for sql in ready {
+            self.execute(sql)?;
         }
         Ok(())
     }
@@ -507,43 +339,27 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
         let Some(modify) = self.modify.as_ref() else {
             return Ok(());
         };
-        let mut sets = Vec::new();
-        for (name, cell) in new_row.iter() {
-            if name == COMPOSITE_ROWID {
-                continue;
-            }
-            let value = match cell {
-                Some(cell) => deparse::cell_literal(cell)?,
-                None => "NULL".into(),
-            };
-            sets.push(format!("{} = {value}", deparse::ident(name)?));
+        let condition = statements::key_condition::<Mysql>(&modify.key, &modify.rowid, rowid)?;
+        match statements::update::<Mysql>(&modify.table, modify.key.len() > 1, new_row, &condition)?
+        {
+            Some(sql) => self.execute(sql),
+            None => Ok(()),
         }
-        if sets.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "UPDATE {} SET {} WHERE {}",
-            modify.table,
-            sets.join(", "),
-            Self::key_condition(modify, rowid)?
-        );
-        self.execute(sql)
     }
 
     fn delete(&mut self, rowid: &Cell) -> Result<()> {
         let Some(modify) = self.modify.as_ref() else {
             return Ok(());
         };
-        let sql = format!(
-            "DELETE FROM {} WHERE {}",
-            modify.table,
-            Self::key_condition(modify, rowid)?
-        );
-        self.execute(sql)
+        let condition = statements::key_condition::<Mysql>(&modify.key, &modify.rowid, rowid)?;
+        self.execute(format!("DELETE FROM {} WHERE {condition}", modify.table))
     }
 
     fn end_modify(&mut self) -> Result<()> {
-        self.flush_inserts()?;
+        let last = self.modify.as_mut().and_then(|m| m.inserts.flush());
+        if let Some(sql) = last {
+            self.execute(sql)?;
+        }
         self.modify = None;
         Ok(())
     }
@@ -564,20 +380,10 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<pg_sys::Oid>) -> Result<()> {
-        let allowed: &[&str] = match catalog {
-            Some(FOREIGN_SERVER_RELATION_ID) => SERVER_OPTIONS,
-            Some(FOREIGN_TABLE_RELATION_ID) => TABLE_OPTIONS,
-            Some(oid) if oid == pg_sys::UserMappingRelationId => MAPPING_OPTIONS,
-            _ => return Ok(()),
+        let allowed = Allowed {
+            server: SERVER_OPTIONS,
+            table: TABLE_OPTIONS,
         };
-        for name in validator_names(&options) {
-            if !allowed.contains(&name.as_str()) {
-                return Err(MysqlWrapperError::option(
-                    &name,
-                    format!("is not valid here; valid options: {}", allowed.join(", ")),
-                ));
-            }
-        }
-        Ok(())
+        Ok(options::validate(&options, catalog, &allowed)?)
     }
 }

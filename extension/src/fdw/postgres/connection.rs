@@ -40,7 +40,6 @@ struct Conn {
 
 thread_local! {
     static CONNS: RefCell<HashMap<ConnKey, Conn>> = RefCell::new(HashMap::new());
-    static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The backend's runtime (shared by the wrappers).
@@ -84,7 +83,7 @@ async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<Client> {
 /// remote transaction open.
 pub fn in_transaction(key: ConnKey, opts: &ConnectOptions) -> Result<Rc<Client>> {
     let rt = runtime()?;
-    register_callback();
+    crate::fdw::xact::register();
     let cached = CONNS.with(|c| {
         c.borrow()
             .get(&key)
@@ -129,35 +128,8 @@ fn mark(key: ConnKey, client: Rc<Client>, in_xact: bool) {
     });
 }
 
-fn register_callback() {
-    if CALLBACK_REGISTERED.get() {
-        return;
-    }
-    // SAFETY: registered once per backend; the callback lives as long as
-    // the library.
-    unsafe { pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut()) };
-    CALLBACK_REGISTERED.set(true);
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut libc::c_void) {
-    match event {
-        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => finish_all(true),
-        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if any_in_xact() => {
-            crate::errors::raise(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                "cannot PREPARE a transaction that has used postgres_wrapper",
-                None,
-            );
-        }
-        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
-            finish_all(false)
-        }
-        _ => {}
-    }
-}
-
-fn any_in_xact() -> bool {
+/// True while a remote transaction of this backend is open.
+pub fn in_remote_transaction() -> bool {
     CONNS.with(|c| c.borrow().values().any(|conn| conn.in_xact))
 }
 
@@ -165,7 +137,7 @@ fn any_in_xact() -> bool {
 /// this backend opened. A failed COMMIT raises, which aborts the local
 /// transaction; a failed ROLLBACK drops the connection, which makes the
 /// remote server roll back.
-fn finish_all(commit: bool) {
+pub fn finish_remote_transactions(commit: bool) {
     let Ok(rt) = runtime() else { return };
     let open: Vec<(ConnKey, Rc<Client>)> = CONNS.with(|c| {
         c.borrow_mut()

@@ -4,10 +4,13 @@
 //! rendered here stays with the local server, which rechecks every condition
 //! anyway, so results never depend on what was pushed.
 
+use super::decode;
 use super::{PostgresWrapperError, Result};
+use crate::fdw::statements::RemoteSql;
 use integration_core::sql_dialect::{bytes_literal, quote_ident, quote_literal, Dialect};
 use pgrx::datum::ToIsoString;
-use supabase_wrappers::prelude::{Cell, Qual, Sort, Value};
+use pgrx::pg_sys;
+use supabase_wrappers::prelude::{Cell, Column, Qual, Sort, Value};
 
 const D: Dialect = Dialect::Postgres;
 
@@ -74,6 +77,46 @@ pub fn cell_literal(cell: &Cell) -> Result<String> {
             )))
         }
     })
+}
+
+/// The PostgreSQL dialect of the shared statements.
+pub struct Postgres;
+
+fn info(c: &Column) -> ColumnInfo<'_> {
+    ColumnInfo {
+        name: &c.name,
+        as_text: decode::reads_as_text(c.type_oid),
+        collatable: matches!(
+            c.type_oid,
+            pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID
+        ),
+    }
+}
+
+impl RemoteSql for Postgres {
+    type Error = PostgresWrapperError;
+    fn ident(name: &str) -> Result<String> {
+        ident(name)
+    }
+    fn literal(text: &str) -> Result<String> {
+        literal(text)
+    }
+    fn cell_literal(cell: &Cell) -> Result<String> {
+        cell_literal(cell)
+    }
+    fn select_expr(col: &Column, _not_null: bool) -> Result<String> {
+        column_expr(&info(col))
+    }
+    fn composite_key_expr(quoted_key: &[String]) -> String {
+        let parts: Vec<String> = quoted_key.iter().map(|k| format!("{k}::text")).collect();
+        format!("json_build_array({})::text", parts.join(", "))
+    }
+    fn qual(q: &Qual, col: &Column, _not_null: bool) -> Option<String> {
+        qual(q, &info(col))
+    }
+    fn sort_key(s: &Sort, col: &Column, _not_null: bool) -> Option<String> {
+        sort_key(s, &info(col))
+    }
 }
 
 /// What the wrapper knows of a local column when it renders conditions.

@@ -63,6 +63,19 @@ impl PostgresWrapperError {
     }
 }
 
+impl From<crate::fdw::statements::Problem> for PostgresWrapperError {
+    fn from(p: crate::fdw::statements::Problem) -> Self {
+        match p {
+            crate::fdw::statements::Problem::Option { option, reason } => {
+                PostgresWrapperError::Option { option, reason }
+            }
+            crate::fdw::statements::Problem::Value(v) => PostgresWrapperError::Value(v),
+        }
+    }
+}
+
+pub use connection::{finish_remote_transactions, in_remote_transaction};
+
 impl From<PostgresWrapperError> for ErrorReport {
     fn from(value: PostgresWrapperError) -> Self {
         let code = match &value {

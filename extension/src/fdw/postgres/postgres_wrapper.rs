@@ -3,11 +3,12 @@
 
 use super::connection::{self, ConnKey, ConnectOptions};
 use super::decode;
-use super::deparse::{self, ColumnInfo};
+use super::deparse::{self, Postgres};
 use super::import;
 use super::{PostgresWrapperError, Result};
-use crate::fdw::options::{user_mapping, validator_names};
+use crate::fdw::options::{self, user_mapping, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
+use crate::fdw::statements::{self, InsertBatch, ScanRequest};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -34,11 +35,6 @@ const TABLE_OPTIONS: &[&str] = &[
     "fetch_size",
     "batch_size",
 ];
-const MAPPING_OPTIONS: &[&str] = &["user", "password"];
-
-/// The column a composite primary key is read into (a JSON array of the
-/// key's values as remote text), used as supabase-wrappers' single rowid.
-pub const COMPOSITE_ROWID: &str = "__rowid";
 
 #[wrappers_fdw(
     version = "0.1.0",
@@ -70,9 +66,7 @@ struct Modify {
     table: String,
     key: Vec<String>,
     rowid: String,
-    batch_size: usize,
-    insert_columns: Option<String>,
-    pending: Vec<String>,
+    inserts: InsertBatch,
 }
 
 static CURSOR_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -89,30 +83,6 @@ unsafe extern "C-unwind" fn rel_size(
     if let Some(Some(inner)) = INNER_REL_SIZE.get() {
         // SAFETY: the planner's arguments, passed through unchanged.
         unsafe { planner::with_facts(root, baserel, || inner(root, baserel, table)) };
-    }
-}
-
-fn parse_positive(options: &HashMap<String, String>, name: &str, default: usize) -> Result<usize> {
-    match options.get(name) {
-        None => Ok(default),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(PostgresWrapperError::option(
-                name,
-                "must be a positive integer",
-            )),
-        },
-    }
-}
-
-fn info(c: &Column) -> ColumnInfo<'_> {
-    ColumnInfo {
-        name: &c.name,
-        as_text: decode::reads_as_text(c.type_oid),
-        collatable: matches!(
-            c.type_oid,
-            pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID
-        ),
     }
 }
 
@@ -146,9 +116,12 @@ impl PostgresWrapper {
                 PostgresWrapperError::option("user", "the user mapping needs a user")
             })?,
             password: mapping.get("password").cloned(),
-            connect_timeout: Duration::from_secs(
-                parse_positive(server, "connect_timeout", 10)? as u64
-            ),
+            connect_timeout: Duration::from_secs(options::positive(
+                server,
+                server,
+                "connect_timeout",
+                10,
+            )? as u64),
         })
     }
 
@@ -175,28 +148,15 @@ impl PostgresWrapper {
         ))
     }
 
-    fn primary_key(options: &HashMap<String, String>) -> Result<Vec<String>> {
-        match options.get("primary_key") {
-            Some(json) => serde_json::from_str(json).map_err(|_| {
-                PostgresWrapperError::option("primary_key", "must be a JSON array of column names")
-            }),
-            None => Ok(options.get("rowid_column").into_iter().cloned().collect()),
-        }
+    fn size(&self, options: &HashMap<String, String>, name: &str, default: usize) -> Result<usize> {
+        Ok(options::positive(
+            options,
+            &self.server.options,
+            name,
+            default,
+        )?)
     }
 
-    fn option_size(
-        &self,
-        options: &HashMap<String, String>,
-        name: &str,
-        default: usize,
-    ) -> Result<usize> {
-        match options.get(name) {
-            Some(_) => parse_positive(options, name, default),
-            None => parse_positive(&self.server.options, name, default),
-        }
-    }
-
-    /// The remote SELECT for a scan and the number of conditions it carries.
     fn build_select(
         &self,
         quals: &[Qual],
@@ -205,123 +165,16 @@ impl PostgresWrapper {
         limit: &Option<Limit>,
         options: &HashMap<String, String>,
     ) -> Result<String> {
-        let key = Self::primary_key(options)?;
-        let mut select = Vec::with_capacity(columns.len());
-        for c in columns {
-            if c.name == COMPOSITE_ROWID && key.len() > 1 {
-                let parts = key
-                    .iter()
-                    .map(|k| deparse::ident(k).map(|k| format!("{k}::text")))
-                    .collect::<Result<Vec<_>>>()?;
-                select.push(format!("json_build_array({})::text", parts.join(", ")));
-            } else {
-                select.push(deparse::column_expr(&info(c))?);
-            }
-        }
-        if select.is_empty() {
-            select.push("NULL".into());
-        }
-        let mut sql = format!(
-            "SELECT {} FROM {}",
-            select.join(", "),
-            Self::remote_table(options)?
-        );
-        let by_name: HashMap<&str, &Column> =
-            columns.iter().map(|c| (c.name.as_str(), c)).collect();
-        let conds: Vec<String> = quals
-            .iter()
-            .filter(|q| q.field != COMPOSITE_ROWID)
-            .filter_map(|q| {
-                by_name
-                    .get(q.field.as_str())
-                    .and_then(|c| deparse::qual(q, &info(c)))
-            })
-            .collect();
-        if !conds.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conds.join(" AND "));
-        }
-        if let Some(limit) = limit {
-            let keys: Vec<String> = sorts
-                .iter()
-                .filter_map(|s| {
-                    by_name
-                        .get(s.field.as_str())
-                        .and_then(|c| deparse::sort_key(s, &info(c)))
-                })
-                .collect();
-            if self.facts.limit_pushable(conds.len(), keys.len()) && keys.len() == sorts.len() {
-                if !keys.is_empty() {
-                    sql.push_str(" ORDER BY ");
-                    sql.push_str(&keys.join(", "));
-                }
-                // The local Limit node applies OFFSET again: fetch both.
-                sql.push_str(&format!(
-                    " LIMIT {}",
-                    limit.count.saturating_add(limit.offset)
-                ));
-            }
-        }
-        Ok(sql)
-    }
-
-    fn flush_inserts(modify: &mut Modify, server: &str) -> Result<()> {
-        if modify.pending.is_empty() {
-            return Ok(());
-        }
-        let Some(columns) = &modify.insert_columns else {
-            return Ok(());
-        };
-        let sql = format!(
-            "INSERT INTO {} {} VALUES {}",
-            modify.table,
+        statements::select::<Postgres>(&ScanRequest {
+            table: &Self::remote_table(options)?,
+            key: &statements::primary_key(options)?,
+            quals,
             columns,
-            modify.pending.join(", ")
-        );
-        modify.pending.clear();
-        let rt = connection::runtime()?;
-        rt.block_on(modify.client.batch_execute(&sql))
-            .map_err(|e| PostgresWrapperError::remote(server, e))
-    }
-
-    fn key_condition(modify: &Modify, rowid: &Cell) -> Result<String> {
-        if modify.key.len() > 1 {
-            let Cell::String(json) = rowid else {
-                return Err(PostgresWrapperError::Value(
-                    "composite key is not text".into(),
-                ));
-            };
-            let values: Vec<Option<String>> = serde_json::from_str(json).map_err(|_| {
-                PostgresWrapperError::Value("composite key is not a JSON array".into())
-            })?;
-            if values.len() != modify.key.len() {
-                return Err(PostgresWrapperError::Value(
-                    "composite key has the wrong arity".into(),
-                ));
-            }
-            let parts = modify
-                .key
-                .iter()
-                .zip(values)
-                .map(|(k, v)| match v {
-                    // The remote text output read back as the column type keeps
-                    // the remote index usable.
-                    Some(v) => Ok(format!(
-                        "{} = {}",
-                        deparse::ident(k)?,
-                        deparse::literal(&v)?
-                    )),
-                    None => Ok(format!("{} IS NULL", deparse::ident(k)?)),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(parts.join(" AND "))
-        } else {
-            Ok(format!(
-                "{} = {}",
-                deparse::ident(&modify.rowid)?,
-                deparse::cell_literal(rowid)?
-            ))
-        }
+            sorts,
+            limit,
+            facts: self.facts,
+            not_null: &[],
+        })
     }
 
     fn run_modify(&self, sql: &str) -> Result<()> {
@@ -375,7 +228,7 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         options: &HashMap<String, String>,
     ) -> Result<()> {
         let sql = self.build_select(quals, columns, sorts, limit, options)?;
-        let fetch_size = self.option_size(options, "fetch_size", 1000)?;
+        let fetch_size = self.size(options, "fetch_size", 1000)?;
         let client = self.client()?;
         let seq = CURSOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cursor = format!("pg_integration_c{seq}");
@@ -459,45 +312,29 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
     }
 
     fn begin_modify(&mut self, options: &HashMap<String, String>) -> Result<()> {
-        let key = Self::primary_key(options)?;
-        let rowid = options.get("rowid_column").cloned().unwrap_or_default();
+        let key = statements::primary_key(options)?;
+        let table = Self::remote_table(options)?;
         self.modify = Some(Modify {
             client: self.client()?,
-            table: Self::remote_table(options)?,
+            inserts: InsertBatch::new(
+                table.clone(),
+                key.len() > 1,
+                self.size(options, "batch_size", 100)?,
+            ),
+            table,
             key,
-            rowid,
-            batch_size: self.option_size(options, "batch_size", 100)?,
-            insert_columns: None,
-            pending: Vec::new(),
+            rowid: options.get("rowid_column").cloned().unwrap_or_default(),
         });
         Ok(())
     }
 
     fn insert(&mut self, row: &Row) -> Result<()> {
-        let server = self.server.server_name.clone();
-        let Some(modify) = self.modify.as_mut() else {
-            return Ok(());
+        let ready = match self.modify.as_mut() {
+            Some(modify) => modify.inserts.push::<Postgres>(row)?,
+            None => return Ok(()),
         };
-        let mut names = Vec::new();
-        let mut values = Vec::new();
-        for (name, cell) in row.iter() {
-            if name == COMPOSITE_ROWID && modify.key.len() > 1 {
-                continue;
-            }
-            names.push(deparse::ident(name)?);
-            values.push(match cell {
-                Some(cell) => deparse::cell_literal(cell)?,
-                None => "NULL".into(),
-            });
-        }
-        let columns = format!("({})", names.join(", "));
-        if modify.insert_columns.as_deref() != Some(columns.as_str()) {
-            Self::flush_inserts(modify, &server)?;
-            modify.insert_columns = Some(columns);
-        }
-        modify.pending.push(format!("({})", values.join(", ")));
-        if modify.pending.len() >= modify.batch_size {
-            Self::flush_inserts(modify, &server)?;
+        for sql in ready {
+            self.run_modify(&sql)?;
         }
         Ok(())
     }
@@ -506,46 +343,32 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         let Some(modify) = self.modify.as_ref() else {
             return Ok(());
         };
-        let mut sets = Vec::new();
-        for (name, cell) in new_row.iter() {
-            if name == COMPOSITE_ROWID {
-                continue;
-            }
-            let value = match cell {
-                Some(cell) => deparse::cell_literal(cell)?,
-                None => "NULL".into(),
-            };
-            sets.push(format!("{} = {value}", deparse::ident(name)?));
+        let condition = statements::key_condition::<Postgres>(&modify.key, &modify.rowid, rowid)?;
+        match statements::update::<Postgres>(
+            &modify.table,
+            modify.key.len() > 1,
+            new_row,
+            &condition,
+        )? {
+            Some(sql) => self.run_modify(&sql),
+            None => Ok(()),
         }
-        if sets.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "UPDATE {} SET {} WHERE {}",
-            modify.table,
-            sets.join(", "),
-            Self::key_condition(modify, rowid)?
-        );
-        self.run_modify(&sql)
     }
 
     fn delete(&mut self, rowid: &Cell) -> Result<()> {
         let Some(modify) = self.modify.as_ref() else {
             return Ok(());
         };
-        let sql = format!(
-            "DELETE FROM {} WHERE {}",
-            modify.table,
-            Self::key_condition(modify, rowid)?
-        );
-        self.run_modify(&sql)
+        let condition = statements::key_condition::<Postgres>(&modify.key, &modify.rowid, rowid)?;
+        self.run_modify(&format!("DELETE FROM {} WHERE {condition}", modify.table))
     }
 
     fn end_modify(&mut self) -> Result<()> {
-        let server = self.server.server_name.clone();
-        if let Some(mut modify) = self.modify.take() {
-            Self::flush_inserts(&mut modify, &server)?;
+        let last = self.modify.as_mut().and_then(|m| m.inserts.flush());
+        if let Some(sql) = last {
+            self.run_modify(&sql)?;
         }
+        self.modify = None;
         Ok(())
     }
 
@@ -561,20 +384,11 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<pg_sys::Oid>) -> Result<()> {
-        let allowed: &[&str] = match catalog {
-            Some(FOREIGN_SERVER_RELATION_ID) => SERVER_OPTIONS,
-            Some(FOREIGN_TABLE_RELATION_ID) => TABLE_OPTIONS,
-            Some(oid) if oid == pg_sys::UserMappingRelationId => MAPPING_OPTIONS,
-            _ => return Ok(()),
+        let allowed = Allowed {
+            server: SERVER_OPTIONS,
+            table: TABLE_OPTIONS,
         };
-        for name in validator_names(&options) {
-            if !allowed.contains(&name.as_str()) {
-                return Err(PostgresWrapperError::option(
-                    &name,
-                    format!("is not valid here; valid options: {}", allowed.join(", ")),
-                ));
-            }
-        }
+        options::validate(&options, catalog, &allowed)?;
         for opt in options.iter().flatten() {
             if let Some(("sslmode", mode)) = opt.split_once('=') {
                 if mode != "disable" {
