@@ -67,3 +67,10 @@ CREATE FOREIGN DATA WRAPPER mysql_wrapper
     VALIDATOR integration.mysql_wrapper_validator;
 COMMENT ON FOREIGN DATA WRAPPER mysql_wrapper IS 'pg_integration: MySQL and MariaDB';
 GRANT USAGE ON FOREIGN DATA WRAPPER mysql_wrapper TO integration_admin;
+
+-- Data sources: integration_admin only (the functions check membership too).
+GRANT EXECUTE ON FUNCTION
+    integration.add_data_source(text, text, jsonb),
+    integration.test_data_source(text),
+    integration.query(text, text, jsonb)
+TO integration_admin;

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 mod api_keys;
 mod audit;
+mod data_sources;
 mod errors;
 mod fdw;
 mod http;

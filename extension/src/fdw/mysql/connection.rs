@@ -6,6 +6,7 @@
 //! gives it back when it ends.
 
 use super::{MysqlWrapperError, Result};
+use crate::fdw::options::user_mapping;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 use pgrx::pg_sys;
@@ -14,6 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
+use supabase_wrappers::prelude::ForeignServer;
 use tokio::runtime::Runtime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,6 +33,43 @@ pub struct ConnectOptions {
     pub dbname: Option<String>,
     pub user: String,
     pub password: Option<String>,
+}
+
+impl ConnectOptions {
+    /// The server's options and the current user's mapping.
+    pub fn for_server(server_def: &ForeignServer) -> Result<ConnectOptions> {
+        let server = &server_def.options;
+        let mapping = user_mapping(server_def.server_oid);
+        Ok(ConnectOptions {
+            server_name: server_def.server_name.clone(),
+            host: server
+                .get("host")
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            port: match server.get("port") {
+                None => 3306,
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| MysqlWrapperError::option("port", "must be a TCP port"))?,
+            },
+            dbname: server.get("dbname").cloned(),
+            user: mapping.get("user").cloned().ok_or_else(|| {
+                MysqlWrapperError::option("user", "the user mapping needs a user")
+            })?,
+            password: mapping.get("password").cloned(),
+        })
+    }
+}
+
+impl ConnKey {
+    /// The key of the current user's connection to `server`.
+    pub fn current(server: pg_sys::Oid) -> ConnKey {
+        ConnKey {
+            server,
+            // SAFETY: plain catalog state of this backend.
+            user: unsafe { pg_sys::GetUserId() },
+        }
+    }
 }
 
 struct Entry {

@@ -9,6 +9,7 @@ mod decode;
 mod deparse;
 mod import;
 mod mysql_wrapper;
+pub mod pass_through;
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;

@@ -5,7 +5,7 @@ use super::connection::{self, ConnKey, ConnectOptions};
 use super::deparse::{self, Mysql};
 use super::{decode, import};
 use super::{MysqlWrapperError, Result};
-use crate::fdw::options::{self, user_mapping, Allowed};
+use crate::fdw::options::{self, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
 use crate::fdw::statements::{self, InsertBatch, ScanRequest};
 use mysql_async::prelude::Queryable;
@@ -99,34 +99,11 @@ async fn stream(
 
 impl MysqlWrapper {
     fn key(&self) -> ConnKey {
-        ConnKey {
-            server: self.server.server_oid,
-            // SAFETY: plain catalog state of this backend.
-            user: unsafe { pg_sys::GetUserId() },
-        }
+        ConnKey::current(self.server.server_oid)
     }
 
     fn connect_options(&self) -> Result<ConnectOptions> {
-        let server = &self.server.options;
-        let mapping = user_mapping(self.server.server_oid);
-        Ok(ConnectOptions {
-            server_name: self.server.server_name.clone(),
-            host: server
-                .get("host")
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1".into()),
-            port: match server.get("port") {
-                None => 3306,
-                Some(p) => p
-                    .parse()
-                    .map_err(|_| MysqlWrapperError::option("port", "must be a TCP port"))?,
-            },
-            dbname: server.get("dbname").cloned(),
-            user: mapping.get("user").cloned().ok_or_else(|| {
-                MysqlWrapperError::option("user", "the user mapping needs a user")
-            })?,
-            password: mapping.get("password").cloned(),
-        })
+        ConnectOptions::for_server(&self.server)
     }
 
     fn remote_table(&self, options: &HashMap<String, String>) -> Result<String> {

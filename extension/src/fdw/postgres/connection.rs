@@ -5,12 +5,14 @@
 //! back on local abort, so a local ROLLBACK leaves the remote untouched.
 
 use super::{PostgresWrapperError, Result};
+use crate::fdw::options::{self, user_mapping};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
+use supabase_wrappers::prelude::ForeignServer;
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -31,6 +33,53 @@ pub struct ConnectOptions {
     pub user: String,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// The server's options and the current user's mapping.
+    pub fn for_server(server_def: &ForeignServer) -> Result<ConnectOptions> {
+        let server = &server_def.options;
+        let mapping = user_mapping(server_def.server_oid);
+        let port = match server.get("port") {
+            None => 5432,
+            Some(p) => p
+                .parse()
+                .map_err(|_| PostgresWrapperError::option("port", "must be a TCP port"))?,
+        };
+        Ok(ConnectOptions {
+            server_name: server_def.server_name.clone(),
+            host: server
+                .get("host")
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            port,
+            dbname: server
+                .get("dbname")
+                .cloned()
+                .unwrap_or_else(|| "postgres".into()),
+            user: mapping.get("user").cloned().ok_or_else(|| {
+                PostgresWrapperError::option("user", "the user mapping needs a user")
+            })?,
+            password: mapping.get("password").cloned(),
+            connect_timeout: Duration::from_secs(options::positive(
+                server,
+                server,
+                "connect_timeout",
+                10,
+            )? as u64),
+        })
+    }
+}
+
+impl ConnKey {
+    /// The key of the current user's connection to `server`.
+    pub fn current(server: pg_sys::Oid) -> ConnKey {
+        ConnKey {
+            server,
+            // SAFETY: plain catalog state of this backend.
+            user: unsafe { pg_sys::GetUserId() },
+        }
+    }
 }
 
 struct Conn {

@@ -8,6 +8,7 @@ mod connection;
 mod decode;
 mod deparse;
 mod import;
+pub mod pass_through;
 mod postgres_wrapper;
 
 use pgrx::pg_sys::panic::ErrorReport;

@@ -6,7 +6,7 @@ use super::decode;
 use super::deparse::{self, Postgres};
 use super::import;
 use super::{PostgresWrapperError, Result};
-use crate::fdw::options::{self, user_mapping, Allowed};
+use crate::fdw::options::{self, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
 use crate::fdw::statements::{self, InsertBatch, ScanRequest};
 use pgrx::pg_sys;
@@ -14,7 +14,6 @@ use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::OnceLock;
-use std::time::Duration;
 use supabase_wrappers::prelude::*;
 use tokio_postgres::{Client, Statement};
 
@@ -87,50 +86,15 @@ unsafe extern "C-unwind" fn rel_size(
 }
 
 impl PostgresWrapper {
-    fn user_oid() -> pg_sys::Oid {
-        // SAFETY: plain catalog state of this backend.
-        unsafe { pg_sys::GetUserId() }
-    }
-
     fn connect_options(&self) -> Result<ConnectOptions> {
-        let server = &self.server.options;
-        let mapping = user_mapping(self.server.server_oid);
-        let port = match server.get("port") {
-            None => 5432,
-            Some(p) => p
-                .parse()
-                .map_err(|_| PostgresWrapperError::option("port", "must be a TCP port"))?,
-        };
-        Ok(ConnectOptions {
-            server_name: self.server.server_name.clone(),
-            host: server
-                .get("host")
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1".into()),
-            port,
-            dbname: server
-                .get("dbname")
-                .cloned()
-                .unwrap_or_else(|| "postgres".into()),
-            user: mapping.get("user").cloned().ok_or_else(|| {
-                PostgresWrapperError::option("user", "the user mapping needs a user")
-            })?,
-            password: mapping.get("password").cloned(),
-            connect_timeout: Duration::from_secs(options::positive(
-                server,
-                server,
-                "connect_timeout",
-                10,
-            )? as u64),
-        })
+        ConnectOptions::for_server(&self.server)
     }
 
     fn client(&self) -> Result<Rc<Client>> {
-        let key = ConnKey {
-            server: self.server.server_oid,
-            user: Self::user_oid(),
-        };
-        connection::in_transaction(key, &self.connect_options()?)
+        connection::in_transaction(
+            ConnKey::current(self.server.server_oid),
+            &self.connect_options()?,
+        )
     }
 
     fn remote_table(options: &HashMap<String, String>) -> Result<String> {
