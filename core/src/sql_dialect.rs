@@ -111,6 +111,26 @@ pub fn bytes_literal(dialect: Dialect, bytes: &[u8]) -> String {
     }
 }
 
+/// PostgreSQL's packed form of a five-character SQLSTATE (`MAKE_SQLSTATE`),
+/// or None when `code` is not five characters of `0-9A-Z`.
+pub fn packed_sqlstate(code: &str) -> Option<i32> {
+    let bytes = code.as_bytes();
+    if bytes.len() != 5
+        || !bytes
+            .iter()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    {
+        return None;
+    }
+    Some(
+        bytes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| ((*b as i32 - '0' as i32) & 0x3f) << (6 * i))
+            .sum(),
+    )
+}
+
 /// How a remote column is read into the local type chosen by the mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalType {
@@ -320,6 +340,19 @@ mod tests {
             quote_literal(MY, "a\0b"),
             Err(DialectError::Nul { what: "value" })
         );
+    }
+
+    #[test]
+    fn sqlstates_pack_like_postgres() {
+        // ERRCODE_UNIQUE_VIOLATION = MAKE_SQLSTATE('2','3','5','0','5')
+        assert_eq!(
+            packed_sqlstate("23505"),
+            Some(2 | 3 << 6 | 5 << 12 | 5 << 24)
+        );
+        assert_eq!(packed_sqlstate("00000"), Some(0));
+        assert_eq!(packed_sqlstate("HV00N"), Some(24 | 38 << 6 | 30 << 24));
+        assert_eq!(packed_sqlstate("2350"), None);
+        assert_eq!(packed_sqlstate("2350x"), None);
     }
 
     #[test]

@@ -42,18 +42,11 @@ pub fn runtime() -> Result<Rc<Runtime>, String> {
 /// The local error code for a remote SQLSTATE, or the FDW class when the
 /// code is unknown locally.
 pub fn sqlstate_code(code: &str) -> PgSqlErrorCode {
-    let bytes = code.as_bytes();
-    if bytes.len() != 5 {
-        return PgSqlErrorCode::ERRCODE_FDW_ERROR;
-    }
-    let mut value = 0i32;
-    for (i, b) in bytes.iter().enumerate() {
-        value += (((*b as i32) - ('0' as i32)) & 0x3f) << (6 * i);
-    }
-    match PgSqlErrorCode::from(value) {
-        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR if code != "XX000" => {
+    match integration_core::sql_dialect::packed_sqlstate(code).map(PgSqlErrorCode::from) {
+        Some(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR) if code != "XX000" => {
             PgSqlErrorCode::ERRCODE_FDW_ERROR
         }
-        known => known,
+        Some(known) => known,
+        None => PgSqlErrorCode::ERRCODE_FDW_ERROR,
     }
 }
