@@ -74,7 +74,7 @@ test-pgrx: deps
 test-e2e: install sidecar test-deps
 	$(CARGO) test -p integration-tests
 
-BENCH_PACKAGES := wrk nginx-light
+BENCH_PACKAGES := wrk nginx-light postgresql-15-mysql-fdw
 bench-deps: apt-deps
 	@missing=$$(for p in $(BENCH_PACKAGES); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
@@ -84,7 +84,8 @@ bench-deps: apt-deps
 	fi
 
 # The webhook figures need the release sidecar, wrk and pgbench (postgresql-15);
-# the HTTP figures need nginx.
+# the HTTP figures need nginx; the fdw figures mysql_fdw (postgres_fdw is in
+# postgresql-15) and MariaDB.
 bench: install-release bench-deps
 	$(CARGO) build --release -p integration-sidecar
 	$(CARGO) run --release -p integration-tests --bin bench

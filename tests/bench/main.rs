@@ -15,10 +15,16 @@
 //! token is made to depend on the row so the planner cannot fold the
 //! plain-SQL check (its functions are immutable) into one evaluation.
 //!
+//! fdw: see `fdw.rs` — full scans, index lookups, ORDER BY … LIMIT and bulk
+//! inserts through mysql_wrapper/postgres_wrapper, mysql_fdw/postgres_fdw and
+//! the client limits, on the same 1 000 000-row table.
+//!
 //! webhooks: 1 KB GitHub-signed deliveries (a new delivery id each) sent by
 //! wrk from 64 connections to the release sidecar, beside wrk on `/healthz`
 //! (the HTTP limit) and pgbench running the same INSERT with 64 clients (one
 //! commit per event), on a cluster with fsync and synchronous_commit on.
+
+mod fdw;
 
 use hmac::{Hmac, Mac};
 use integration_tests::{scratch_dir, workspace_root, Nginx, PgCluster, Sidecar};
@@ -32,7 +38,12 @@ const WARM_CALLS: i64 = 100_000;
 const COLD_KEYS: i64 = 20_000;
 const RUNS: usize = 5;
 
+/// `bench fdw` runs only the fdw figures.
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("fdw") {
+        fdw::fdw();
+        return;
+    }
     let cluster = PgCluster::start();
     let mut db = cluster.create_database("bench");
     db.batch_execute(PLAIN_SQL_SETUP).expect("plain SQL setup");
@@ -43,6 +54,7 @@ fn main() {
     drop(db);
     drop(cluster);
     webhooks();
+    fdw::fdw();
 }
 
 /// Connections of wrk and clients of pgbench.
