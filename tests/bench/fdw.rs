@@ -21,9 +21,8 @@ fn best(mut run: impl FnMut() -> f64) -> f64 {
 
 /// Seconds of `sql` on a fresh connection, and how much the backend's
 /// peak resident memory grew (MB) while it ran.
-fn statement(local: &PgCluster, setup: &str, sql: &str) -> (f64, f64) {
+fn statement(local: &PgCluster, sql: &str) -> (f64, f64) {
     let mut client = local.connect("bench");
-    client.batch_execute(setup).expect(setup);
     let pid: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])
         .unwrap()
@@ -77,10 +76,52 @@ fn limit_line(what: &str, rows: i64, seconds: f64) {
     );
 }
 
-fn measured(local: &PgCluster, setup: &str, sql: &str) -> (f64, f64) {
-    let mut runs: Vec<(f64, f64)> = (0..RUNS).map(|_| statement(local, setup, sql)).collect();
+fn measured(local: &PgCluster, sql: &str) -> (f64, f64) {
+    let mut runs: Vec<(f64, f64)> = (0..RUNS).map(|_| statement(local, sql)).collect();
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     runs[0]
+}
+
+/// Full scans of every column (fetch_size 1000 for ours, the peer's
+/// default of 100), an index lookup and ORDER BY … LIMIT, ours then the peer.
+fn reads(local: &PgCluster, limit: f64, ours: (&str, &str), peer: (&str, &str)) {
+    for ((who, schema), fetch) in [(ours, 1000), (peer, 100)] {
+        let sql = format!("SELECT count(s.*) FROM {schema}.t s");
+        let what = format!("full scan: {who} (fetch_size {fetch})");
+        line(&what, ROWS, measured(local, &sql), limit);
+    }
+    for (what, sql) in [
+        (
+            "WHERE k = 7 (1000 rows)",
+            "SELECT count(s.*) FROM %s.t s WHERE k = 7",
+        ),
+        (
+            "ORDER BY id DESC LIMIT 10",
+            "SELECT * FROM %s.t ORDER BY id DESC LIMIT 10",
+        ),
+    ] {
+        for (who, schema) in [ours, peer] {
+            let (s, _) = measured(local, &sql.replace("%s", schema));
+            println!("  {:<44} {:>8.1} ms", format!("{what}: {who}"), s * 1000.0);
+        }
+    }
+}
+
+/// The same INSERT … SELECT of INSERTS rows through each wrapper, into an
+/// emptied remote table, best of RUNS.
+fn inserts(local: &PgCluster, limit: f64, through: [(&str, &str); 2], empty: impl Fn()) {
+    for (who, schema) in through {
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            empty();
+            runs.push(statement(
+                local,
+                &format!("INSERT INTO {schema}.t_ins {INSERT_SELECT}"),
+            ));
+        }
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        line(&format!("insert: {who}"), INSERTS, runs[0], limit);
+    }
 }
 
 const MARIADB_TABLES: &str = "
@@ -177,33 +218,12 @@ pub fn fdw() {
         )
     });
     limit_line("full scan: mariadb client > /dev/null", ROWS, limit);
-    let scan = "SELECT count(s.*) FROM %s.t s";
-    for (what, schema, setup) in [
-        ("full scan: mysql_wrapper (fetch_size 1000)", "ours_my", ""),
-        ("full scan: mysql_fdw (fetch_size 100)", "peer_my", ""),
-    ] {
-        line(
-            what,
-            ROWS,
-            measured(&local, setup, &scan.replace("%s", schema)),
-            limit,
-        );
-    }
-    for (what, sql) in [
-        (
-            "WHERE k = 7 (1000 rows)",
-            "SELECT count(s.*) FROM %s.t s WHERE k = 7",
-        ),
-        (
-            "ORDER BY id DESC LIMIT 10",
-            "SELECT * FROM %s.t ORDER BY id DESC LIMIT 10",
-        ),
-    ] {
-        for (who, schema) in [("mysql_wrapper", "ours_my"), ("mysql_fdw", "peer_my")] {
-            let (s, _) = measured(&local, "", &sql.replace("%s", schema));
-            println!("  {:<44} {:>8.1} ms", format!("{what}: {who}"), s * 1000.0);
-        }
-    }
+    reads(
+        &local,
+        limit,
+        ("mysql_wrapper", "ours_my"),
+        ("mysql_fdw", "peer_my"),
+    );
     let csv = scratch_dir("fdw-bench").join("rows.csv");
     let mut text = String::new();
     for g in 1..=INSERTS {
@@ -227,76 +247,46 @@ pub fn fdw() {
         )
     });
     limit_line("insert: LOAD DATA LOCAL INFILE", INSERTS, limit);
-    for (what, schema) in [
-        ("insert: mysql_wrapper (batch_size 1000)", "ours_my"),
-        ("insert: mysql_fdw", "peer_my"),
-    ] {
-        let mut runs = Vec::new();
-        for _ in 0..RUNS {
+    inserts(
+        &local,
+        limit,
+        [
+            ("mysql_wrapper (batch_size 1000)", "ours_my"),
+            ("mysql_fdw", "peer_my"),
+        ],
+        || {
             maria.sql("TRUNCATE bench.t_ins;");
-            runs.push(statement(
-                &local,
-                "",
-                &format!("INSERT INTO {schema}.t_ins {INSERT_SELECT}"),
-            ));
-        }
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        line(what, INSERTS, runs[0], limit);
-    }
+        },
+    );
 
     println!("### PostgreSQL 15 (remote cluster)");
     let limit = best(|| shell("COPY", &mut psql("COPY t TO STDOUT")));
     limit_line("full scan: psql COPY t TO STDOUT", ROWS, limit);
-    for (what, schema) in [
-        ("full scan: postgres_wrapper (fetch_size 1000)", "ours_pg"),
-        ("full scan: postgres_fdw (fetch_size 100)", "peer_pg"),
-    ] {
-        line(
-            what,
-            ROWS,
-            measured(&local, "", &scan.replace("%s", schema)),
-            limit,
-        );
-    }
-    for (what, sql) in [
-        (
-            "WHERE k = 7 (1000 rows)",
-            "SELECT count(s.*) FROM %s.t s WHERE k = 7",
-        ),
-        (
-            "ORDER BY id DESC LIMIT 10",
-            "SELECT * FROM %s.t ORDER BY id DESC LIMIT 10",
-        ),
-    ] {
-        for (who, schema) in [("postgres_wrapper", "ours_pg"), ("postgres_fdw", "peer_pg")] {
-            let (s, _) = measured(&local, "", &sql.replace("%s", schema));
-            println!("  {:<44} {:>8.1} ms", format!("{what}: {who}"), s * 1000.0);
-        }
-    }
+    reads(
+        &local,
+        limit,
+        ("postgres_wrapper", "ours_pg"),
+        ("postgres_fdw", "peer_pg"),
+    );
     let copy_in = format!("\\copy t_ins FROM '{}' CSV", csv.display());
     let limit = best(|| {
         shell("TRUNCATE", &mut psql("TRUNCATE t_ins"));
         shell("\\copy", &mut psql(&copy_in))
     });
     limit_line("insert: psql \\copy", INSERTS, limit);
-    for (what, schema) in [
-        ("insert: postgres_wrapper (batch_size 1000)", "ours_pg"),
-        ("insert: postgres_fdw (batch_size 100)", "peer_pg"),
-    ] {
-        let mut runs = Vec::new();
-        for _ in 0..RUNS {
+    inserts(
+        &local,
+        limit,
+        [
+            ("postgres_wrapper (batch_size 1000)", "ours_pg"),
+            ("postgres_fdw (batch_size 100)", "peer_pg"),
+        ],
+        || {
             remote
                 .connect("bench")
                 .batch_execute("TRUNCATE t_ins")
                 .unwrap();
-            runs.push(statement(
-                &local,
-                "",
-                &format!("INSERT INTO {schema}.t_ins {INSERT_SELECT}"),
-            ));
-        }
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        line(what, INSERTS, runs[0], limit);
-    }
+        },
+    );
     drop(db);
 }
