@@ -12,7 +12,7 @@ BUILD        := $(CURDIR)/build
 PGRX_PGDATA  := $(or $(TMPDIR),/tmp)/pg_integration-pgrx-$(shell id -u)
 CARGO        ?= cargo
 APT_PACKAGES := postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config \
-                libssl-dev sudo openssl python3-venv
+                libssl-dev sudo openssl python3-venv mariadb-server
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: deps apt-deps sso-apt-deps pgrx-deps test-deps bench-deps install install-release test test-unit \
@@ -94,12 +94,13 @@ test-pgrx: deps
 test-e2e: install sidecar test-deps
 	$(CARGO) test -p integration-tests
 
-BENCH_PACKAGES := wrk nginx-light
+BENCH_PACKAGES := wrk nginx-light postgresql-15-mysql-fdw
 bench-deps: apt-deps
 	@$(call apt_install,$(BENCH_PACKAGES))
 
 # The webhook figures need the release sidecar, wrk and pgbench (postgresql-15);
-# the HTTP figures need nginx.
+# the HTTP figures need nginx; the fdw figures mysql_fdw (postgres_fdw is in
+# postgresql-15) and MariaDB.
 bench: install-release bench-deps
 	$(CARGO) build --release -p integration-sidecar
 	$(CARGO) run --release -p integration-tests --bin bench -- $(BENCH)

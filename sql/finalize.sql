@@ -87,3 +87,23 @@ GRANT EXECUTE ON FUNCTION
     integration.sso_record_failure(text, text, text),
     integration.sso_end_session(text, timestamptz, text, text)
 TO integration_sidecar;
+
+-- External databases: the wrappers' handler functions exist by now.
+CREATE FOREIGN DATA WRAPPER postgres_wrapper
+    HANDLER integration.postgres_wrapper_handler
+    VALIDATOR integration.postgres_wrapper_validator;
+COMMENT ON FOREIGN DATA WRAPPER postgres_wrapper IS 'pg_integration: PostgreSQL and compatible engines';
+GRANT USAGE ON FOREIGN DATA WRAPPER postgres_wrapper TO integration_admin;
+
+CREATE FOREIGN DATA WRAPPER mysql_wrapper
+    HANDLER integration.mysql_wrapper_handler
+    VALIDATOR integration.mysql_wrapper_validator;
+COMMENT ON FOREIGN DATA WRAPPER mysql_wrapper IS 'pg_integration: MySQL and MariaDB';
+GRANT USAGE ON FOREIGN DATA WRAPPER mysql_wrapper TO integration_admin;
+
+-- Data sources: integration_admin only (the functions check membership too).
+GRANT EXECUTE ON FUNCTION
+    integration.add_data_source(text, text, jsonb),
+    integration.test_data_source(text),
+    integration.query(text, text, jsonb)
+TO integration_admin;

@@ -2,9 +2,12 @@
 //! Everything here is tested with a plain `cargo test -p integration-core`.
 
 pub mod api_keys;
+pub mod data_sources;
 pub mod http_policy;
 pub mod http_retry;
 pub mod jwt;
 pub mod multipart;
+pub mod pg_numeric;
+pub mod sql_dialect;
 pub mod sso;
 pub mod webhooks;

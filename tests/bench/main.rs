@@ -20,10 +20,16 @@
 //! token is made to depend on the row so the planner cannot fold the
 //! plain-SQL check (its functions are immutable) into one evaluation.
 //!
+//! fdw: see `fdw.rs` — full scans, index lookups, ORDER BY … LIMIT and bulk
+//! inserts through mysql_wrapper/postgres_wrapper, mysql_fdw/postgres_fdw and
+//! the client limits, on the same 1 000 000-row table.
+//!
 //! webhooks: 1 KB GitHub-signed deliveries (a new delivery id each) sent by
 //! wrk from 64 connections to the release sidecar, beside wrk on `/healthz`
 //! (the HTTP limit) and pgbench running the same INSERT with 64 clients (one
 //! commit per event), on a cluster with fsync and synchronous_commit on.
+
+mod fdw;
 
 use hmac::{Hmac, Mac};
 use integration_tests::{scratch_dir, workspace_root, Nginx, PgCluster, Sidecar};
@@ -38,7 +44,7 @@ const COLD_KEYS: i64 = 20_000;
 const RUNS: usize = 5;
 
 /// `bench [SECTION…]` runs the named sections (api_keys, jwt, http,
-/// http_queue, webhooks), all of them when none is named.
+/// http_queue, webhooks, fdw), all of them when none is named.
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     let runs = |section: &str| wanted.is_empty() || wanted.iter().any(|w| w == section);
@@ -62,6 +68,9 @@ fn main() {
     drop(cluster);
     if runs("webhooks") {
         webhooks();
+    }
+    if runs("fdw") {
+        fdw::fdw();
     }
 }
 

@@ -6,15 +6,18 @@
 pub mod certs;
 mod httpbin;
 pub mod ldap;
+mod mariadb;
 mod nginx;
 pub mod oidc_provider;
 mod postgres_cluster;
 mod process;
 mod sidecar;
+pub mod sql;
 mod test_server;
 
 pub use httpbin::HttpBin;
 pub use ldap::Slapd;
+pub use mariadb::{MariaDb, MARIADB_ROOT_PASSWORD};
 pub use nginx::Nginx;
 pub use oidc_provider::OidcProvider;
 pub use postgres_cluster::PgCluster;

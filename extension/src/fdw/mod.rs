@@ -1,0 +1,52 @@
+//! External databases as foreign tables, one wrapper per engine on
+//! supabase-wrappers (`postgres`: PostgreSQL and compatible engines, `mysql`:
+//! MySQL and MariaDB). The
+//! shared parts: option lists and the planner facts/EXPLAIN hook.
+
+pub mod import;
+pub mod mysql;
+pub mod options;
+pub mod planner;
+pub mod postgres;
+pub mod statements;
+pub mod xact;
+
+use pgrx::PgSqlErrorCode;
+use std::cell::RefCell;
+use std::rc::Rc;
+use tokio::runtime::Runtime;
+
+thread_local! {
+    static RUNTIME: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
+}
+
+/// The backend's single-threaded runtime: connection tasks and scan
+/// streams run on it while a wrapper awaits a result with `block_on`.
+pub fn runtime() -> Result<Rc<Runtime>, String> {
+    RUNTIME.with(|rt| {
+        let mut rt = rt.borrow_mut();
+        if let Some(rt) = rt.as_ref() {
+            return Ok(rt.clone());
+        }
+        let created = Rc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        *rt = Some(created.clone());
+        Ok(created)
+    })
+}
+
+/// The local error code for a remote SQLSTATE, or the FDW class when the
+/// code is unknown locally.
+pub fn sqlstate_code(code: &str) -> PgSqlErrorCode {
+    match integration_core::sql_dialect::packed_sqlstate(code).map(PgSqlErrorCode::from) {
+        Some(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR) if code != "XX000" => {
+            PgSqlErrorCode::ERRCODE_FDW_ERROR
+        }
+        Some(known) => known,
+        None => PgSqlErrorCode::ERRCODE_FDW_ERROR,
+    }
+}

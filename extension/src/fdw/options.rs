@@ -1,0 +1,92 @@
+//! Reading FDW option lists (servers, user mappings, validator input)
+//! without supabase-wrappers' private helpers.
+
+use crate::fdw::statements::Problem;
+use pgrx::pg_sys;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use supabase_wrappers::prelude::{FOREIGN_SERVER_RELATION_ID, FOREIGN_TABLE_RELATION_ID};
+
+/// The `name → value` pairs of a `DefElem` option list.
+///
+/// # Safety
+/// `list` is a valid option list (or null) from the catalog.
+pub unsafe fn def_list(list: *mut pg_sys::List) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if list.is_null() {
+        return out;
+    }
+    unsafe {
+        for i in 0..(*list).length {
+            let def = pg_sys::list_nth(list, i) as *mut pg_sys::DefElem;
+            let name = CStr::from_ptr((*def).defname)
+                .to_string_lossy()
+                .into_owned();
+            let value = CStr::from_ptr(pg_sys::defGetString(def))
+                .to_string_lossy()
+                .into_owned();
+            out.insert(name, value);
+        }
+    }
+    out
+}
+
+/// The options of the current user's mapping for `server` (or PUBLIC's);
+/// raises the usual error when there is none.
+pub fn user_mapping(server: pg_sys::Oid) -> HashMap<String, String> {
+    // SAFETY: GetUserMapping raises on a missing mapping; its list is valid.
+    unsafe {
+        let mapping = pg_sys::GetUserMapping(pg_sys::GetUserId(), server);
+        def_list((*mapping).options)
+    }
+}
+
+/// A positive integer option of the table, else of the server, else `default`.
+pub fn positive(
+    table: &HashMap<String, String>,
+    server: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+) -> Result<usize, Problem> {
+    match table.get(name).or_else(|| server.get(name)) {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(Problem::Option {
+                option: name.into(),
+                reason: "must be a positive integer".into(),
+            }),
+        },
+    }
+}
+
+/// The option names each catalog accepts. Credentials are accepted only
+/// in user mappings, so they never show in server or table definitions.
+pub struct Allowed<'a> {
+    pub server: &'a [&'a str],
+    pub table: &'a [&'a str],
+}
+
+/// The validator shared by the wrappers.
+pub fn validate(
+    options: &[Option<String>],
+    catalog: Option<pg_sys::Oid>,
+    allowed: &Allowed<'_>,
+) -> Result<(), Problem> {
+    let names: &[&str] = match catalog {
+        Some(FOREIGN_SERVER_RELATION_ID) => allowed.server,
+        Some(FOREIGN_TABLE_RELATION_ID) => allowed.table,
+        Some(oid) if oid == pg_sys::UserMappingRelationId => &["user", "password"],
+        _ => return Ok(()),
+    };
+    for opt in options.iter().flatten() {
+        let name = opt.split_once('=').map(|(n, _)| n).unwrap_or(opt);
+        if !names.contains(&name) {
+            return Err(Problem::Option {
+                option: name.into(),
+                reason: format!("is not valid here; valid options: {}", names.join(", ")),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! What supabase-wrappers does not tell a wrapper at plan time, and the
+//! EXPLAIN line that shows the remote SQL.
+//!
+//! supabase-wrappers 0.1.28 hands a wrapper the query's LIMIT even when the
+//! query joins other tables, or when some WHERE condition could not be
+//! extracted and stays local; pushing it then would drop rows. The wrapper's
+//! GetForeignRelSize is wrapped to record [`PlanFacts`], from which the
+//! wrapper decides whether LIMIT (and ORDER BY with it) may go remote.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+
+/// Facts of the query being planned for one foreign table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanFacts {
+    /// The query reads only this table, with nothing between the scan and
+    /// its LIMIT (no grouping, DISTINCT, window, set operation, locking).
+    pub single_table: bool,
+    /// How many WHERE conditions restrict this table.
+    pub restrictions: usize,
+    /// How many ORDER BY keys the query has.
+    pub sort_keys: usize,
+    /// The scan feeds an UPDATE or DELETE of the same table.
+    pub modifying: bool,
+}
+
+impl PlanFacts {
+    /// LIMIT may go to the remote side when every condition and every sort
+    /// key went there too.
+    pub fn limit_pushable(&self, pushed_quals: usize, pushed_sorts: usize) -> bool {
+        self.single_table && pushed_quals == self.restrictions && pushed_sorts == self.sort_keys
+    }
+}
+
+thread_local! {
+    static FACTS: Cell<Option<PlanFacts>> = const { Cell::new(None) };
+    /// The remote SQL last planned per foreign table, for EXPLAIN.
+    static REMOTE_SQL: RefCell<HashMap<u32, String>> = RefCell::new(HashMap::new());
+}
+
+fn list_len(list: *mut pg_sys::List) -> usize {
+    if list.is_null() {
+        0
+    } else {
+        // SAFETY: a non-null List pointer from the planner.
+        unsafe { (*list).length as usize }
+    }
+}
+
+/// Records the facts of `root`/`baserel`, runs `inner` (supabase-wrappers'
+/// GetForeignRelSize), then forgets them.
+///
+/// # Safety
+/// `root` and `baserel` come from the planner's GetForeignRelSize call.
+pub unsafe fn with_facts(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    inner: impl FnOnce(),
+) {
+    let facts = unsafe {
+        let parse = (*root).parse;
+        PlanFacts {
+            single_table: list_len((*parse).rtable) == 1
+                && (*parse).commandType == pg_sys::CmdType::CMD_SELECT
+                && (*parse).setOperations.is_null()
+                && !(*parse).hasWindowFuncs
+                && !(*parse).hasTargetSRFs
+                && !(*parse).hasAggs
+                && !(*parse).hasSubLinks
+                && (*parse).groupClause.is_null()
+                && (*parse).groupingSets.is_null()
+                && (*parse).havingQual.is_null()
+                && (*parse).distinctClause.is_null()
+                && (*parse).rowMarks.is_null(),
+            restrictions: list_len((*baserel).baserestrictinfo),
+            sort_keys: list_len((*parse).sortClause),
+            modifying: (*parse).commandType != pg_sys::CmdType::CMD_SELECT,
+        }
+    };
+    FACTS.set(Some(facts));
+    inner();
+    FACTS.set(None);
+}
+
+/// The facts recorded for the table being planned (none outside planning:
+/// then nothing is pushable beyond conditions).
+pub fn current_facts() -> PlanFacts {
+    FACTS.get().unwrap_or_default()
+}
+
+/// The columns of a foreign table declared NOT NULL (a remote engine that
+/// orders NULLs differently needs no NULLS clause for them).
+pub fn not_null_columns(table: u32) -> Vec<String> {
+    // SAFETY: the table is being planned or scanned, so it is locked.
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(pg_sys::Oid::from(table));
+        if rel.is_null() {
+            return Vec::new();
+        }
+        let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+        let names = desc
+            .iter()
+            .filter(|a| a.attnotnull && !a.attisdropped)
+            .map(|a| a.name().to_string())
+            .collect();
+        drop(desc);
+        pg_sys::RelationClose(rel);
+        names
+    }
+}
+
+/// Remembers the remote SQL planned for a foreign table.
+pub fn remember_remote_sql(table: u32, sql: String) {
+    REMOTE_SQL.with(|m| {
+        m.borrow_mut().insert(table, sql);
+    });
+}
+
+/// ExplainForeignScan: one `Remote SQL` line with the statement planned for
+/// the scanned table (no option values: credentials never appear).
+#[pg_guard]
+pub unsafe extern "C-unwind" fn explain_remote_sql(
+    node: *mut pg_sys::ForeignScanState,
+    es: *mut pg_sys::ExplainState,
+) {
+    unsafe {
+        let rel = (*node).ss.ss_currentRelation;
+        if rel.is_null() {
+            return;
+        }
+        let table = (*rel).rd_id.to_u32();
+        let sql = REMOTE_SQL.with(|m| m.borrow().get(&table).cloned());
+        if let Some(sql) = sql {
+            let label = CString::new("Remote SQL").expect("no NUL");
+            let value = CString::new(sql.replace('\0', "")).expect("NUL removed");
+            pg_sys::ExplainPropertyText(label.as_ptr(), value.as_ptr(), es);
+        }
+    }
+}

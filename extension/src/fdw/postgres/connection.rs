@@ -1,0 +1,225 @@
+//! Connections of `postgres_wrapper`: one per backend, foreign server and
+//! user, kept for the life of the backend and re-established when the remote
+//! side dropped it. The first use inside a local transaction opens a remote
+//! REPEATABLE READ transaction that commits in the local PRE_COMMIT and rolls
+//! back on local abort, so a local ROLLBACK leaves the remote untouched.
+
+use super::{PostgresWrapperError, Result};
+use crate::fdw::options::{self, user_mapping};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+use supabase_wrappers::prelude::ForeignServer;
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, Config, NoTls};
+
+/// What identifies a cached connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub server: pg_sys::Oid,
+    pub user: pg_sys::Oid,
+}
+
+/// Where and how to connect; the password never leaves this struct.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    pub server_name: String,
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// The server's options and the current user's mapping.
+    pub fn for_server(server_def: &ForeignServer) -> Result<ConnectOptions> {
+        let server = &server_def.options;
+        let mapping = user_mapping(server_def.server_oid);
+        let port = match server.get("port") {
+            None => 5432,
+            Some(p) => p
+                .parse()
+                .map_err(|_| PostgresWrapperError::option("port", "must be a TCP port"))?,
+        };
+        Ok(ConnectOptions {
+            server_name: server_def.server_name.clone(),
+            host: server
+                .get("host")
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            port,
+            dbname: server
+                .get("dbname")
+                .cloned()
+                .unwrap_or_else(|| "postgres".into()),
+            user: mapping.get("user").cloned().ok_or_else(|| {
+                PostgresWrapperError::option("user", "the user mapping needs a user")
+            })?,
+            password: mapping.get("password").cloned(),
+            connect_timeout: Duration::from_secs(options::positive(
+                server,
+                server,
+                "connect_timeout",
+                10,
+            )? as u64),
+        })
+    }
+}
+
+impl ConnKey {
+    /// The key of the current user's connection to `server`.
+    pub fn current(server: pg_sys::Oid) -> ConnKey {
+        ConnKey {
+            server,
+            // SAFETY: plain catalog state of this backend.
+            user: unsafe { pg_sys::GetUserId() },
+        }
+    }
+}
+
+struct Conn {
+    client: Rc<Client>,
+    in_xact: bool,
+}
+
+thread_local! {
+    static CONNS: RefCell<HashMap<ConnKey, Conn>> = RefCell::new(HashMap::new());
+}
+
+/// The backend's runtime (shared by the wrappers).
+pub fn runtime() -> Result<Rc<Runtime>> {
+    crate::fdw::runtime().map_err(PostgresWrapperError::Runtime)
+}
+
+async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<Client> {
+    let mut config = Config::new();
+    config
+        .host(&opts.host)
+        .port(opts.port)
+        .dbname(&opts.dbname)
+        .user(&opts.user)
+        .application_name("pg_integration postgres_wrapper")
+        .connect_timeout(opts.connect_timeout);
+    if let Some(password) = &opts.password {
+        config.password(password);
+    }
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| PostgresWrapperError::remote(&opts.server_name, e))?;
+    rt.spawn(async move {
+        let _ = connection.await;
+    });
+    // Text that goes back to the same server (composite keys, literals)
+    // must read the same way it was written.
+    client
+        .batch_execute(
+            "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3; \
+             SET timezone = 'UTC'",
+        )
+        .await
+        .map_err(|e| PostgresWrapperError::remote(&opts.server_name, e))?;
+    Ok(client)
+}
+
+/// A connection ready for use inside the current local transaction: reused
+/// when cached and alive, re-established when the remote dropped it, with a
+/// remote transaction open.
+pub fn in_transaction(key: ConnKey, opts: &ConnectOptions) -> Result<Rc<Client>> {
+    let rt = runtime()?;
+    crate::fdw::xact::register();
+    let cached = CONNS.with(|c| {
+        c.borrow()
+            .get(&key)
+            .map(|conn| (conn.client.clone(), conn.in_xact))
+    });
+    if let Some((client, true)) = &cached {
+        return Ok(client.clone());
+    }
+    let begin = "START TRANSACTION ISOLATION LEVEL REPEATABLE READ";
+    if let Some((client, false)) = cached {
+        if !client.is_closed() {
+            match rt.block_on(client.batch_execute(begin)) {
+                Ok(()) => {
+                    mark(key, client.clone(), true);
+                    return Ok(client);
+                }
+                // A server error on BEGIN is real; a dropped socket or a
+                // terminated session (57P*, 08*) means: connect again.
+                Err(e)
+                    if e.as_db_error().is_some_and(|db| {
+                        let code = db.code().code();
+                        !code.starts_with("57P") && !code.starts_with("08")
+                    }) =>
+                {
+                    return Err(PostgresWrapperError::remote(&opts.server_name, e));
+                }
+                Err(_) => {}
+            }
+        }
+        CONNS.with(|c| c.borrow_mut().remove(&key));
+    }
+    let client = Rc::new(rt.block_on(connect(opts, &rt))?);
+    rt.block_on(client.batch_execute(begin))
+        .map_err(|e| PostgresWrapperError::remote(&opts.server_name, e))?;
+    mark(key, client.clone(), true);
+    Ok(client)
+}
+
+fn mark(key: ConnKey, client: Rc<Client>, in_xact: bool) {
+    CONNS.with(|c| {
+        c.borrow_mut().insert(key, Conn { client, in_xact });
+    });
+}
+
+/// True while a remote transaction of this backend is open.
+pub fn in_remote_transaction() -> bool {
+    CONNS.with(|c| c.borrow().values().any(|conn| conn.in_xact))
+}
+
+/// Commits (before the local commit) or rolls back every remote transaction
+/// this backend opened. A failed COMMIT raises, which aborts the local
+/// transaction; a failed ROLLBACK drops the connection, which makes the
+/// remote server roll back.
+pub fn finish_remote_transactions(commit: bool) {
+    let Ok(rt) = runtime() else { return };
+    let open: Vec<(ConnKey, Rc<Client>)> = CONNS.with(|c| {
+        c.borrow_mut()
+            .iter_mut()
+            .filter(|(_, conn)| conn.in_xact)
+            .map(|(key, conn)| {
+                conn.in_xact = false;
+                (*key, conn.client.clone())
+            })
+            .collect()
+    });
+    let mut failure = None;
+    for (key, client) in open {
+        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        let outcome = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), client.batch_execute(sql)).await
+        });
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                CONNS.with(|c| c.borrow_mut().remove(&key));
+                if commit && failure.is_none() {
+                    failure = Some(e);
+                }
+            }
+            Err(_) => {
+                CONNS.with(|c| c.borrow_mut().remove(&key));
+            }
+        }
+    }
+    if let Some(e) = failure {
+        let report: pgrx::pg_sys::panic::ErrorReport =
+            PostgresWrapperError::remote("remote server", e).into();
+        report.report(PgLogLevel::ERROR);
+    }
+}

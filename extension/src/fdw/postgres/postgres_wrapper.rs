@@ -1,0 +1,368 @@
+//! The `ForeignDataWrapper` implementation of `postgres_wrapper`: option
+//! handling, streamed scans with pushdown, and writes by primary key.
+
+use super::connection::{self, ConnKey, ConnectOptions};
+use super::decode;
+use super::deparse::{self, Postgres};
+use super::import;
+use super::{PostgresWrapperError, Result};
+use crate::fdw::options::{self, Allowed};
+use crate::fdw::planner::{self, PlanFacts};
+use crate::fdw::statements::{self, InsertBatch, ScanRequest};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::OnceLock;
+use supabase_wrappers::prelude::*;
+use tokio_postgres::{Client, Statement};
+
+const SERVER_OPTIONS: &[&str] = &[
+    "host",
+    "port",
+    "dbname",
+    "fetch_size",
+    "batch_size",
+    "connect_timeout",
+    "sslmode",
+];
+const TABLE_OPTIONS: &[&str] = &[
+    "schema_name",
+    "table_name",
+    "rowid_column",
+    "primary_key",
+    "fetch_size",
+    "batch_size",
+];
+
+#[wrappers_fdw(
+    version = "0.1.0",
+    author = "pg_integration",
+    website = "https://github.com/pg-integration",
+    error_type = "PostgresWrapperError"
+)]
+pub struct PostgresWrapper {
+    server: ForeignServer,
+    facts: PlanFacts,
+    scan: Option<Scan>,
+    modify: Option<Modify>,
+}
+
+/// An open remote cursor and the rows fetched but not yet returned.
+struct Scan {
+    client: Rc<Client>,
+    cursor: String,
+    sql: String,
+    fetch: Statement,
+    fetch_size: usize,
+    buffered: VecDeque<tokio_postgres::Row>,
+    exhausted: bool,
+    columns: Vec<Column>,
+}
+
+struct Modify {
+    client: Rc<Client>,
+    table: String,
+    key: Vec<String>,
+    rowid: String,
+    inserts: InsertBatch,
+}
+
+static CURSOR_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// supabase-wrappers' own GetForeignRelSize, wrapped by [`rel_size`].
+static INNER_REL_SIZE: OnceLock<pg_sys::GetForeignRelSize_function> = OnceLock::new();
+
+#[pg_guard]
+unsafe extern "C-unwind" fn rel_size(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    table: pg_sys::Oid,
+) {
+    if let Some(Some(inner)) = INNER_REL_SIZE.get() {
+        // SAFETY: the planner's arguments, passed through unchanged.
+        unsafe { planner::with_facts(root, baserel, || inner(root, baserel, table)) };
+    }
+}
+
+impl PostgresWrapper {
+    fn connect_options(&self) -> Result<ConnectOptions> {
+        ConnectOptions::for_server(&self.server)
+    }
+
+    fn client(&self) -> Result<Rc<Client>> {
+        connection::in_transaction(
+            ConnKey::current(self.server.server_oid),
+            &self.connect_options()?,
+        )
+    }
+
+    fn remote_table(options: &HashMap<String, String>) -> Result<String> {
+        let table = options
+            .get("table_name")
+            .ok_or_else(|| PostgresWrapperError::option("table_name", "is required"))?;
+        let schema = options
+            .get("schema_name")
+            .map(String::as_str)
+            .unwrap_or("public");
+        Ok(format!(
+            "{}.{}",
+            deparse::ident(schema)?,
+            deparse::ident(table)?
+        ))
+    }
+
+    fn size(&self, options: &HashMap<String, String>, name: &str, default: usize) -> Result<usize> {
+        Ok(options::positive(
+            options,
+            &self.server.options,
+            name,
+            default,
+        )?)
+    }
+
+    fn build_select(
+        &self,
+        quals: &[Qual],
+        columns: &[Column],
+        sorts: &[Sort],
+        limit: &Option<Limit>,
+        options: &HashMap<String, String>,
+    ) -> Result<String> {
+        statements::select::<Postgres>(&ScanRequest {
+            table: &Self::remote_table(options)?,
+            key: &statements::primary_key(options)?,
+            quals,
+            columns,
+            sorts,
+            limit,
+            facts: self.facts,
+            not_null: &[],
+        })
+    }
+
+    fn run_modify(&self, sql: &str) -> Result<()> {
+        let Some(modify) = &self.modify else {
+            return Ok(());
+        };
+        let rt = connection::runtime()?;
+        rt.block_on(modify.client.batch_execute(sql))
+            .map_err(|e| PostgresWrapperError::remote(&self.server.server_name, e))
+    }
+}
+
+impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
+    fn new(server: ForeignServer) -> Result<Self> {
+        Ok(PostgresWrapper {
+            server,
+            facts: PlanFacts::default(),
+            scan: None,
+            modify: None,
+        })
+    }
+
+    fn get_rel_size(
+        &mut self,
+        quals: &[Qual],
+        columns: &[Column],
+        sorts: &[Sort],
+        limit: &Option<Limit>,
+        options: &HashMap<String, String>,
+    ) -> Result<(i64, i32)> {
+        self.facts = planner::current_facts();
+        if let Some(table) = options
+            .get("wrappers.ftable_oid")
+            .and_then(|o| o.parse().ok())
+        {
+            let sql = self.build_select(quals, columns, sorts, limit, options)?;
+            planner::remember_remote_sql(table, sql);
+        }
+        Ok((
+            if limit.is_some() { 100 } else { 100_000 },
+            8 * columns.len().max(1) as i32,
+        ))
+    }
+
+    fn begin_scan(
+        &mut self,
+        quals: &[Qual],
+        columns: &[Column],
+        sorts: &[Sort],
+        limit: &Option<Limit>,
+        options: &HashMap<String, String>,
+    ) -> Result<()> {
+        let sql = self.build_select(quals, columns, sorts, limit, options)?;
+        let fetch_size = self.size(options, "fetch_size", 1000)?;
+        let client = self.client()?;
+        let seq = CURSOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cursor = format!("pg_integration_c{seq}");
+        let server = self.server.server_name.clone();
+        let rt = connection::runtime()?;
+        rt.block_on(client.batch_execute(&format!("DECLARE {cursor} NO SCROLL CURSOR FOR {sql}")))
+            .map_err(|e| PostgresWrapperError::remote(&server, e))?;
+        let fetch = rt
+            .block_on(client.prepare(&format!("FETCH {fetch_size} FROM {cursor}")))
+            .map_err(|e| PostgresWrapperError::remote(&server, e))?;
+        self.scan = Some(Scan {
+            client,
+            cursor,
+            sql,
+            fetch,
+            fetch_size,
+            buffered: VecDeque::new(),
+            exhausted: false,
+            columns: columns.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn iter_scan(&mut self, row: &mut Row) -> Result<Option<()>> {
+        let server = &self.server.server_name;
+        let Some(scan) = self.scan.as_mut() else {
+            return Ok(None);
+        };
+        if scan.buffered.is_empty() && !scan.exhausted {
+            let rt = connection::runtime()?;
+            let rows = rt
+                .block_on(scan.client.query(&scan.fetch, &[]))
+                .map_err(|e| PostgresWrapperError::remote(server, e))?;
+            scan.exhausted = rows.len() < scan.fetch_size;
+            scan.buffered = rows.into();
+        }
+        let Some(remote) = scan.buffered.pop_front() else {
+            return Ok(None);
+        };
+        for (i, col) in scan.columns.iter().enumerate() {
+            let cell = decode::cell(&remote, i, &col.name, col.type_oid)?;
+            row.push(&col.name, cell);
+        }
+        Ok(Some(()))
+    }
+
+    fn re_scan(&mut self) -> Result<()> {
+        let Some(scan) = self.scan.as_mut() else {
+            return Ok(());
+        };
+        let rt = connection::runtime()?;
+        let server = &self.server.server_name;
+        let seq = CURSOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cursor = format!("pg_integration_c{seq}");
+        rt.block_on(scan.client.batch_execute(&format!(
+            "CLOSE {}; DECLARE {cursor} NO SCROLL CURSOR FOR {}",
+            scan.cursor, scan.sql
+        )))
+        .map_err(|e| PostgresWrapperError::remote(server, e))?;
+        scan.fetch = rt
+            .block_on(
+                scan.client
+                    .prepare(&format!("FETCH {} FROM {cursor}", scan.fetch_size)),
+            )
+            .map_err(|e| PostgresWrapperError::remote(server, e))?;
+        scan.cursor = cursor;
+        scan.buffered.clear();
+        scan.exhausted = false;
+        Ok(())
+    }
+
+    fn end_scan(&mut self) -> Result<()> {
+        if let Some(scan) = self.scan.take() {
+            if let Ok(rt) = connection::runtime() {
+                // The remote transaction ends the cursor anyway; closing it
+                // early frees the remote memory of long transactions.
+                let _ = rt.block_on(scan.client.batch_execute(&format!("CLOSE {}", scan.cursor)));
+            }
+        }
+        Ok(())
+    }
+
+    fn begin_modify(&mut self, options: &HashMap<String, String>) -> Result<()> {
+        let key = statements::primary_key(options)?;
+        let table = Self::remote_table(options)?;
+        self.modify = Some(Modify {
+            client: self.client()?,
+            inserts: InsertBatch::new(
+                table.clone(),
+                key.len() > 1,
+                self.size(options, "batch_size", 100)?,
+            ),
+            table,
+            key,
+            rowid: options.get("rowid_column").cloned().unwrap_or_default(),
+        });
+        Ok(())
+    }
+
+    fn insert(&mut self, row: &Row) -> Result<()> {
+        let ready = match self.modify.as_mut() {
+            Some(modify) => modify.inserts.push::<Postgres>(row)?,
+            None => return Ok(()),
+        };
+        for sql in ready {
+            self.run_modify(&sql)?;
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, rowid: &Cell, new_row: &Row) -> Result<()> {
+        let Some(modify) = self.modify.as_ref() else {
+            return Ok(());
+        };
+        let condition = statements::key_condition::<Postgres>(&modify.key, &modify.rowid, rowid)?;
+        match statements::update::<Postgres>(
+            &modify.table,
+            modify.key.len() > 1,
+            new_row,
+            &condition,
+        )? {
+            Some(sql) => self.run_modify(&sql),
+            None => Ok(()),
+        }
+    }
+
+    fn delete(&mut self, rowid: &Cell) -> Result<()> {
+        let Some(modify) = self.modify.as_ref() else {
+            return Ok(());
+        };
+        let condition = statements::key_condition::<Postgres>(&modify.key, &modify.rowid, rowid)?;
+        self.run_modify(&format!("DELETE FROM {} WHERE {condition}", modify.table))
+    }
+
+    fn end_modify(&mut self) -> Result<()> {
+        let last = self.modify.as_mut().and_then(|m| m.inserts.flush());
+        if let Some(sql) = last {
+            self.run_modify(&sql)?;
+        }
+        self.modify = None;
+        Ok(())
+    }
+
+    fn import_foreign_schema(&mut self, stmt: ImportForeignSchemaStmt) -> Result<Vec<String>> {
+        let client = self.client()?;
+        import::import(&client, &self.server.server_name, &stmt)
+    }
+
+    fn fdw_routine_hook(routine: &mut PgBox<pg_sys::FdwRoutine, pgrx::AllocatedByRust>) {
+        let _ = INNER_REL_SIZE.set(routine.GetForeignRelSize);
+        routine.GetForeignRelSize = Some(rel_size);
+        routine.ExplainForeignScan = Some(planner::explain_remote_sql);
+    }
+
+    fn validator(options: Vec<Option<String>>, catalog: Option<pg_sys::Oid>) -> Result<()> {
+        let allowed = Allowed {
+            server: SERVER_OPTIONS,
+            table: TABLE_OPTIONS,
+        };
+        options::validate(&options, catalog, &allowed)?;
+        for opt in options.iter().flatten() {
+            if let Some(("sslmode", mode)) = opt.split_once('=') {
+                if mode != "disable" {
+                    return Err(PostgresWrapperError::option(
+                        "sslmode",
+                        "only 'disable' is supported by this build",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

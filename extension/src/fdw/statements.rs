@@ -1,0 +1,242 @@
+//! The remote statements every wrapper builds, written once over a
+//! [`RemoteSql`] dialect: the SELECT of a scan with the conditions, order and
+//! limit that may go remote; INSERT batches; UPDATE and DELETE by the real
+//! primary key (a composite key travels as a JSON array in `__rowid`).
+
+use crate::fdw::planner::PlanFacts;
+use std::collections::HashMap;
+use supabase_wrappers::prelude::{Cell, Column, Limit, Qual, Row, Sort};
+
+/// The column a composite primary key is read into (a JSON array of the
+/// key's values as remote text), used as supabase-wrappers' single rowid.
+pub const COMPOSITE_ROWID: &str = "__rowid";
+
+/// A problem the shared code finds; each wrapper turns it into its error.
+#[derive(Debug)]
+pub enum Problem {
+    Option { option: String, reason: String },
+    Value(String),
+}
+
+/// What a wrapper's dialect renders.
+pub trait RemoteSql {
+    type Error: From<Problem>;
+    fn ident(name: &str) -> Result<String, Self::Error>;
+    fn literal(text: &str) -> Result<String, Self::Error>;
+    fn cell_literal(cell: &Cell) -> Result<String, Self::Error>;
+    /// The SELECT-list expression of a local column.
+    fn select_expr(col: &Column, not_null: bool) -> Result<String, Self::Error>;
+    /// The expression of `__rowid` from the quoted key columns.
+    fn composite_key_expr(quoted_key: &[String]) -> String;
+    /// A condition the remote computes exactly as PostgreSQL, or None.
+    fn qual(q: &Qual, col: &Column, not_null: bool) -> Option<String>;
+    /// An ORDER BY key the remote orders exactly as PostgreSQL, or None.
+    fn sort_key(s: &Sort, col: &Column, not_null: bool) -> Option<String>;
+}
+
+/// The primary key recorded by IMPORT FOREIGN SCHEMA.
+pub fn primary_key(options: &HashMap<String, String>) -> Result<Vec<String>, Problem> {
+    match options.get("primary_key") {
+        Some(json) => serde_json::from_str(json).map_err(|_| Problem::Option {
+            option: "primary_key".into(),
+            reason: "must be a JSON array of column names".into(),
+        }),
+        None => Ok(options.get("rowid_column").into_iter().cloned().collect()),
+    }
+}
+
+/// What a scan asks of the remote table.
+pub struct ScanRequest<'a> {
+    pub table: &'a str,
+    pub key: &'a [String],
+    pub quals: &'a [Qual],
+    pub columns: &'a [Column],
+    pub sorts: &'a [Sort],
+    pub limit: &'a Option<Limit>,
+    pub facts: PlanFacts,
+    pub not_null: &'a [String],
+}
+
+/// The remote SELECT: every condition the dialect renders (the local server
+/// rechecks them all), and ORDER BY … LIMIT only when nothing stays local.
+pub fn select<D: RemoteSql>(req: &ScanRequest<'_>) -> Result<String, D::Error> {
+    let not_null = |c: &Column| req.not_null.contains(&c.name);
+    let mut list = Vec::with_capacity(req.columns.len());
+    for c in req.columns {
+        if c.name == COMPOSITE_ROWID && req.key.len() > 1 {
+            let quoted = req
+                .key
+                .iter()
+                .map(|k| D::ident(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            list.push(D::composite_key_expr(&quoted));
+        } else {
+            list.push(D::select_expr(c, not_null(c))?);
+        }
+    }
+    if list.is_empty() {
+        list.push("NULL".into());
+    }
+    let mut sql = format!("SELECT {} FROM {}", list.join(", "), req.table);
+    let by_name: HashMap<&str, &Column> =
+        req.columns.iter().map(|c| (c.name.as_str(), c)).collect();
+    let conds: Vec<String> = req
+        .quals
+        .iter()
+        .filter(|q| q.field != COMPOSITE_ROWID)
+        .filter_map(|q| {
+            by_name
+                .get(q.field.as_str())
+                .and_then(|c| D::qual(q, c, not_null(c)))
+        })
+        .collect();
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    if let Some(limit) = req.limit {
+        let keys: Vec<String> = req
+            .sorts
+            .iter()
+            .filter_map(|s| {
+                by_name
+                    .get(s.field.as_str())
+                    .and_then(|c| D::sort_key(s, c, not_null(c)))
+            })
+            .collect();
+        if req.facts.limit_pushable(conds.len(), keys.len()) && keys.len() == req.sorts.len() {
+            if !keys.is_empty() {
+                sql.push_str(" ORDER BY ");
+                sql.push_str(&keys.join(", "));
+            }
+            // The local Limit node applies OFFSET again: fetch both.
+            sql.push_str(&format!(
+                " LIMIT {}",
+                limit.count.saturating_add(limit.offset)
+            ));
+        }
+    }
+    Ok(sql)
+}
+
+/// The WHERE condition that finds one row by its primary key.
+pub fn key_condition<D: RemoteSql>(
+    key: &[String],
+    rowid_column: &str,
+    rowid: &Cell,
+) -> Result<String, D::Error> {
+    if key.len() <= 1 {
+        return Ok(format!(
+            "{} = {}",
+            D::ident(rowid_column)?,
+            D::cell_literal(rowid)?
+        ));
+    }
+    let bad = |what: &str| Problem::Value(format!("composite key {what}"));
+    let Cell::String(json) = rowid else {
+        return Err(bad("is not text").into());
+    };
+    let values: Vec<Option<String>> =
+        serde_json::from_str(json).map_err(|_| bad("is not a JSON array"))?;
+    if values.len() != key.len() {
+        return Err(bad("has the wrong arity").into());
+    }
+    let parts = key
+        .iter()
+        .zip(values)
+        .map(|(k, v)| match v {
+            // The remote's own text of the value, read back as the column
+            // type, keeps the remote index usable.
+            Some(v) => Ok(format!("{} = {}", D::ident(k)?, D::literal(&v)?)),
+            None => Ok(format!("{} IS NULL", D::ident(k)?)),
+        })
+        .collect::<Result<Vec<_>, D::Error>>()?;
+    Ok(parts.join(" AND "))
+}
+
+fn value<D: RemoteSql>(cell: &Option<Cell>) -> Result<String, D::Error> {
+    match cell {
+        Some(cell) => D::cell_literal(cell),
+        None => Ok("NULL".into()),
+    }
+}
+
+/// `UPDATE … SET … WHERE key`, or None when nothing changes. With a
+/// composite key, `__rowid` is not a remote column.
+pub fn update<D: RemoteSql>(
+    table: &str,
+    composite: bool,
+    new_row: &Row,
+    condition: &str,
+) -> Result<Option<String>, D::Error> {
+    let sets = new_row
+        .iter()
+        .filter(|(name, _)| !(composite && name.as_str() == COMPOSITE_ROWID))
+        .map(|(name, cell)| Ok(format!("{} = {}", D::ident(name)?, value::<D>(cell)?)))
+        .collect::<Result<Vec<_>, D::Error>>()?;
+    Ok((!sets.is_empty())
+        .then(|| format!("UPDATE {table} SET {} WHERE {condition}", sets.join(", "))))
+}
+
+/// Rows of an INSERT gathered into multi-row statements of `batch_size`.
+pub struct InsertBatch {
+    table: String,
+    composite: bool,
+    batch_size: usize,
+    columns: Option<String>,
+    pending: Vec<String>,
+}
+
+impl InsertBatch {
+    /// With a composite key, `__rowid` is not a remote column.
+    pub fn new(table: String, composite: bool, batch_size: usize) -> InsertBatch {
+        InsertBatch {
+            table,
+            composite,
+            batch_size,
+            columns: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Adds a row; returns the statements to run now (a full batch, or the
+    /// previous batch when this row names other columns).
+    pub fn push<D: RemoteSql>(&mut self, row: &Row) -> Result<Vec<String>, D::Error> {
+        let mut names = Vec::new();
+        let mut values = Vec::new();
+        for (name, cell) in row.iter() {
+            if self.composite && name == COMPOSITE_ROWID {
+                continue;
+            }
+            names.push(D::ident(name)?);
+            values.push(value::<D>(cell)?);
+        }
+        let columns = format!("({})", names.join(", "));
+        let mut ready = Vec::new();
+        if self.columns.as_deref() != Some(columns.as_str()) {
+            ready.extend(self.flush());
+            self.columns = Some(columns);
+        }
+        self.pending.push(format!("({})", values.join(", ")));
+        if self.pending.len() >= self.batch_size {
+            ready.extend(self.flush());
+        }
+        Ok(ready)
+    }
+
+    /// The statement for the rows not sent yet.
+    pub fn flush(&mut self) -> Option<String> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let columns = self.columns.as_deref()?;
+        let sql = format!(
+            "INSERT INTO {} {} VALUES {}",
+            self.table,
+            columns,
+            self.pending.join(", ")
+        );
+        self.pending.clear();
+        Some(sql)
+    }
+}
