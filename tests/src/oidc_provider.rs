@@ -55,9 +55,13 @@ impl OidcProvider {
             home.display()
         );
         // Node resolves packages next to the script: run our script from there.
+        // Tests start providers in parallel: each writes its own copy and
+        // renames it into place, so no node ever reads a half-written file.
         let script = home.join("provider.mjs");
-        fs::copy(workspace_root().join("tests/oidc/provider.mjs"), &script)
+        let fresh = home.join(format!("provider.mjs.{}.{port}", std::process::id()));
+        fs::copy(workspace_root().join("tests/oidc/provider.mjs"), &fresh)
             .expect("copy provider.mjs next to node_modules");
+        fs::rename(&fresh, &script).expect("move provider.mjs into place");
         let dir = scratch_dir(&format!("oidc-{port}"));
         let log_path = dir.join("oidc-provider.log");
         let log = fs::File::create(&log_path).expect("create the provider log");
@@ -95,7 +99,9 @@ impl OidcProvider {
             &mut provider.child,
             &[port],
             "oidc-provider",
-            Duration::from_secs(30),
+            // Loading oidc-provider and making an RSA key can take long on
+            // two cores busy with other tests; this only bounds a hang.
+            Duration::from_secs(120),
             || fs::read_to_string(&log_path).unwrap_or_default(),
         );
         provider
