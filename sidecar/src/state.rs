@@ -14,13 +14,26 @@ const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
+/// Cheap to clone: axum clones the state for every request, so the
+/// fields live behind one `Arc` (cloning them each time cost allocations,
+/// a `tokio_postgres::Config` among them, on every delivery).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub db: Database,
     pub metrics: Arc<Metrics>,
     pub webhooks: Webhooks,
     pub sso: Sso,
-    db_status: Arc<AtomicU8>,
+    db_status: AtomicU8,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -33,13 +46,13 @@ impl AppState {
         public_url: &url::Url,
     ) -> AppState {
         let metrics = Arc::new(metrics);
-        AppState {
+        AppState(Arc::new(Shared {
             webhooks: Webhooks::start(&db, metrics.clone(), commit_workers),
             sso: Sso::start(&db, public_url),
             db,
             metrics,
-            db_status: Arc::new(AtomicU8::new(UNKNOWN)),
-        }
+            db_status: AtomicU8::new(UNKNOWN),
+        }))
     }
 
     /// Pings the database, records the outcome in `integration_sidecar_db_up`
