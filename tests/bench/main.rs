@@ -154,16 +154,29 @@ end
         ),
     )
     .expect("write the wrk script");
+    // The same INSERT as the sidecar's, alone and with the NOTIFY that every
+    // stored event sends (Postgres serialises the commits of transactions
+    // that notify, so this is the limit of one commit per notified event).
+    let row = format!(
+        "INSERT INTO integration.webhook_events \
+         (webhook, delivery_id, headers, payload, raw_body, content_type, source) \
+         VALUES ('pgbench', 'p' || :client_id || '-' || :r, \
+         '{{\"x-github-event\": \"pull_request\"}}', '{body}', \
+         convert_to('{body}', 'UTF8'), 'application/json', '127.0.0.1')"
+    );
     let insert = dir.join("insert.sql");
     fs::write(
         &insert,
+        format!("\\set r random(1, 1000000000000)\n{row};\n"),
+    )
+    .expect("write the pgbench script");
+    let notified = dir.join("insert_notify.sql");
+    fs::write(
+        &notified,
         format!(
             "\\set r random(1, 1000000000000)\n\
-             INSERT INTO integration.webhook_events \
-             (webhook, delivery_id, headers, payload, raw_body, content_type, source) \
-             VALUES ('pgbench', 'p' || :client_id || '-' || :r, \
-             '{{\"x-github-event\": \"pull_request\"}}', '{body}', \
-             convert_to('{body}', 'UTF8'), 'application/json', '127.0.0.1');\n"
+             WITH e AS ({row} RETURNING id) \
+             SELECT pg_notify('integration_webhook', e.id::text) FROM e;\n"
         ),
     )
     .expect("write the pgbench script");
@@ -184,15 +197,21 @@ end
         .expect("count")
         .get(0);
     let pg = pgbench(&cluster, &insert, seconds);
+    let pg_notify = pgbench(&cluster, &notified, seconds);
     let batch = batch_sizes(&sidecar.metrics());
     print_run("wrk GET /healthz (HTTP limit)", &health);
     print_run("wrk POST /webhooks/bench (1 KB, signed)", &hooks);
     print_run("pgbench same INSERT, 1 commit/event", &pg);
+    print_run("pgbench same INSERT + NOTIFY", &pg_notify);
     println!("events stored by the sidecar         {stored:>10}");
     println!("mean events per group commit         {batch:>10.1}");
     println!(
         "ratio webhooks / pgbench             {:>10.2}x",
         hooks.rps / pg.rps
+    );
+    println!(
+        "ratio webhooks / pgbench with NOTIFY {:>10.2}x",
+        hooks.rps / pg_notify.rps
     );
     println!(
         "ratio webhooks / healthz             {:>10.2}x",

