@@ -5,17 +5,17 @@
 
 use crate::audit::{self, Action, Kind, Reason};
 use crate::errors::raise;
-use crate::owner::{as_owner, as_owner_saved_plan, current_user_name};
+use crate::owner::{as_owner, as_owner_saved_plan, current_user_name, saved_plan, SavedPlan};
 use crate::raw_datum::{Jsonb, Raw, TextArray};
 use crate::settings;
 use integration_core::api_keys::{self as keys, KeyHasher};
+use pgrx::datum::DatumWithOid;
 use pgrx::fcinfo::{
     pg_getarg, pg_return_null, srf_is_first_call, srf_return_done, srf_return_next,
 };
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
 use pgrx::PgMemoryContexts;
-use pgrx::{pg_shmem_init, JsonB, PgAtomic, PgBuiltInOids, PgOid};
+use pgrx::{pg_shmem_init, JsonB, PgAtomic};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -203,10 +203,8 @@ fn with_key<R>(id: i64, check: impl FnOnce(Option<&KeyHasher>, Option<&mut KeyRo
 }
 
 thread_local! {
-    /// The lookup, planned once per backend (Postgres re-plans it when the
-    /// tables change).
-    static LOAD_PLAN: std::cell::OnceCell<&'static OwnedPreparedStatement> =
-        const { std::cell::OnceCell::new() };
+    /// The lookup, planned once per backend.
+    static LOAD_PLAN: SavedPlan = const { SavedPlan::new() };
 }
 
 const LOAD_SQL: &str = "
@@ -216,27 +214,13 @@ const LOAD_SQL: &str = "
     FROM (SELECT) AS one
     LEFT JOIN integration.api_key_store s ON s.id = $1";
 
-fn load_plan() -> &'static OwnedPreparedStatement {
-    LOAD_PLAN.with(|cell| {
-        *cell.get_or_init(|| {
-            as_owner(|| {
-                Spi::connect(|client| {
-                    let plan = client
-                        .prepare(LOAD_SQL, &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)])
-                        .unwrap_or_else(|e| error!("prepare the API key lookup: {e}"));
-                    Box::leak(Box::new(plan.keep()))
-                })
-            })
-        })
-    })
-}
-
 fn load(id: i64) -> (Option<KeyHasher>, Option<KeyRow>) {
-    let plan = load_plan();
+    let args = [DatumWithOid::from(id)];
+    let plan = saved_plan(&LOAD_PLAN, LOAD_SQL, &args, false);
     as_owner_saved_plan(|| {
         Spi::connect(|client| {
             let table = client
-                .select(plan, Some(1), &[id.into()])
+                .select(plan, Some(1), &args)
                 .unwrap_or_else(|e| error!("read API key {id}: {e}"))
                 .first();
             let datum = |n| {

@@ -8,8 +8,10 @@
 //! `audit.dropped` row) or when the server stops before the next flush
 //! (about 200 ms).
 
+use crate::owner::{saved_plan, SavedPlan};
 use crate::{settings, subxact, worker};
 use pgrx::bgworkers::BackgroundWorker;
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 use std::time::Duration;
@@ -429,6 +431,21 @@ pub struct HttpCall {
     pub error: Option<String>,
 }
 
+thread_local! {
+    static HTTP_CALLS_PLAN: SavedPlan = const { SavedPlan::new() };
+}
+
+const HTTP_CALLS_SQL: &str =
+    "INSERT INTO integration.audit_log (at, actor, action, target, ok, detail)
+    SELECT timestamptz '2000-01-01 00:00:00+00' + e.us * interval '1 microsecond',
+           e.actor, 'http.request', e.host, e.status IS NOT NULL,
+           jsonb_strip_nulls(jsonb_build_object(
+               'method', e.method, 'status', e.status,
+               'duration_ms', round(e.dur / 1000.0, 3), 'error', e.error))
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[],
+                $6::bigint[], $7::text[])
+         AS e(us, actor, method, host, status, dur, error)";
+
 /// Writes `calls` to the audit log in the current transaction.
 pub fn insert_http_calls(calls: &[HttpCall]) {
     if calls.is_empty() {
@@ -441,27 +458,18 @@ pub fn insert_http_calls(calls: &[HttpCall]) {
     let statuses: Vec<Option<i32>> = calls.iter().map(|c| c.status.map(i32::from)).collect();
     let durations: Vec<i64> = calls.iter().map(|c| c.duration_us).collect();
     let errors: Vec<Option<&str>> = calls.iter().map(|c| c.error.as_deref()).collect();
-    Spi::run_with_args(
-        "INSERT INTO integration.audit_log (at, actor, action, target, ok, detail)
-         SELECT timestamptz '2000-01-01 00:00:00+00' + e.us * interval '1 microsecond',
-                e.actor, 'http.request', e.host, e.status IS NOT NULL,
-                jsonb_strip_nulls(jsonb_build_object(
-                    'method', e.method, 'status', e.status,
-                    'duration_ms', round(e.dur / 1000.0, 3), 'error', e.error))
-         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[],
-                     $6::bigint[], $7::text[])
-              AS e(us, actor, method, host, status, dur, error)",
-        &[
-            ats.into(),
-            actors.into(),
-            methods.into(),
-            hosts.into(),
-            statuses.into(),
-            durations.into(),
-            errors.into(),
-        ],
-    )
-    .unwrap_or_else(|e| error!("insert HTTP audit rows: {e}"));
+    let args = [
+        DatumWithOid::from(ats),
+        actors.into(),
+        methods.into(),
+        hosts.into(),
+        statuses.into(),
+        durations.into(),
+        errors.into(),
+    ];
+    let plan = saved_plan(&HTTP_CALLS_PLAN, HTTP_CALLS_SQL, &args, true);
+    Spi::connect_mut(|client| client.update(plan, None, &args).map(drop))
+        .unwrap_or_else(|e| error!("insert HTTP audit rows: {e}"));
 }
 
 fn actor_name(event: &Event) -> String {

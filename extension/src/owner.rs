@@ -4,9 +4,13 @@
 //! `verify_api_key` switches nothing.
 
 use crate::errors::raise;
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use std::cell::Cell;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::PgOid;
+use std::cell::{Cell, OnceCell};
 use std::ffi::CStr;
+use std::thread::LocalKey;
 
 /// Runs `work` as the owner of the pg_integration extension with
 /// `search_path = pg_catalog, pg_temp`. On error, transaction abort
@@ -53,6 +57,38 @@ fn switch_to_owner<R>(safe_search_path: bool, work: impl FnOnce() -> R) -> R {
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         result
     }
+}
+
+/// A statement kept planned for the life of the backend.
+pub type SavedPlan = OnceCell<&'static OwnedPreparedStatement>;
+
+/// `sql` planned once per backend into `cell`, with parameters of the types
+/// of `args` (`mutating` for statements that write), as the extension owner
+/// under a safe `search_path`; Postgres re-plans it when the tables change.
+/// Run it with arguments of the same types, inside [`as_owner_saved_plan`]
+/// where it needs the owner's rights.
+pub fn saved_plan(
+    cell: &'static LocalKey<SavedPlan>,
+    sql: &'static str,
+    args: &[DatumWithOid<'_>],
+    mutating: bool,
+) -> &'static OwnedPreparedStatement {
+    cell.with(|cell| {
+        *cell.get_or_init(|| {
+            let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+            as_owner(|| {
+                Spi::connect(|client| {
+                    let plan = if mutating {
+                        client.prepare_mut(sql, &types)
+                    } else {
+                        client.prepare(sql, &types)
+                    };
+                    let plan = plan.unwrap_or_else(|e| error!("prepare {sql}: {e}"));
+                    Box::leak(Box::new(plan.keep()))
+                })
+            })
+        })
+    })
 }
 
 thread_local! {

@@ -6,6 +6,7 @@
 //! Postgres' cancel flags so statement_timeout and pg_cancel_backend stop a
 //! call within about 50 ms.
 
+use super::policy::Rules;
 use integration_core::http_policy::{Policy, PolicyError};
 use pgrx::pg_sys;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -244,15 +245,11 @@ pub async fn fetch(
     }
 }
 
-/// Sends `request` under `policy`, reusing this backend's client for the
+/// Sends `request` under `rules`, reusing this backend's client for the
 /// same policy, and waits for it while watching Postgres' cancel flags.
 /// `insecure` skips certificate verification (an admin chose it for this host).
-pub fn send(
-    request: Request,
-    policy: Policy,
-    policy_key: String,
-    insecure: bool,
-) -> Result<Response, CallError> {
+pub fn send(request: Request, rules: &Rules, insecure: bool) -> Result<Response, CallError> {
+    let policy = &rules.policy;
     policy.check_url(&request.url)?;
     let limit = policy.max_response_bytes;
     let max_redirects = policy.max_redirects;
@@ -264,12 +261,16 @@ pub fn send(
                 clients: HashMap::new(),
             }),
         };
-        let key = (policy_key, insecure);
-        if !engine.clients.contains_key(&key) {
-            let client = build_client(Arc::new(policy), insecure, 8)?;
-            engine.clients.insert(key.clone(), client);
-        }
-        let call = fetch(engine.clients[&key].clone(), request, limit, max_redirects);
+        let key = (rules.key.clone(), insecure);
+        let client = match engine.clients.get(&key) {
+            Some(client) => client.clone(),
+            None => {
+                let client = build_client(Arc::new(policy.clone()), insecure, 8)?;
+                engine.clients.insert(key, client.clone());
+                client
+            }
+        };
+        let call = fetch(client, request, limit, max_redirects);
         engine.runtime.block_on(async {
             tokio::pin!(call);
             let mut tick = tokio::time::interval(Duration::from_millis(50));

@@ -160,7 +160,7 @@ fn call(
         timeout: timeout_of(timeout),
     };
     let started = std::time::Instant::now();
-    let outcome = client::send(request, rules.policy, rules.key, insecure);
+    let outcome = client::send(request, &rules, insecure);
     let elapsed = started.elapsed();
     match outcome {
         Ok(response) => {

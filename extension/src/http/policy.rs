@@ -6,7 +6,9 @@
 use integration_core::http_policy::{self, HostPattern, Policy};
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::cell::RefCell;
 use std::ffi::CString;
+use std::rc::Rc;
 use std::time::Duration;
 
 static ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -82,7 +84,7 @@ fn text(setting: &GucSetting<Option<CString>>) -> String {
 
 /// The policy settings in force for one caller, as text: what the queue
 /// stores with a request so the worker delivers it under its caller's rules.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub allowed_hosts: String,
     pub allowed_networks: String,
@@ -147,10 +149,28 @@ impl Rules {
     }
 }
 
+thread_local! {
+    /// The settings last parsed and their rules: they seldom change within
+    /// a session, so most calls only compare three strings.
+    static LAST: RefCell<Option<(Snapshot, Rc<Rules>)>> = const { RefCell::new(None) };
+}
+
 /// The rules in force for the current role and database.
-pub fn current() -> Rules {
-    Snapshot::current().rules().unwrap_or_else(|e| {
-        crate::errors::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None)
+pub fn current() -> Rc<Rules> {
+    parsed(Snapshot::current())
+}
+
+/// The rules of `snapshot`; an invalid setting raises an error naming it.
+pub fn parsed(snapshot: Snapshot) -> Rc<Rules> {
+    LAST.with_borrow_mut(|last| match last {
+        Some((seen, rules)) if *seen == snapshot => Rc::clone(rules),
+        _ => {
+            let rules = Rc::new(snapshot.rules().unwrap_or_else(|e| {
+                crate::errors::raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, None)
+            }));
+            *last = Some((snapshot, Rc::clone(&rules)));
+            rules
+        }
     })
 }
 

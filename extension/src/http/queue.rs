@@ -6,15 +6,16 @@
 //! the role that enqueued the request.
 
 use super::client::{self, CallError, Request, Response};
-use super::policy::{self, Snapshot};
+use super::policy::{self, Rules, Snapshot};
 use super::{header_list, headers_json, invalid, parse_url, timeout_of, BYTES};
 use crate::audit::{self, HttpCall};
 use crate::errors::raise;
-use crate::owner::{as_owner, current_user_name};
+use crate::owner::{as_owner_saved_plan, current_user_name, saved_plan, SavedPlan};
 use crate::{settings, subxact, worker};
 use integration_core::http_retry::{self, Attempt};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::callconv::{Arg, ArgAbi};
+use pgrx::datum::DatumWithOid;
 use pgrx::nullable::Nullable;
 use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, Returns, ReturnsError, SqlMapping, SqlTranslatable,
@@ -25,9 +26,11 @@ use pgrx::{
     PgXactCallbackEvent,
 };
 use rand::Rng;
+use serde::Deserialize;
 use serde_json::Value;
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -155,6 +158,17 @@ fn interval_micros(interval: &Interval) -> i64 {
     i64::try_from(interval.as_micros()).unwrap_or(i64::MAX)
 }
 
+thread_local! {
+    static ENQUEUE_PLAN: SavedPlan = const { SavedPlan::new() };
+}
+
+const ENQUEUE_SQL: &str = "INSERT INTO integration.http_requests
+        (method, url, host, headers, body, timeout, retries, backoff, callback,
+         created_by, policy)
+    VALUES ($1, $2, $3, $4, $5, $6 * interval '1 microsecond', $7,
+            $8 * interval '1 microsecond', $9::regprocedure, $10, $11)
+    RETURNING id";
+
 /// Queues a request; the worker delivers it after this transaction commits.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe, requires = ["http_queue"])]
@@ -182,7 +196,8 @@ fn http_enqueue(
     }
     let url = parse_url(url, params.as_ref().map(|p| &p.0));
     let snapshot = Snapshot::current();
-    let rules = policy::current();
+    let policy_json = serde_json::to_value(&snapshot).unwrap_or(Value::Null);
+    let rules = policy::parsed(snapshot);
     rules.policy.check_url(&url).unwrap_or_else(|e| {
         raise(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -213,31 +228,29 @@ fn http_enqueue(
     }
     let caller = current_user_name();
     let host = url.host_str().unwrap_or_default().to_string();
-    let policy_json = serde_json::to_value(&snapshot).unwrap_or(Value::Null);
-    let id = as_owner(|| {
-        Spi::get_one_with_args::<i64>(
-            "INSERT INTO integration.http_requests
-                 (method, url, host, headers, body, timeout, retries, backoff, callback,
-                  created_by, policy)
-             VALUES ($1, $2, $3, $4, $5, $6 * interval '1 microsecond', $7,
-                     $8 * interval '1 microsecond', $9::oid::regprocedure, $10, $11)
-             RETURNING id",
-            &[
-                method.as_str().into(),
-                url.as_str().into(),
-                host.as_str().into(),
-                JsonB(headers).into(),
-                body.into(),
-                i64::try_from(timeout.as_micros())
-                    .unwrap_or(i64::MAX)
-                    .into(),
-                retries.into(),
-                interval_micros(&backoff).into(),
-                callback.map(|c| c.0).into(),
-                caller.as_str().into(),
-                JsonB(policy_json).into(),
-            ],
-        )
+    let args = [
+        DatumWithOid::from(method.as_str()),
+        url.as_str().into(),
+        host.as_str().into(),
+        JsonB(headers).into(),
+        body.into(),
+        i64::try_from(timeout.as_micros())
+            .unwrap_or(i64::MAX)
+            .into(),
+        retries.into(),
+        interval_micros(&backoff).into(),
+        callback.map(|c| c.0).into(),
+        caller.as_str().into(),
+        JsonB(policy_json).into(),
+    ];
+    let plan = saved_plan(&ENQUEUE_PLAN, ENQUEUE_SQL, &args, true);
+    let id = as_owner_saved_plan(|| {
+        Spi::connect_mut(|client| {
+            client
+                .update(plan, Some(1), &args)?
+                .first()
+                .get_one::<i64>()
+        })
         .ok()
         .flatten()
         .unwrap_or_else(|| error!("could not queue the HTTP request"))
@@ -544,6 +557,8 @@ fn release(hosts: &mut HashMap<String, usize>, host: &str) {
 pub struct Deliverer {
     runtime: tokio::runtime::Runtime,
     clients: HashMap<(String, bool), reqwest::Client>,
+    /// The policies of queued requests, parsed once each.
+    rules: HashMap<Snapshot, Rc<Rules>>,
     jobs: mpsc::UnboundedSender<Batch>,
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: mpsc::UnboundedReceiver<Finished>,
@@ -553,6 +568,9 @@ pub struct Deliverer {
     last_reclaim: Option<Instant>,
     last_cleanup: Option<Instant>,
 }
+
+/// Distinct policies kept parsed before the worker starts over.
+const RULES_KEPT: usize = 1024;
 
 /// How often claims of vanished workers are given back.
 const RECLAIM_EVERY: Duration = Duration::from_secs(10);
@@ -575,6 +593,7 @@ impl Deliverer {
         Ok(Deliverer {
             runtime,
             clients: HashMap::new(),
+            rules: HashMap::new(),
             jobs,
             done_tx,
             done_rx,
@@ -764,16 +783,26 @@ impl Deliverer {
             host: claimed.host.clone(),
             cause,
         };
-        let snapshot: Snapshot = serde_json::from_value(claimed.policy.clone())
+        let snapshot = Snapshot::deserialize(&claimed.policy)
             .map_err(|e| invalid(format!("stored policy is unreadable: {e}")))?;
-        let rules = snapshot.rules().map_err(invalid)?;
+        let rules = match self.rules.get(&snapshot) {
+            Some(rules) => Rc::clone(rules),
+            None => {
+                let rules = Rc::new(snapshot.rules().map_err(invalid)?);
+                if self.rules.len() >= RULES_KEPT {
+                    self.rules.clear();
+                }
+                self.rules.insert(snapshot, Rc::clone(&rules));
+                rules
+            }
+        };
         let url = url::Url::parse(&claimed.url).map_err(|e| invalid(e.to_string()))?;
         rules.policy.check_url(&url)?;
         let method = reqwest::Method::from_bytes(claimed.method.as_bytes())
             .map_err(|e| invalid(e.to_string()))?;
         let headers = header_list(&claimed.headers).map_err(invalid)?;
         let insecure = rules.insecure(&url);
-        let key = (rules.key, insecure);
+        let key = (rules.key.clone(), insecure);
         let limit = rules.policy.max_response_bytes;
         let max_redirects = rules.policy.max_redirects;
         if !self.clients.contains_key(&key) {
@@ -782,7 +811,7 @@ impl Deliverer {
             let idle = usize::try_from(HOST_CONCURRENCY.get())
                 .unwrap_or(16)
                 .min(1024);
-            let client = client::build_client(Arc::new(rules.policy), insecure, idle)?;
+            let client = client::build_client(Arc::new(rules.policy.clone()), insecure, idle)?;
             self.clients.insert(key.clone(), client);
         }
         let request = Request {
@@ -820,6 +849,45 @@ fn remove_expired() {
     .unwrap_or_else(|e| error!("remove expired HTTP responses: {e}"));
 }
 
+thread_local! {
+    static CLAIM_PLAN: SavedPlan = const { SavedPlan::new() };
+    static STORE_PLAN: SavedPlan = const { SavedPlan::new() };
+}
+
+const CLAIM_SQL: &str = "WITH candidates AS (
+        SELECT id, host, next_attempt_at FROM integration.http_requests
+        WHERE next_attempt_at <= now() AND host <> ALL ($5::text[])
+        ORDER BY next_attempt_at, id
+        LIMIT $1 * 4
+    ), chosen AS (
+        SELECT id FROM (
+            SELECT c.id, c.next_attempt_at,
+                   row_number() OVER (PARTITION BY c.host ORDER BY c.next_attempt_at, c.id) AS n,
+                   coalesce(b.places, $2) AS places
+            FROM candidates c
+            LEFT JOIN unnest($3::text[], $4::int[]) AS b(host, places) ON b.host = c.host
+        ) ranked
+        WHERE n <= places
+        ORDER BY next_attempt_at, id
+        LIMIT $1
+    ), locked AS (
+        -- Only the chosen rows are locked; one that another
+        -- worker holds or took meanwhile is skipped.
+        SELECT q.id FROM integration.http_requests q
+        WHERE q.id IN (SELECT id FROM chosen) AND q.next_attempt_at <= now()
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE integration.http_requests r
+    SET attempts = r.attempts + 1,
+        claimed_by = pg_backend_pid(),
+        next_attempt_at = now() + r.timeout + interval '5 minutes'
+    FROM locked WHERE r.id = locked.id
+    RETURNING r.id, r.method, r.url, r.host, r.headers, r.body,
+              (extract(epoch FROM r.timeout) * 1000000)::bigint AS timeout_us,
+              r.policy, r.attempts, r.retries,
+              (extract(epoch FROM r.backoff) * 1000000)::bigint AS backoff_us,
+              r.created_by::text AS created_by";
+
 /// Takes up to `free` due requests, at most `host_room` per host counting
 /// those outstanding (`busy`: host and its free places).
 fn claim(free: usize, host_room: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
@@ -831,51 +899,18 @@ fn claim(free: usize, host_room: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
         .map(|(h, _)| h.as_str())
         .collect();
     let free = i64::try_from(free).unwrap_or(i64::MAX);
+    let args = [
+        DatumWithOid::from(free),
+        host_room.into(),
+        hosts.into(),
+        places.into(),
+        full.into(),
+    ];
+    let plan = saved_plan(&CLAIM_PLAN, CLAIM_SQL, &args, true);
     Spi::connect_mut(|client| {
-        let rows = client.update(
-            "WITH candidates AS (
-                 SELECT id, host, next_attempt_at FROM integration.http_requests
-                 WHERE next_attempt_at <= now() AND host <> ALL ($5::text[])
-                 ORDER BY next_attempt_at, id
-                 LIMIT $1 * 4
-             ), chosen AS (
-                 SELECT id FROM (
-                     SELECT c.id, c.next_attempt_at,
-                            row_number() OVER (PARTITION BY c.host ORDER BY c.next_attempt_at, c.id) AS n,
-                            coalesce(b.places, $2) AS places
-                     FROM candidates c
-                     LEFT JOIN unnest($3::text[], $4::int[]) AS b(host, places) ON b.host = c.host
-                 ) ranked
-                 WHERE n <= places
-                 ORDER BY next_attempt_at, id
-                 LIMIT $1
-             ), locked AS (
-                 -- Only the chosen rows are locked; one that another
-                 -- worker holds or took meanwhile is skipped.
-                 SELECT q.id FROM integration.http_requests q
-                 WHERE q.id IN (SELECT id FROM chosen) AND q.next_attempt_at <= now()
-                 FOR UPDATE SKIP LOCKED
-             )
-             UPDATE integration.http_requests r
-             SET attempts = r.attempts + 1,
-                 claimed_by = pg_backend_pid(),
-                 next_attempt_at = now() + r.timeout + interval '5 minutes'
-             FROM locked WHERE r.id = locked.id
-             RETURNING r.id, r.method, r.url, r.host, r.headers, r.body,
-                       (extract(epoch FROM r.timeout) * 1000000)::bigint AS timeout_us,
-                       r.policy, r.attempts, r.retries,
-                       (extract(epoch FROM r.backoff) * 1000000)::bigint AS backoff_us,
-                       r.created_by::text AS created_by",
-            None,
-            &[
-                free.into(),
-                host_room.into(),
-                hosts.into(),
-                places.into(),
-                full.into(),
-            ],
-        )?;
-        let micros = |v: Option<i64>| Duration::from_micros(u64::try_from(v.unwrap_or(0)).unwrap_or(0));
+        let rows = client.update(plan, None, &args)?;
+        let micros =
+            |v: Option<i64>| Duration::from_micros(u64::try_from(v.unwrap_or(0)).unwrap_or(0));
         let mut claimed = Vec::new();
         for row in rows {
             claimed.push(Claimed {
@@ -883,14 +918,20 @@ fn claim(free: usize, host_room: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
                 method: row.get_by_name::<String, _>("method")?.unwrap_or_default(),
                 url: row.get_by_name::<String, _>("url")?.unwrap_or_default(),
                 host: row.get_by_name::<String, _>("host")?.unwrap_or_default(),
-                headers: row.get_by_name::<JsonB, _>("headers")?.map_or(Value::Null, |j| j.0),
+                headers: row
+                    .get_by_name::<JsonB, _>("headers")?
+                    .map_or(Value::Null, |j| j.0),
                 body: row.get_by_name::<Vec<u8>, _>("body")?,
                 timeout: micros(row.get_by_name::<i64, _>("timeout_us")?),
-                policy: row.get_by_name::<JsonB, _>("policy")?.map_or(Value::Null, |j| j.0),
+                policy: row
+                    .get_by_name::<JsonB, _>("policy")?
+                    .map_or(Value::Null, |j| j.0),
                 attempts: row.get_by_name::<i32, _>("attempts")?.unwrap_or(1),
                 retries: row.get_by_name::<i32, _>("retries")?.unwrap_or(0),
                 backoff: micros(row.get_by_name::<i64, _>("backoff_us")?),
-                created_by: row.get_by_name::<String, _>("created_by")?.unwrap_or_default(),
+                created_by: row
+                    .get_by_name::<String, _>("created_by")?
+                    .unwrap_or_default(),
             });
         }
         Ok::<_, pgrx::spi::Error>(claimed)
@@ -907,6 +948,31 @@ fn next_due() -> Option<Duration> {
     .unwrap_or_else(|e| error!("look at the HTTP queue: {e}"))
     .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
 }
+
+const STORE_SQL: &str = "WITH f AS (
+        SELECT * FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::bytea[],
+                             $5::text[], $6::text[], $7::bigint[])
+            AS f(id, status, headers, body, content_type, error, elapsed_us)
+    ), done AS (
+        DELETE FROM integration.http_requests r USING f
+        WHERE r.id = f.id AND r.claimed_by = pg_backend_pid()
+        RETURNING r.*
+    ), stored AS (
+        INSERT INTO integration.http_responses
+            (id, method, url, status, headers, body, content_type, error, attempts,
+             elapsed, callback, created_by, created_at)
+        SELECT d.id, d.method, d.url, f.status, f.headers, f.body, f.content_type,
+               f.error, d.attempts, f.elapsed_us * interval '1 microsecond',
+               d.callback, d.created_by, d.created_at
+        FROM done d JOIN f ON f.id = d.id
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, callback, created_by
+    )
+    SELECT s.id, format('%I.%I', n.nspname, p.proname) AS function,
+           s.created_by::text AS role
+    FROM stored s
+    JOIN pg_catalog.pg_proc p ON p.oid = s.callback
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
 
 /// Writes finished requests to `http_responses` (deleting them from the
 /// queue), schedules retries, audits every attempt; returns the callbacks
@@ -965,43 +1031,18 @@ fn store(verdicts: &[(Finished, Verdict)], calls: &[HttpCall]) -> Vec<Callback> 
     if ids.is_empty() {
         return Vec::new();
     }
+    let args = [
+        DatumWithOid::from(ids),
+        statuses.into(),
+        headers.into(),
+        bodies.into(),
+        types.into(),
+        errors.into(),
+        elapsed.into(),
+    ];
+    let plan = saved_plan(&STORE_PLAN, STORE_SQL, &args, true);
     Spi::connect_mut(|client| {
-        let rows = client.update(
-            "WITH f AS (
-                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::bytea[],
-                                      $5::text[], $6::text[], $7::bigint[])
-                     AS f(id, status, headers, body, content_type, error, elapsed_us)
-             ), done AS (
-                 DELETE FROM integration.http_requests r USING f
-                 WHERE r.id = f.id AND r.claimed_by = pg_backend_pid()
-                 RETURNING r.*
-             ), stored AS (
-                 INSERT INTO integration.http_responses
-                     (id, method, url, status, headers, body, content_type, error, attempts,
-                      elapsed, callback, created_by, created_at)
-                 SELECT d.id, d.method, d.url, f.status, f.headers, f.body, f.content_type,
-                        f.error, d.attempts, f.elapsed_us * interval '1 microsecond',
-                        d.callback, d.created_by, d.created_at
-                 FROM done d JOIN f ON f.id = d.id
-                 ON CONFLICT (id) DO NOTHING
-                 RETURNING id, callback, created_by
-             )
-             SELECT s.id, format('%I.%I', n.nspname, p.proname) AS function,
-                    s.created_by::text AS role
-             FROM stored s
-             JOIN pg_catalog.pg_proc p ON p.oid = s.callback
-             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace",
-            None,
-            &[
-                ids.into(),
-                statuses.into(),
-                headers.into(),
-                bodies.into(),
-                types.into(),
-                errors.into(),
-                elapsed.into(),
-            ],
-        )?;
+        let rows = client.update(plan, None, &args)?;
         let mut callbacks = Vec::new();
         for row in rows {
             callbacks.push(Callback {
