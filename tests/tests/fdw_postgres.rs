@@ -1,8 +1,10 @@
 //! End-to-end: `postgres_wrapper` against a second, throwaway PostgreSQL 15
 //! cluster: import with exact types and real keys, pushdown shown by
 //! EXPLAIN, writes by composite key, ROLLBACK, batch insert, reconnect after
-//! the remote killed the session, hostile names, no credential in errors.
+//! the remote killed the session, hostile names, no credential in errors,
+//! TLS verified against a throwaway CA.
 
+use integration_tests::certs::ServerCertificate;
 use integration_tests::sql::{connect_recording_notices, db_message, remote_sql, texts};
 use integration_tests::PgCluster;
 use postgres::error::SqlState;
@@ -503,4 +505,130 @@ fn hostile_names_are_quoted_and_credentials_never_show() {
         )
         .unwrap_err();
     assert!(db_message(&err).contains("password"), "{err:?}");
+}
+
+#[test]
+fn tls_verifies_the_certificate_and_the_host_name() {
+    let dir = std::env::temp_dir()
+        .join("pg_integration-e2e")
+        .join(format!("pg-tls-{}", std::process::id()));
+    let certs = ServerCertificate::new(&dir.join("remote"), "DNS:localhost");
+    let stranger = ServerCertificate::new(&dir.join("stranger"), "DNS:localhost");
+    let remote = PgCluster::start_with_tls(&certs.cert, &certs.key);
+    remote
+        .connect("postgres")
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'sealed')",
+        )
+        .unwrap();
+    let local = PgCluster::start();
+    let mut client = local.create_database("app");
+    let ca = certs.ca.display();
+    let server = |client: &mut Client, name: &str, host: &str, port: u16, tls: &str| {
+        client
+            .batch_execute(&format!(
+                "CREATE SERVER {name} FOREIGN DATA WRAPPER postgres_wrapper
+                   OPTIONS (host '{host}', port '{port}', dbname 'postgres'{tls});
+                 CREATE USER MAPPING FOR CURRENT_USER SERVER {name}
+                   OPTIONS (user 'postgres', password '{PASSWORD}');
+                 CREATE FOREIGN TABLE {name} (id int, v text) SERVER {name} OPTIONS (table_name 't')"
+            ))
+            .unwrap();
+    };
+    let port = remote.port();
+
+    // Verified: the certificate names localhost and chains to our CA; the
+    // remote's own statistics say the session is encrypted.
+    let full = format!(", sslmode 'verify-full', sslrootcert '{ca}'");
+    server(&mut client, "verified", "localhost", port, &full);
+    assert_eq!(texts(&mut client, "SELECT v FROM verified"), ["sealed"]);
+    let ssl = texts(
+        &mut client,
+        "SELECT q::text FROM integration.query('verified',
+           'SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()') q",
+    );
+    assert_eq!(ssl.len(), 1);
+    assert!(ssl[0].contains(r#""ssl": true"#), "{ssl:?}");
+    assert!(ssl[0].contains("TLSv1."), "{ssl:?}");
+    // verify-ca forgives only the name: 127.0.0.1 is not in the certificate.
+    let ca_only = format!(", sslmode 'verify-ca', sslrootcert '{ca}'");
+    server(&mut client, "ca_only", "127.0.0.1", port, &ca_only);
+    assert_eq!(texts(&mut client, "SELECT v FROM ca_only"), ["sealed"]);
+    // add_data_source takes the TLS settings as URL parameters.
+    client
+        .batch_execute(&format!(
+            "SELECT integration.add_data_source('by_url',
+               'postgresql://postgres:{PASSWORD}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}',
+               '{{\"tables\": [\"t\"]}}')"
+        ))
+        .unwrap();
+    assert_eq!(texts(&mut client, "SELECT v FROM by_url.t"), ["sealed"]);
+
+    // Refused, each with the host and the cause, never the password.
+    let refused = |client: &mut Client, table: &str, host: &str, cause: &str| {
+        let err = client
+            .query(&format!("SELECT v FROM {table}"), &[])
+            .unwrap_err();
+        let db = err.as_db_error().expect("a server error");
+        assert_eq!(
+            db.code(),
+            &SqlState::FDW_UNABLE_TO_ESTABLISH_CONNECTION,
+            "{db}"
+        );
+        let message = db.message();
+        assert!(message.contains(&format!("at {host}:")), "{message}");
+        assert!(message.contains(cause), "{message}");
+        assert!(!message.contains(PASSWORD), "{message}");
+    };
+    // Under verify-full, the name must match (also for `require`).
+    server(&mut client, "wrong_name", "127.0.0.1", port, &full);
+    refused(&mut client, "wrong_name", "127.0.0.1", "not valid for name");
+    let require = format!(", sslmode 'require', sslrootcert '{ca}'");
+    server(&mut client, "require_name", "127.0.0.1", port, &require);
+    refused(
+        &mut client,
+        "require_name",
+        "127.0.0.1",
+        "not valid for name",
+    );
+    // A certificate from another CA (of the same name: rustls reports a
+    // bad signature rather than an unknown issuer).
+    let stranger_ca = format!(
+        ", sslmode 'verify-ca', sslrootcert '{}'",
+        stranger.ca.display()
+    );
+    server(&mut client, "wrong_ca", "localhost", port, &stranger_ca);
+    refused(
+        &mut client,
+        "wrong_ca",
+        "localhost",
+        "invalid peer certificate: BadSignature",
+    );
+    // A server without TLS (the local cluster) is not used in plain text.
+    server(&mut client, "plain", "127.0.0.1", local.port(), &full);
+    refused(
+        &mut client,
+        "plain",
+        "127.0.0.1",
+        "server does not support TLS",
+    );
+
+    // Modes that may fall back to plain text are not offered, and a root
+    // certificate without TLS is a mistake, not a silent plain connection.
+    let err = client
+        .batch_execute(
+            "CREATE SERVER prefer FOREIGN DATA WRAPPER postgres_wrapper OPTIONS (sslmode 'prefer')",
+        )
+        .unwrap_err();
+    assert!(db_message(&err).contains("sslmode"), "{err:?}");
+    server(
+        &mut client,
+        "half",
+        "localhost",
+        port,
+        &format!(", sslrootcert '{ca}'"),
+    );
+    let err = client.query("SELECT v FROM half", &[]).unwrap_err();
+    assert!(db_message(&err).contains("sslrootcert"), "{err:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,7 @@
 //! External databases as foreign tables, one wrapper per engine on
 //! supabase-wrappers (`postgres`: PostgreSQL and compatible engines, `mysql`:
 //! MySQL and MariaDB). The
-//! shared parts: option lists and the planner facts/EXPLAIN hook.
+//! shared parts: option lists, TLS settings and the planner facts/EXPLAIN hook.
 
 pub mod import;
 pub mod mysql;
@@ -9,6 +9,7 @@ pub mod options;
 pub mod planner;
 pub mod postgres;
 pub mod statements;
+pub mod tls;
 pub mod xact;
 
 use pgrx::PgSqlErrorCode;
@@ -49,4 +50,20 @@ pub fn sqlstate_code(code: &str) -> PgSqlErrorCode {
         Some(known) => known,
         None => PgSqlErrorCode::ERRCODE_FDW_ERROR,
     }
+}
+
+/// An error and its causes in one line, each cause once: the client
+/// libraries' own messages often stop at "error performing TLS handshake".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

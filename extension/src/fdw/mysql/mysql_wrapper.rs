@@ -17,7 +17,15 @@ use std::sync::OnceLock;
 use supabase_wrappers::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-const SERVER_OPTIONS: &[&str] = &["host", "port", "dbname", "fetch_size", "batch_size"];
+const SERVER_OPTIONS: &[&str] = &[
+    "host",
+    "port",
+    "dbname",
+    "fetch_size",
+    "batch_size",
+    "ssl_mode",
+    "ssl_ca",
+];
 const TABLE_OPTIONS: &[&str] = &[
     "dbname",
     "table_name",
@@ -361,6 +369,7 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
             server: SERVER_OPTIONS,
             table: TABLE_OPTIONS,
         };
-        Ok(options::validate(&options, catalog, &allowed)?)
+        options::validate(&options, catalog, &allowed)?;
+        Ok(connection::TLS_OPTIONS.check(&options)?)
     }
 }

@@ -3,9 +3,12 @@
 //! side dropped it. The first use inside a local transaction opens a remote
 //! REPEATABLE READ transaction that commits in the local PRE_COMMIT and rolls
 //! back on local abort, so a local ROLLBACK leaves the remote untouched.
+//! TLS (`sslmode`, `sslrootcert`) always verifies the server's certificate.
 
+use super::tls::RustlsConnect;
 use super::{PostgresWrapperError, Result};
 use crate::fdw::options::{self, user_mapping};
+use crate::fdw::tls::{self, TlsMode, TlsOptionNames, TlsSettings};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -14,7 +17,9 @@ use std::rc::Rc;
 use std::time::Duration;
 use supabase_wrappers::prelude::ForeignServer;
 use tokio::runtime::Runtime;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, NoTls, Socket};
 
 /// What identifies a cached connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,7 +38,22 @@ pub struct ConnectOptions {
     pub user: String,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    pub tls: TlsSettings,
 }
+
+/// libpq's names. `require` verifies like `verify-full` (libpq's `require`
+/// does not verify at all); `allow` and `prefer`, which may fall back to
+/// plain text, are not offered.
+pub const TLS_OPTIONS: TlsOptionNames = TlsOptionNames {
+    mode: "sslmode",
+    root_cert: "sslrootcert",
+    values: &[
+        ("disable", TlsMode::Disable),
+        ("require", TlsMode::VerifyFull),
+        ("verify-ca", TlsMode::VerifyCa),
+        ("verify-full", TlsMode::VerifyFull),
+    ],
+};
 
 impl ConnectOptions {
     /// The server's options and the current user's mapping.
@@ -67,6 +87,7 @@ impl ConnectOptions {
                 "connect_timeout",
                 10,
             )? as u64),
+            tls: TLS_OPTIONS.settings(server)?,
         })
     }
 }
@@ -96,6 +117,40 @@ pub fn runtime() -> Result<Rc<Runtime>> {
     crate::fdw::runtime().map_err(PostgresWrapperError::Runtime)
 }
 
+/// A connection failure, naming the host and the cause (TLS errors keep
+/// rustls' reason: unknown issuer, name mismatch, no TLS on the server).
+fn connect_failed(opts: &ConnectOptions, e: tokio_postgres::Error) -> PostgresWrapperError {
+    if e.as_db_error().is_some() {
+        return PostgresWrapperError::remote(&opts.server_name, e);
+    }
+    let message = crate::fdw::error_chain(&e);
+    PostgresWrapperError::Remote {
+        server: format!(
+            "remote server \"{}\" at {}:{}",
+            opts.server_name, opts.host, opts.port
+        ),
+        code: None,
+        message,
+    }
+}
+
+/// Connects with `tls` and runs the connection on the backend's runtime.
+async fn open<T>(
+    config: &Config,
+    tls: T,
+    rt: &Runtime,
+) -> std::result::Result<Client, tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect(tls).await?;
+    rt.spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
 async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<Client> {
     let mut config = Config::new();
     config
@@ -108,13 +163,18 @@ async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<Client> {
     if let Some(password) = &opts.password {
         config.password(password);
     }
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| PostgresWrapperError::remote(&opts.server_name, e))?;
-    rt.spawn(async move {
-        let _ = connection.await;
-    });
+    let client = match opts.tls.mode {
+        TlsMode::Disable => {
+            config.ssl_mode(SslMode::Disable);
+            open(&config, NoTls, rt).await
+        }
+        TlsMode::VerifyCa | TlsMode::VerifyFull => {
+            let tls_config = tls::client_config(&opts.tls, TLS_OPTIONS.root_cert)?;
+            config.ssl_mode(SslMode::Require);
+            open(&config, RustlsConnect(tls_config), rt).await
+        }
+    }
+    .map_err(|e| connect_failed(opts, e))?;
     // Text that goes back to the same server (composite keys, literals)
     // must read the same way it was written.
     client

@@ -25,6 +25,7 @@ const SERVER_OPTIONS: &[&str] = &[
     "batch_size",
     "connect_timeout",
     "sslmode",
+    "sslrootcert",
 ];
 const TABLE_OPTIONS: &[&str] = &[
     "schema_name",
@@ -353,16 +354,6 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
             table: TABLE_OPTIONS,
         };
         options::validate(&options, catalog, &allowed)?;
-        for opt in options.iter().flatten() {
-            if let Some(("sslmode", mode)) = opt.split_once('=') {
-                if mode != "disable" {
-                    return Err(PostgresWrapperError::option(
-                        "sslmode",
-                        "only 'disable' is supported by this build",
-                    ));
-                }
-            }
-        }
-        Ok(())
+        Ok(connection::TLS_OPTIONS.check(&options)?)
     }
 }
