@@ -1,5 +1,5 @@
 //! Small helpers for tests that read query results as text and look at
-//! what EXPLAIN and errors say.
+//! what EXPLAIN and errors say, and how much memory a backend used.
 
 use crate::PgCluster;
 use postgres::Client;
@@ -43,4 +43,20 @@ pub fn connect_recording_notices(
     let mut config: postgres::Config = cluster.url(db, "postgres").parse().expect("URL");
     config.notice_callback(move |n| notices.lock().unwrap().push(n.message().to_string()));
     config.connect(postgres::NoTls).expect("connect")
+}
+
+/// The peak resident memory of the client's backend so far, in kB (VmHWM
+/// of `/proc/<pid>/status`: the tests run on the server's machine).
+pub fn backend_peak_rss_kb(client: &mut Client) -> u64 {
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .expect("pg_backend_pid")
+        .get(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
 }

@@ -1,13 +1,15 @@
 //! External databases as foreign tables, one wrapper per engine on
 //! supabase-wrappers (`postgres`: PostgreSQL and compatible engines, `mysql`:
 //! MySQL and MariaDB). The
-//! shared parts: option lists, TLS settings and the planner facts/EXPLAIN hook.
+//! shared parts: option lists, TLS settings, the planner facts/EXPLAIN hook
+//! and bounded scan memory.
 
 pub mod import;
 pub mod mysql;
 pub mod options;
 pub mod planner;
 pub mod postgres;
+pub mod scan_memory;
 pub mod statements;
 pub mod tls;
 pub mod xact;

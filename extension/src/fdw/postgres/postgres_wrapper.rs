@@ -8,6 +8,7 @@ use super::import;
 use super::{PostgresWrapperError, Result};
 use crate::fdw::options::{self, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
+use crate::fdw::scan_memory;
 use crate::fdw::statements::{self, InsertBatch, ScanRequest};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -73,6 +74,18 @@ static CURSOR_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 
 /// supabase-wrappers' own GetForeignRelSize, wrapped by [`rel_size`].
 static INNER_REL_SIZE: OnceLock<pg_sys::GetForeignRelSize_function> = OnceLock::new();
+
+/// supabase-wrappers' own IterateForeignScan, wrapped by [`iterate`].
+static INNER_ITERATE: OnceLock<pg_sys::IterateForeignScan_function> = OnceLock::new();
+
+#[pg_guard]
+unsafe extern "C-unwind" fn iterate(
+    node: *mut pg_sys::ForeignScanState,
+) -> *mut pg_sys::TupleTableSlot {
+    let inner = INNER_ITERATE.get().copied().flatten();
+    // SAFETY: the executor's argument and the routine's own function.
+    unsafe { scan_memory::iterate(node, inner) }
+}
 
 #[pg_guard]
 unsafe extern "C-unwind" fn rel_size(
@@ -346,6 +359,7 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         let _ = INNER_REL_SIZE.set(routine.GetForeignRelSize);
         routine.GetForeignRelSize = Some(rel_size);
         routine.ExplainForeignScan = Some(planner::explain_remote_sql);
+        scan_memory::hook(routine, &INNER_ITERATE, Some(iterate));
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<pg_sys::Oid>) -> Result<()> {
