@@ -2,7 +2,8 @@
 //! cluster: import with exact types and real keys, pushdown shown by
 //! EXPLAIN, writes by composite key, ROLLBACK, batch insert, reconnect after
 //! the remote killed the session, hostile names, no credential in errors,
-//! TLS verified against a throwaway CA, flat memory over a long scan.
+//! TLS verified against a throwaway CA, flat memory over a long scan,
+//! RETURNING of what the remote stored.
 
 use integration_tests::certs::ServerCertificate;
 use integration_tests::sql::{
@@ -404,6 +405,71 @@ fn writes_go_by_the_real_key_and_follow_the_local_transaction() {
         row,
         r#"t|0.000000000001|NULL|-5|2024-01-02|2024-01-02 03:04:05.678901|2024-01-01 22:04:05|02:00:00|{"x": 1}|\x0001|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12|192.168.0.1|{4,5}|sad"#
     );
+}
+
+#[test]
+fn returning_shows_the_rows_the_remote_stored() {
+    let setup = Setup::new(100);
+    // A remote trigger changes what is stored: RETURNING must show that,
+    // not what was sent.
+    setup
+        .remote()
+        .batch_execute(
+            r#"SET ROLE remote_user;
+               CREATE TABLE "we""ird".ret (id int PRIMARY KEY, v text, stamp text);
+               CREATE FUNCTION "we""ird".stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN NEW.v := upper(NEW.v); NEW.stamp := TG_OP; RETURN NEW; END $$;
+               CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON "we""ird".ret
+                 FOR EACH ROW EXECUTE FUNCTION "we""ird".stamp();
+               RESET ROLE;"#,
+        )
+        .unwrap();
+    let mut local = setup.client();
+    setup.import(&mut local);
+    let shown = "RETURNING id || ' ' || v || ' ' || stamp";
+    assert_eq!(
+        texts(
+            &mut local,
+            &format!("INSERT INTO imported.ret VALUES (1, 'a', 'sent'), (2, 'b', 'sent') {shown}")
+        ),
+        ["1 A INSERT", "2 B INSERT"]
+    );
+    assert_eq!(
+        texts(
+            &mut local,
+            &format!("UPDATE imported.ret SET v = 'c' WHERE id = 2 {shown}")
+        ),
+        ["2 C UPDATE"]
+    );
+    assert_eq!(
+        texts(
+            &mut local,
+            &format!("DELETE FROM imported.ret WHERE id = 1 {shown}")
+        ),
+        ["1 A INSERT"]
+    );
+    assert_eq!(
+        texts(
+            &mut setup.remote(),
+            r#"SELECT id || ' ' || v || ' ' || stamp FROM "we""ird".ret"#
+        ),
+        ["2 C UPDATE"]
+    );
+    // A composite key (read through __rowid) and a count that matches.
+    assert_eq!(
+        texts(
+            &mut local,
+            "UPDATE imported.lines SET qty = qty + 100 WHERE order_id = 1 RETURNING line || ':' || qty"
+        ),
+        ["1:111", "2:112", "3:113"]
+    );
+    let deleted = local
+        .execute(
+            "DELETE FROM imported.lines WHERE order_id = 3 RETURNING line",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(deleted, 3);
 }
 
 #[test]

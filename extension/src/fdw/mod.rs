@@ -9,6 +9,7 @@ pub mod mysql;
 pub mod options;
 pub mod planner;
 pub mod postgres;
+pub mod returning;
 pub mod scan_memory;
 pub mod statements;
 pub mod tls;

@@ -1,5 +1,6 @@
 //! The `ForeignDataWrapper` implementation of `postgres_wrapper`: option
-//! handling, streamed scans with pushdown, and writes by primary key.
+//! handling, streamed scans with pushdown, and writes by primary key with
+//! RETURNING of the rows the remote wrote.
 
 use super::connection::{self, ConnKey, ConnectOptions};
 use super::decode;
@@ -8,6 +9,7 @@ use super::import;
 use super::{PostgresWrapperError, Result};
 use crate::fdw::options::{self, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
+use crate::fdw::returning;
 use crate::fdw::scan_memory;
 use crate::fdw::statements::{self, InsertBatch, ScanRequest};
 use pgrx::pg_sys;
@@ -153,6 +155,37 @@ impl PostgresWrapper {
             facts: self.facts,
             not_null: &[],
         })
+    }
+
+    /// Runs `sql` (which writes at most one row) with RETURNING the
+    /// `columns` and hands the remote row, if any, to PostgreSQL.
+    fn run_returning(&self, sql: &str, columns: &[Column]) -> Result<()> {
+        let Some(modify) = &self.modify else {
+            return Ok(());
+        };
+        let list = statements::select_list::<Postgres>(&modify.key, columns, &[])?;
+        self.deliver_row(&format!("{sql} RETURNING {list}"), columns)
+    }
+
+    /// Runs `sql`, which answers at most one row of `columns`, and hands
+    /// that row to PostgreSQL's RETURNING.
+    fn deliver_row(&self, sql: &str, columns: &[Column]) -> Result<()> {
+        let Some(modify) = &self.modify else {
+            return Ok(());
+        };
+        let rt = connection::runtime()?;
+        let rows = rt
+            .block_on(modify.client.query(sql, &[]))
+            .map_err(|e| PostgresWrapperError::remote(&self.server.server_name, e))?;
+        if let Some(row) = rows.first() {
+            let cells = columns
+                .iter()
+                .enumerate()
+                .map(|(i, col)| decode::cell(row, i, &col.name, col.type_oid))
+                .collect::<Result<Vec<_>>>()?;
+            returning::deliver(cells);
+        }
+        Ok(())
     }
 
     fn run_modify(&self, sql: &str) -> Result<()> {
@@ -307,6 +340,25 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
     }
 
     fn insert(&mut self, row: &Row) -> Result<()> {
+        if let Some(columns) = returning::wanted() {
+            // One row at a time, after those batched so far, each with the
+            // values the remote stored.
+            let (batched, single) = match self.modify.as_mut() {
+                Some(modify) => (
+                    modify.inserts.flush(),
+                    InsertBatch::new(modify.table.clone(), modify.key.len() > 1, 1)
+                        .push::<Postgres>(row)?,
+                ),
+                None => return Ok(()),
+            };
+            if let Some(sql) = batched {
+                self.run_modify(&sql)?;
+            }
+            for sql in single {
+                self.run_returning(&sql, &columns)?;
+            }
+            return Ok(());
+        }
         let ready = match self.modify.as_mut() {
             Some(modify) => modify.inserts.push::<Postgres>(row)?,
             None => return Ok(()),
@@ -322,14 +374,22 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
             return Ok(());
         };
         let condition = statements::key_condition::<Postgres>(&modify.key, &modify.rowid, rowid)?;
-        match statements::update::<Postgres>(
+        let sql = statements::update::<Postgres>(
             &modify.table,
             modify.key.len() > 1,
             new_row,
             &condition,
-        )? {
-            Some(sql) => self.run_modify(&sql),
-            None => Ok(()),
+        )?;
+        match (sql, returning::wanted()) {
+            (Some(sql), None) => self.run_modify(&sql),
+            (Some(sql), Some(columns)) => self.run_returning(&sql, &columns),
+            // Nothing to change: RETURNING shows the row as it is.
+            (None, Some(columns)) => {
+                let list = statements::select_list::<Postgres>(&modify.key, &columns, &[])?;
+                let select = format!("SELECT {list} FROM {} WHERE {condition}", modify.table);
+                self.deliver_row(&select, &columns)
+            }
+            (None, None) => Ok(()),
         }
     }
 
@@ -338,7 +398,11 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
             return Ok(());
         };
         let condition = statements::key_condition::<Postgres>(&modify.key, &modify.rowid, rowid)?;
-        self.run_modify(&format!("DELETE FROM {} WHERE {condition}", modify.table))
+        let sql = format!("DELETE FROM {} WHERE {condition}", modify.table);
+        match returning::wanted() {
+            Some(columns) => self.run_returning(&sql, &columns),
+            None => self.run_modify(&sql),
+        }
     }
 
     fn end_modify(&mut self) -> Result<()> {
@@ -360,6 +424,7 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         routine.GetForeignRelSize = Some(rel_size);
         routine.ExplainForeignScan = Some(planner::explain_remote_sql);
         scan_memory::hook(routine, &INNER_ITERATE, Some(iterate));
+        returning::hook_returning!(routine);
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<pg_sys::Oid>) -> Result<()> {
