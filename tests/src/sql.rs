@@ -2,6 +2,7 @@
 //! what EXPLAIN and errors say, and how much memory a backend used.
 
 use crate::PgCluster;
+use postgres::error::SqlState;
 use postgres::Client;
 use std::sync::{Arc, Mutex};
 
@@ -59,4 +60,33 @@ pub fn backend_peak_rss_kb(client: &mut Client) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// By how many MB running `sql` grows the backend's peak memory, with its
+/// rows as [`texts`]. `warm_up` runs first (connections, caches), and JIT
+/// is off: a big estimate would turn it on and add ~55 MB once.
+pub fn peak_growth_mb(client: &mut Client, warm_up: &str, sql: &str) -> (Vec<String>, u64) {
+    client.batch_execute("SET jit = off").expect("SET jit");
+    texts(client, warm_up);
+    let before = backend_peak_rss_kb(client);
+    let rows = texts(client, sql);
+    (rows, (backend_peak_rss_kb(client) - before) / 1024)
+}
+
+/// Asserts that `sql` fails because a wrapper could not connect (HV00N),
+/// with a message naming `host` (as `at host:`) and `cause`, never `secret`.
+pub fn assert_refused(client: &mut Client, sql: &str, host: &str, cause: &str, secret: &str) {
+    let err = client
+        .query(sql, &[])
+        .expect_err("the connection should be refused");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(
+        db.code(),
+        &SqlState::FDW_UNABLE_TO_ESTABLISH_CONNECTION,
+        "{db}"
+    );
+    let message = db.message();
+    assert!(message.contains(&format!("at {host}:")), "{message}");
+    assert!(message.contains(cause), "{message}");
+    assert!(!message.contains(secret), "{message}");
 }

@@ -8,7 +8,7 @@
 
 use integration_tests::certs::ServerCertificate;
 use integration_tests::sql::{
-    backend_peak_rss_kb, connect_recording_notices, db_message, remote_sql, texts,
+    assert_refused, connect_recording_notices, db_message, peak_growth_mb, remote_sql, texts,
 };
 use integration_tests::{MariaDb, PgCluster};
 use postgres::error::SqlState;
@@ -491,19 +491,13 @@ fn tls_verifies_the_certificate_and_the_host_name() {
 
     // Refused, each with the host and the cause, never the password.
     let refused = |client: &mut Client, table: &str, host: &str, cause: &str| {
-        let err = client
-            .query(&format!("SELECT v FROM {table}"), &[])
-            .unwrap_err();
-        let db = err.as_db_error().expect("a server error");
-        assert_eq!(
-            db.code(),
-            &SqlState::FDW_UNABLE_TO_ESTABLISH_CONNECTION,
-            "{db}"
-        );
-        let message = db.message();
-        assert!(message.contains(&format!("at {host}:")), "{message}");
-        assert!(message.contains(cause), "{message}");
-        assert!(!message.contains(PASSWORD), "{message}");
+        assert_refused(
+            client,
+            &format!("SELECT v FROM {table}"),
+            host,
+            cause,
+            PASSWORD,
+        )
     };
     // The name must match, also for `required`.
     server(&mut client, "wrong_name", "127.0.0.1", port, &full);
@@ -570,20 +564,10 @@ fn a_two_million_row_scan_keeps_the_backend_memory_flat() {
             integration_tests::MARIADB_ROOT_PASSWORD
         ))
         .unwrap();
-    // Connected and warmed up, so what follows is the scan's own memory
-    // (JIT, which a big estimate turns on, would add ~55 MB once).
-    client.batch_execute("SET jit = off").unwrap();
     let scan = "SELECT count(v)::text || ' ' || sum(n)::text || ' ' || count(at)::text FROM gen";
-    texts(
-        &mut client,
-        &scan.replace("FROM gen", "FROM (SELECT * FROM gen LIMIT 5000) s"),
-    );
-    let before = backend_peak_rss_kb(&mut client);
-    assert_eq!(
-        texts(&mut client, scan),
-        ["2000000 3000001500000.0 2000000"]
-    );
-    let grown_mb = (backend_peak_rss_kb(&mut client) - before) / 1024;
+    let warm_up = scan.replace("FROM gen", "FROM (SELECT * FROM gen LIMIT 5000) s");
+    let (rows, grown_mb) = peak_growth_mb(&mut client, &warm_up, scan);
+    assert_eq!(rows, ["2000000 3000001500000.0 2000000"]);
     eprintln!("mysql_wrapper: a 2 M row scan grew the backend's peak RSS by {grown_mb} MB");
     // Values kept for the whole scan cost ~75 MB per million rows here.
     assert!(grown_mb < 20, "the backend grew by {grown_mb} MB");

@@ -191,7 +191,7 @@ macro_rules! hook_returning {
         exec_fn!(update, UPDATE);
         exec_fn!(delete, DELETE);
 
-        let routine = $routine;
+        let routine = &mut *$routine;
         let _ = PLAN.set(routine.PlanForeignModify);
         let _ = INSERT.set(routine.ExecForeignInsert);
         let _ = UPDATE.set(routine.ExecForeignUpdate);

@@ -9,7 +9,6 @@
 //! scan needs: the wrapper's state is Rust memory.
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -114,15 +113,4 @@ unsafe fn scan_context(ptr: *mut std::ffi::c_void) -> Option<pg_sys::MemoryConte
         let parent_name = (*(*context).parent).name;
         (!parent_name.is_null() && CStr::from_ptr(parent_name) == WRAPPERS_ROOT).then_some(context)
     }
-}
-
-/// Installs [`iterate`] around a routine's IterateForeignScan, keeping the
-/// original in `inner`.
-pub fn hook(
-    routine: &mut PgBox<pg_sys::FdwRoutine, pgrx::AllocatedByRust>,
-    inner: &std::sync::OnceLock<pg_sys::IterateForeignScan_function>,
-    wrapper: pg_sys::IterateForeignScan_function,
-) {
-    let _ = inner.set(routine.IterateForeignScan);
-    routine.IterateForeignScan = wrapper;
 }

@@ -7,11 +7,11 @@
 //! the server's certificate and host name.
 
 use super::{MysqlWrapperError, Result};
-use crate::fdw::options::user_mapping;
+use crate::fdw::options::{self, Endpoint};
 use crate::fdw::tls::{self, TlsMode, TlsOptionNames, TlsSettings};
+pub use crate::fdw::ConnKey;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
-use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,12 +19,6 @@ use std::rc::Rc;
 use std::time::Duration;
 use supabase_wrappers::prelude::ForeignServer;
 use tokio::runtime::Runtime;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    pub server: pg_sys::Oid,
-    pub user: pg_sys::Oid,
-}
 
 /// Where and how to connect; the password never leaves this struct.
 #[derive(Clone)]
@@ -56,37 +50,21 @@ impl ConnectOptions {
     /// The server's options and the current user's mapping.
     pub fn for_server(server_def: &ForeignServer) -> Result<ConnectOptions> {
         let server = &server_def.options;
-        let mapping = user_mapping(server_def.server_oid);
+        let Endpoint {
+            host,
+            port,
+            user,
+            password,
+        } = options::endpoint(server_def, 3306)?;
         Ok(ConnectOptions {
             server_name: server_def.server_name.clone(),
-            host: server
-                .get("host")
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1".into()),
-            port: match server.get("port") {
-                None => 3306,
-                Some(p) => p
-                    .parse()
-                    .map_err(|_| MysqlWrapperError::option("port", "must be a TCP port"))?,
-            },
+            host,
+            port,
             dbname: server.get("dbname").cloned(),
-            user: mapping.get("user").cloned().ok_or_else(|| {
-                MysqlWrapperError::option("user", "the user mapping needs a user")
-            })?,
-            password: mapping.get("password").cloned(),
+            user,
+            password,
             tls: TLS_OPTIONS.settings(server)?,
         })
-    }
-}
-
-impl ConnKey {
-    /// The key of the current user's connection to `server`.
-    pub fn current(server: pg_sys::Oid) -> ConnKey {
-        ConnKey {
-            server,
-            // SAFETY: plain catalog state of this backend.
-            user: unsafe { pg_sys::GetUserId() },
-        }
     }
 }
 
@@ -144,19 +122,13 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Conn> {
         Ok(Err(e)) => {
             let message = crate::fdw::error_chain(&e);
             Err(MysqlWrapperError::Remote {
-                server: format!(
-                    "remote server \"{}\" at {}:{}",
-                    opts.server_name, opts.host, opts.port
-                ),
+                server: crate::fdw::remote_at(&opts.server_name, &opts.host, opts.port),
                 code: None,
                 message,
             })
         }
         Err(_) => Err(MysqlWrapperError::Remote {
-            server: format!(
-                "remote server \"{}\" at {}:{}",
-                opts.server_name, opts.host, opts.port
-            ),
+            server: crate::fdw::remote_at(&opts.server_name, &opts.host, opts.port),
             code: None,
             message: "connection timed out".into(),
         }),

@@ -7,9 +7,9 @@
 
 use super::tls::RustlsConnect;
 use super::{PostgresWrapperError, Result};
-use crate::fdw::options::{self, user_mapping};
+use crate::fdw::options::{self, Endpoint};
 use crate::fdw::tls::{self, TlsMode, TlsOptionNames, TlsSettings};
-use pgrx::pg_sys;
+pub use crate::fdw::ConnKey;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,13 +20,6 @@ use tokio::runtime::Runtime;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, Config, NoTls, Socket};
-
-/// What identifies a cached connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    pub server: pg_sys::Oid,
-    pub user: pg_sys::Oid,
-}
 
 /// Where and how to connect; the password never leaves this struct.
 #[derive(Clone)]
@@ -59,28 +52,22 @@ impl ConnectOptions {
     /// The server's options and the current user's mapping.
     pub fn for_server(server_def: &ForeignServer) -> Result<ConnectOptions> {
         let server = &server_def.options;
-        let mapping = user_mapping(server_def.server_oid);
-        let port = match server.get("port") {
-            None => 5432,
-            Some(p) => p
-                .parse()
-                .map_err(|_| PostgresWrapperError::option("port", "must be a TCP port"))?,
-        };
+        let Endpoint {
+            host,
+            port,
+            user,
+            password,
+        } = options::endpoint(server_def, 5432)?;
         Ok(ConnectOptions {
             server_name: server_def.server_name.clone(),
-            host: server
-                .get("host")
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1".into()),
+            host,
             port,
             dbname: server
                 .get("dbname")
                 .cloned()
                 .unwrap_or_else(|| "postgres".into()),
-            user: mapping.get("user").cloned().ok_or_else(|| {
-                PostgresWrapperError::option("user", "the user mapping needs a user")
-            })?,
-            password: mapping.get("password").cloned(),
+            user,
+            password,
             connect_timeout: Duration::from_secs(options::positive(
                 server,
                 server,
@@ -89,17 +76,6 @@ impl ConnectOptions {
             )? as u64),
             tls: TLS_OPTIONS.settings(server)?,
         })
-    }
-}
-
-impl ConnKey {
-    /// The key of the current user's connection to `server`.
-    pub fn current(server: pg_sys::Oid) -> ConnKey {
-        ConnKey {
-            server,
-            // SAFETY: plain catalog state of this backend.
-            user: unsafe { pg_sys::GetUserId() },
-        }
     }
 }
 
@@ -125,10 +101,7 @@ fn connect_failed(opts: &ConnectOptions, e: tokio_postgres::Error) -> PostgresWr
     }
     let message = crate::fdw::error_chain(&e);
     PostgresWrapperError::Remote {
-        server: format!(
-            "remote server \"{}\" at {}:{}",
-            opts.server_name, opts.host, opts.port
-        ),
+        server: crate::fdw::remote_at(&opts.server_name, &opts.host, opts.port),
         code: None,
         message,
     }

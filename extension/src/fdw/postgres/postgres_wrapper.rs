@@ -7,16 +7,15 @@ use super::decode;
 use super::deparse::{self, Postgres};
 use super::import;
 use super::{PostgresWrapperError, Result};
+use crate::fdw::hooks;
 use crate::fdw::options::{self, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
 use crate::fdw::returning;
-use crate::fdw::scan_memory;
 use crate::fdw::statements::{self, InsertBatch, ScanRequest};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::OnceLock;
 use supabase_wrappers::prelude::*;
 use tokio_postgres::{Client, Statement};
 
@@ -73,33 +72,6 @@ struct Modify {
 }
 
 static CURSOR_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// supabase-wrappers' own GetForeignRelSize, wrapped by [`rel_size`].
-static INNER_REL_SIZE: OnceLock<pg_sys::GetForeignRelSize_function> = OnceLock::new();
-
-/// supabase-wrappers' own IterateForeignScan, wrapped by [`iterate`].
-static INNER_ITERATE: OnceLock<pg_sys::IterateForeignScan_function> = OnceLock::new();
-
-#[pg_guard]
-unsafe extern "C-unwind" fn iterate(
-    node: *mut pg_sys::ForeignScanState,
-) -> *mut pg_sys::TupleTableSlot {
-    let inner = INNER_ITERATE.get().copied().flatten();
-    // SAFETY: the executor's argument and the routine's own function.
-    unsafe { scan_memory::iterate(node, inner) }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn rel_size(
-    root: *mut pg_sys::PlannerInfo,
-    baserel: *mut pg_sys::RelOptInfo,
-    table: pg_sys::Oid,
-) {
-    if let Some(Some(inner)) = INNER_REL_SIZE.get() {
-        // SAFETY: the planner's arguments, passed through unchanged.
-        unsafe { planner::with_facts(root, baserel, || inner(root, baserel, table)) };
-    }
-}
 
 impl PostgresWrapper {
     fn connect_options(&self) -> Result<ConnectOptions> {
@@ -217,17 +189,9 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         options: &HashMap<String, String>,
     ) -> Result<(i64, i32)> {
         self.facts = planner::current_facts();
-        if let Some(table) = options
-            .get("wrappers.ftable_oid")
-            .and_then(|o| o.parse().ok())
-        {
-            let sql = self.build_select(quals, columns, sorts, limit, options)?;
-            planner::remember_remote_sql(table, sql);
-        }
-        Ok((
-            if limit.is_some() { 100 } else { 100_000 },
-            8 * columns.len().max(1) as i32,
-        ))
+        planner::rel_size(options, columns, limit, || {
+            self.build_select(quals, columns, sorts, limit, options)
+        })
     }
 
     fn begin_scan(
@@ -420,10 +384,7 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
     }
 
     fn fdw_routine_hook(routine: &mut PgBox<pg_sys::FdwRoutine, pgrx::AllocatedByRust>) {
-        let _ = INNER_REL_SIZE.set(routine.GetForeignRelSize);
-        routine.GetForeignRelSize = Some(rel_size);
-        routine.ExplainForeignScan = Some(planner::explain_remote_sql);
-        scan_memory::hook(routine, &INNER_ITERATE, Some(iterate));
+        hooks::install_shared_hooks!(routine);
         returning::hook_returning!(routine);
     }
 
