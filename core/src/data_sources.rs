@@ -2,6 +2,9 @@
 //! `postgresql://user:password@host:port/dbname` (also `postgres://`,
 //! `kingbase://`) and `mysql://…` (also `mariadb://`). User and password may
 //! be percent-encoded; the password never appears in an error message.
+//! TLS settings may come as URL parameters, under the names the engine's
+//! clients use (`?sslmode=verify-full&sslrootcert=…`, `?ssl-mode=required
+//! &ssl-ca=…`); any other parameter is refused rather than ignored.
 
 use thiserror::Error;
 use url::Url;
@@ -22,6 +25,28 @@ impl Engine {
         }
     }
 
+    /// The URL parameters this engine takes and the server option each
+    /// one becomes.
+    fn url_parameters(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Engine::Postgres => &[("sslmode", "sslmode"), ("sslrootcert", "sslrootcert")],
+            Engine::Mysql => &[
+                ("ssl-mode", "ssl_mode"),
+                ("ssl_mode", "ssl_mode"),
+                ("ssl-ca", "ssl_ca"),
+                ("ssl_ca", "ssl_ca"),
+            ],
+        }
+    }
+
+    /// The server options of this engine's wrapper that set up TLS.
+    pub fn tls_options(self) -> &'static [&'static str] {
+        match self {
+            Engine::Postgres => &["sslmode", "sslrootcert"],
+            Engine::Mysql => &["ssl_mode", "ssl_ca"],
+        }
+    }
+
     fn default_port(self) -> u16 {
         match self {
             Engine::Postgres => 5432,
@@ -38,6 +63,8 @@ pub struct SourceUrl {
     pub dbname: String,
     pub user: String,
     pub password: Option<String>,
+    /// Server options from URL parameters, by option name.
+    pub options: Vec<(String, String)>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -54,6 +81,8 @@ pub enum SourceUrlError {
     NoDatabase,
     #[error("the data source URL is not valid UTF-8 after percent-decoding")]
     Encoding,
+    #[error("unsupported URL parameter {name:?}: this engine takes {known}")]
+    Parameter { name: String, known: String },
 }
 
 fn decode(part: &str) -> Result<String, SourceUrlError> {
@@ -102,8 +131,24 @@ pub fn parse_source_url(text: &str) -> Result<SourceUrl, SourceUrlError> {
     if dbname.is_empty() {
         return Err(SourceUrlError::NoDatabase);
     }
+    let mut options = Vec::new();
+    for (name, value) in url.query_pairs() {
+        let known = engine.url_parameters();
+        let Some((_, option)) = known.iter().find(|(param, _)| *param == name) else {
+            return Err(SourceUrlError::Parameter {
+                name: name.into_owned(),
+                known: known
+                    .iter()
+                    .map(|(param, _)| *param)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        options.push((option.to_string(), value.into_owned()));
+    }
     Ok(SourceUrl {
         engine,
+        options,
         port: url.port().unwrap_or(engine.default_port()),
         host,
         dbname,
@@ -134,6 +179,43 @@ mod tests {
             (u.engine, u.host.as_str(), u.port),
             (Engine::Postgres, "::1", 5432)
         );
+    }
+
+    #[test]
+    fn tls_parameters_become_server_options() {
+        let u = parse_source_url(
+            "postgresql://u:pw@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(
+            u.options,
+            vec![
+                ("sslmode".to_string(), "verify-full".to_string()),
+                ("sslrootcert".to_string(), "/etc/ca.pem".to_string())
+            ]
+        );
+        let u = parse_source_url("mariadb://u@h/db?ssl-mode=required&ssl_ca=/ca.pem").unwrap();
+        assert_eq!(
+            u.options,
+            vec![
+                ("ssl_mode".to_string(), "required".to_string()),
+                ("ssl_ca".to_string(), "/ca.pem".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_parameters_are_refused_not_ignored() {
+        let err = parse_source_url("mysql://u:secret@h/db?sslmode=require").unwrap_err();
+        assert_eq!(
+            err,
+            SourceUrlError::Parameter {
+                name: "sslmode".into(),
+                known: "ssl-mode, ssl_mode, ssl-ca, ssl_ca".into()
+            }
+        );
+        assert!(!err.to_string().contains("secret"));
+        assert!(parse_source_url("postgresql://u@h/db?ssl=true").is_err());
     }
 
     #[test]

@@ -110,9 +110,15 @@ fn add_data_source(name: &str, url: &str, options: default!(JsonB, "'{}'")) -> S
         format!("port {}", literal(&source.port.to_string())),
         format!("dbname {}", literal(&source.dbname)),
     ];
-    for tuning in ["fetch_size", "batch_size"] {
-        if let Some(v) = option_text(&options, tuning) {
-            server_options.push(format!("{tuning} {}", literal(&v)));
+    for (option, value) in &source.options {
+        server_options.push(format!("{option} {}", literal(value)));
+    }
+    for name in ["fetch_size", "batch_size"]
+        .iter()
+        .chain(source.engine.tls_options())
+    {
+        if let Some(v) = option_text(&options, name) {
+            server_options.push(format!("{name} {}", literal(&v)));
         }
     }
     let limit_to = match options.get("tables") {

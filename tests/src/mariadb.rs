@@ -5,7 +5,7 @@
 use crate::process::{free_port, run_checked};
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +23,20 @@ pub struct MariaDb {
 
 impl MariaDb {
     pub fn start() -> MariaDb {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server that also accepts TLS with `cert` and `key`.
+    pub fn start_with_tls(ca: &Path, cert: &Path, key: &Path) -> MariaDb {
+        Self::start_with(&[
+            format!("--ssl-ca={}", ca.display()),
+            format!("--ssl-cert={}", cert.display()),
+            format!("--ssl-key={}", key.display()),
+        ])
+    }
+
+    /// Starts a server with extra `mariadbd` arguments.
+    pub fn start_with(args: &[String]) -> MariaDb {
         let n = SERVERS.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir()
             .join("pg_integration-e2e")
@@ -62,6 +76,7 @@ impl MariaDb {
                 "--collation-server=utf8mb4_general_ci",
             ])
             .arg("--default-time-zone=+00:00")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -4,7 +4,7 @@
 
 use crate::process::{as_postgres, free_port, run_checked, running_as_root};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -86,6 +86,17 @@ impl PgCluster {
         fs::write(&conf_path, text).expect("write postgresql.conf");
         cluster.restart();
         cluster
+    }
+
+    /// Starts a cluster that also accepts TLS with `cert` and `key` (which
+    /// this gives to the `postgres` user, mode 0600, as PostgreSQL demands).
+    pub fn start_with_tls(cert: &Path, key: &Path) -> PgCluster {
+        crate::certs::key_for_postgres(key);
+        Self::start_with(&[
+            ("ssl", "on"),
+            ("ssl_cert_file", cert.to_str().expect("a UTF-8 path")),
+            ("ssl_key_file", key.to_str().expect("a UTF-8 path")),
+        ])
     }
 
     pub fn port(&self) -> u16 {

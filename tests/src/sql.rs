@@ -1,7 +1,8 @@
 //! Small helpers for tests that read query results as text and look at
-//! what EXPLAIN and errors say.
+//! what EXPLAIN and errors say, and how much memory a backend used.
 
 use crate::PgCluster;
+use postgres::error::SqlState;
 use postgres::Client;
 use std::sync::{Arc, Mutex};
 
@@ -43,4 +44,49 @@ pub fn connect_recording_notices(
     let mut config: postgres::Config = cluster.url(db, "postgres").parse().expect("URL");
     config.notice_callback(move |n| notices.lock().unwrap().push(n.message().to_string()));
     config.connect(postgres::NoTls).expect("connect")
+}
+
+/// The peak resident memory of the client's backend so far, in kB (VmHWM
+/// of `/proc/<pid>/status`: the tests run on the server's machine).
+pub fn backend_peak_rss_kb(client: &mut Client) -> u64 {
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .expect("pg_backend_pid")
+        .get(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// By how many MB running `sql` grows the backend's peak memory, with its
+/// rows as [`texts`]. `warm_up` runs first (connections, caches), and JIT
+/// is off: a big estimate would turn it on and add ~55 MB once.
+pub fn peak_growth_mb(client: &mut Client, warm_up: &str, sql: &str) -> (Vec<String>, u64) {
+    client.batch_execute("SET jit = off").expect("SET jit");
+    texts(client, warm_up);
+    let before = backend_peak_rss_kb(client);
+    let rows = texts(client, sql);
+    (rows, (backend_peak_rss_kb(client) - before) / 1024)
+}
+
+/// Asserts that `sql` fails because a wrapper could not connect (HV00N),
+/// with a message naming `host` (as `at host:`) and `cause`, never `secret`.
+pub fn assert_refused(client: &mut Client, sql: &str, host: &str, cause: &str, secret: &str) {
+    let err = client
+        .query(sql, &[])
+        .expect_err("the connection should be refused");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(
+        db.code(),
+        &SqlState::FDW_UNABLE_TO_ESTABLISH_CONNECTION,
+        "{db}"
+    );
+    let message = db.message();
+    assert!(message.contains(&format!("at {host}:")), "{message}");
+    assert!(message.contains(cause), "{message}");
+    assert!(!message.contains(secret), "{message}");
 }

@@ -5,7 +5,9 @@ use crate::fdw::statements::Problem;
 use pgrx::pg_sys;
 use std::collections::HashMap;
 use std::ffi::CStr;
-use supabase_wrappers::prelude::{FOREIGN_SERVER_RELATION_ID, FOREIGN_TABLE_RELATION_ID};
+use supabase_wrappers::prelude::{
+    ForeignServer, FOREIGN_SERVER_RELATION_ID, FOREIGN_TABLE_RELATION_ID,
+};
 
 /// The `name → value` pairs of a `DefElem` option list.
 ///
@@ -39,6 +41,42 @@ pub fn user_mapping(server: pg_sys::Oid) -> HashMap<String, String> {
         let mapping = pg_sys::GetUserMapping(pg_sys::GetUserId(), server);
         def_list((*mapping).options)
     }
+}
+
+/// Where a foreign server is and who logs in there: the server's `host`
+/// (default 127.0.0.1) and `port`, the current user's mapping.
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+/// The [`Endpoint`] of `server` for the current user.
+pub fn endpoint(server: &ForeignServer, default_port: u16) -> Result<Endpoint, Problem> {
+    let options = &server.options;
+    let mapping = user_mapping(server.server_oid);
+    let problem = |option: &str, reason: &str| Problem::Option {
+        option: option.into(),
+        reason: reason.into(),
+    };
+    Ok(Endpoint {
+        host: options
+            .get("host")
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        port: match options.get("port") {
+            None => default_port,
+            Some(p) => p
+                .parse()
+                .map_err(|_| problem("port", "must be a TCP port"))?,
+        },
+        user: mapping
+            .get("user")
+            .cloned()
+            .ok_or_else(|| problem("user", "the user mapping needs a user"))?,
+        password: mapping.get("password").cloned(),
+    })
 }
 
 /// A positive integer option of the table, else of the server, else `default`.

@@ -112,6 +112,27 @@ pub fn not_null_columns(table: u32) -> Vec<String> {
     }
 }
 
+/// What a wrapper's `get_rel_size` answers: the remote SQL that `build`
+/// makes is kept for EXPLAIN, and the estimate says few rows when a LIMIT
+/// went remote.
+pub fn rel_size<E>(
+    options: &HashMap<String, String>,
+    columns: &[supabase_wrappers::prelude::Column],
+    limit: &Option<supabase_wrappers::prelude::Limit>,
+    build: impl FnOnce() -> Result<String, E>,
+) -> Result<(i64, i32), E> {
+    if let Some(table) = options
+        .get("wrappers.ftable_oid")
+        .and_then(|o| o.parse().ok())
+    {
+        remember_remote_sql(table, build()?);
+    }
+    Ok((
+        if limit.is_some() { 100 } else { 100_000 },
+        8 * columns.len().max(1) as i32,
+    ))
+}
+
 /// Remembers the remote SQL planned for a foreign table.
 pub fn remember_remote_sql(table: u32, sql: String) {
     REMOTE_SQL.with(|m| {

@@ -57,27 +57,36 @@ pub struct ScanRequest<'a> {
     pub not_null: &'a [String],
 }
 
-/// The remote SELECT: every condition the dialect renders (the local server
-/// rechecks them all), and ORDER BY … LIMIT only when nothing stays local.
-pub fn select<D: RemoteSql>(req: &ScanRequest<'_>) -> Result<String, D::Error> {
-    let not_null = |c: &Column| req.not_null.contains(&c.name);
-    let mut list = Vec::with_capacity(req.columns.len());
-    for c in req.columns {
-        if c.name == COMPOSITE_ROWID && req.key.len() > 1 {
-            let quoted = req
-                .key
+/// The remote expressions that read `columns` (`__rowid` from the key).
+pub fn select_list<D: RemoteSql>(
+    key: &[String],
+    columns: &[Column],
+    not_null: &[String],
+) -> Result<String, D::Error> {
+    let mut list = Vec::with_capacity(columns.len());
+    for c in columns {
+        if c.name == COMPOSITE_ROWID && key.len() > 1 {
+            let quoted = key
                 .iter()
                 .map(|k| D::ident(k))
                 .collect::<Result<Vec<_>, _>>()?;
             list.push(D::composite_key_expr(&quoted));
         } else {
-            list.push(D::select_expr(c, not_null(c))?);
+            list.push(D::select_expr(c, not_null.contains(&c.name))?);
         }
     }
     if list.is_empty() {
         list.push("NULL".into());
     }
-    let mut sql = format!("SELECT {} FROM {}", list.join(", "), req.table);
+    Ok(list.join(", "))
+}
+
+/// The remote SELECT: every condition the dialect renders (the local server
+/// rechecks them all), and ORDER BY … LIMIT only when nothing stays local.
+pub fn select<D: RemoteSql>(req: &ScanRequest<'_>) -> Result<String, D::Error> {
+    let not_null = |c: &Column| req.not_null.contains(&c.name);
+    let list = select_list::<D>(req.key, req.columns, req.not_null)?;
+    let mut sql = format!("SELECT {list} FROM {}", req.table);
     let by_name: HashMap<&str, &Column> =
         req.columns.iter().map(|c| (c.name.as_str(), c)).collect();
     let conds: Vec<String> = req

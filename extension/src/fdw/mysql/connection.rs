@@ -3,13 +3,15 @@
 //! transaction opens a remote transaction that commits in the local
 //! PRE_COMMIT and rolls back on abort. A streaming scan borrows the
 //! connection (MySQL cannot interleave statements with an open result) and
-//! gives it back when it ends.
+//! gives it back when it ends. TLS (`ssl_mode`, `ssl_ca`) always verifies
+//! the server's certificate and host name.
 
 use super::{MysqlWrapperError, Result};
-use crate::fdw::options::user_mapping;
+use crate::fdw::options::{self, Endpoint};
+use crate::fdw::tls::{self, TlsMode, TlsOptionNames, TlsSettings};
+pub use crate::fdw::ConnKey;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder};
-use pgrx::pg_sys;
+use mysql_async::{Conn, OptsBuilder, SslOpts};
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,12 +19,6 @@ use std::rc::Rc;
 use std::time::Duration;
 use supabase_wrappers::prelude::ForeignServer;
 use tokio::runtime::Runtime;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    pub server: pg_sys::Oid,
-    pub user: pg_sys::Oid,
-}
 
 /// Where and how to connect; the password never leaves this struct.
 #[derive(Clone)]
@@ -33,42 +29,42 @@ pub struct ConnectOptions {
     pub dbname: Option<String>,
     pub user: String,
     pub password: Option<String>,
+    pub tls: TlsSettings,
 }
+
+/// MySQL's `--ssl-mode` names and mysql_fdw's `ssl_ca`. `required`
+/// verifies like `verify_identity` (MySQL's `REQUIRED` does not verify);
+/// `preferred`, which may fall back to plain text, is not offered, nor is
+/// `verify_ca`: mysql_async cannot skip only the host-name check.
+pub const TLS_OPTIONS: TlsOptionNames = TlsOptionNames {
+    mode: "ssl_mode",
+    root_cert: "ssl_ca",
+    values: &[
+        ("disabled", TlsMode::Disable),
+        ("required", TlsMode::VerifyFull),
+        ("verify_identity", TlsMode::VerifyFull),
+    ],
+};
 
 impl ConnectOptions {
     /// The server's options and the current user's mapping.
     pub fn for_server(server_def: &ForeignServer) -> Result<ConnectOptions> {
         let server = &server_def.options;
-        let mapping = user_mapping(server_def.server_oid);
+        let Endpoint {
+            host,
+            port,
+            user,
+            password,
+        } = options::endpoint(server_def, 3306)?;
         Ok(ConnectOptions {
             server_name: server_def.server_name.clone(),
-            host: server
-                .get("host")
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1".into()),
-            port: match server.get("port") {
-                None => 3306,
-                Some(p) => p
-                    .parse()
-                    .map_err(|_| MysqlWrapperError::option("port", "must be a TCP port"))?,
-            },
+            host,
+            port,
             dbname: server.get("dbname").cloned(),
-            user: mapping.get("user").cloned().ok_or_else(|| {
-                MysqlWrapperError::option("user", "the user mapping needs a user")
-            })?,
-            password: mapping.get("password").cloned(),
+            user,
+            password,
+            tls: TLS_OPTIONS.settings(server)?,
         })
-    }
-}
-
-impl ConnKey {
-    /// The key of the current user's connection to `server`.
-    pub fn current(server: pg_sys::Oid) -> ConnKey {
-        ConnKey {
-            server,
-            // SAFETY: plain catalog state of this backend.
-            user: unsafe { pg_sys::GetUserId() },
-        }
     }
 }
 
@@ -92,8 +88,23 @@ pub fn runtime() -> Result<Rc<Runtime>> {
 const SESSION_INIT: &str = "SET NAMES utf8mb4, time_zone = '+00:00', \
      sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')";
 
+/// mysql_async's TLS options for `settings`: only our roots, never its
+/// built-in ones, and the host name checked.
+fn ssl_opts(settings: &TlsSettings) -> Result<Option<SslOpts>> {
+    if settings.mode == TlsMode::Disable {
+        return Ok(None);
+    }
+    let roots = tls::roots(settings, TLS_OPTIONS.root_cert)?;
+    Ok(Some(
+        SslOpts::default()
+            .with_disable_built_in_roots(true)
+            .with_root_certs(roots.into_iter().map(|c| c.to_vec().into()).collect()),
+    ))
+}
+
 pub async fn connect(opts: &ConnectOptions) -> Result<Conn> {
     let builder = OptsBuilder::default()
+        .ssl_opts(ssl_opts(&opts.tls)?)
         .ip_or_hostname(opts.host.clone())
         .tcp_port(opts.port)
         .user(Some(opts.user.clone()))
@@ -104,9 +115,20 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Conn> {
     let connect = Conn::new(builder);
     match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(MysqlWrapperError::remote(&opts.server_name, e)),
+        Ok(Err(e @ mysql_async::Error::Server(_))) => {
+            Err(MysqlWrapperError::remote(&opts.server_name, e))
+        }
+        // Not the server's answer: name where we tried to go, and why.
+        Ok(Err(e)) => {
+            let message = crate::fdw::error_chain(&e);
+            Err(MysqlWrapperError::Remote {
+                server: crate::fdw::remote_at(&opts.server_name, &opts.host, opts.port),
+                code: None,
+                message,
+            })
+        }
         Err(_) => Err(MysqlWrapperError::Remote {
-            server: format!("remote server \"{}\"", opts.server_name),
+            server: crate::fdw::remote_at(&opts.server_name, &opts.host, opts.port),
             code: None,
             message: "connection timed out".into(),
         }),

@@ -5,6 +5,7 @@ use super::connection::{self, ConnKey, ConnectOptions};
 use super::deparse::{self, Mysql};
 use super::{decode, import};
 use super::{MysqlWrapperError, Result};
+use crate::fdw::hooks;
 use crate::fdw::options::{self, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
 use crate::fdw::statements::{self, InsertBatch, ScanRequest};
@@ -13,11 +14,18 @@ use mysql_async::{Conn, Value};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
-use std::sync::OnceLock;
 use supabase_wrappers::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-const SERVER_OPTIONS: &[&str] = &["host", "port", "dbname", "fetch_size", "batch_size"];
+const SERVER_OPTIONS: &[&str] = &[
+    "host",
+    "port",
+    "dbname",
+    "fetch_size",
+    "batch_size",
+    "ssl_mode",
+    "ssl_ca",
+];
 const TABLE_OPTIONS: &[&str] = &[
     "dbname",
     "table_name",
@@ -66,20 +74,6 @@ struct Modify {
     key: Vec<String>,
     rowid: String,
     inserts: InsertBatch,
-}
-
-static INNER_REL_SIZE: OnceLock<pg_sys::GetForeignRelSize_function> = OnceLock::new();
-
-#[pg_guard]
-unsafe extern "C-unwind" fn rel_size(
-    root: *mut pg_sys::PlannerInfo,
-    baserel: *mut pg_sys::RelOptInfo,
-    table: pg_sys::Oid,
-) {
-    if let Some(Some(inner)) = INNER_REL_SIZE.get() {
-        // SAFETY: the planner's arguments, passed through unchanged.
-        unsafe { planner::with_facts(root, baserel, || inner(root, baserel, table)) };
-    }
 }
 
 async fn stream(
@@ -180,17 +174,9 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
         options: &HashMap<String, String>,
     ) -> Result<(i64, i32)> {
         self.facts = planner::current_facts();
-        if let Some(table) = options
-            .get("wrappers.ftable_oid")
-            .and_then(|o| o.parse().ok())
-        {
-            let sql = self.build_select(quals, columns, sorts, limit, options)?;
-            planner::remember_remote_sql(table, sql);
-        }
-        Ok((
-            if limit.is_some() { 100 } else { 100_000 },
-            8 * columns.len().max(1) as i32,
-        ))
+        planner::rel_size(options, columns, limit, || {
+            self.build_select(quals, columns, sorts, limit, options)
+        })
     }
 
     fn begin_scan(
@@ -351,9 +337,7 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
     }
 
     fn fdw_routine_hook(routine: &mut PgBox<pg_sys::FdwRoutine, pgrx::AllocatedByRust>) {
-        let _ = INNER_REL_SIZE.set(routine.GetForeignRelSize);
-        routine.GetForeignRelSize = Some(rel_size);
-        routine.ExplainForeignScan = Some(planner::explain_remote_sql);
+        hooks::install_shared_hooks!(routine);
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<pg_sys::Oid>) -> Result<()> {
@@ -361,6 +345,7 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
             server: SERVER_OPTIONS,
             table: TABLE_OPTIONS,
         };
-        Ok(options::validate(&options, catalog, &allowed)?)
+        options::validate(&options, catalog, &allowed)?;
+        Ok(connection::TLS_OPTIONS.check(&options)?)
     }
 }

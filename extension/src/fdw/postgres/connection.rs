@@ -3,10 +3,13 @@
 //! side dropped it. The first use inside a local transaction opens a remote
 //! REPEATABLE READ transaction that commits in the local PRE_COMMIT and rolls
 //! back on local abort, so a local ROLLBACK leaves the remote untouched.
+//! TLS (`sslmode`, `sslrootcert`) always verifies the server's certificate.
 
+use super::tls::RustlsConnect;
 use super::{PostgresWrapperError, Result};
-use crate::fdw::options::{self, user_mapping};
-use pgrx::pg_sys;
+use crate::fdw::options::{self, Endpoint};
+use crate::fdw::tls::{self, TlsMode, TlsOptionNames, TlsSettings};
+pub use crate::fdw::ConnKey;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,14 +17,9 @@ use std::rc::Rc;
 use std::time::Duration;
 use supabase_wrappers::prelude::ForeignServer;
 use tokio::runtime::Runtime;
-use tokio_postgres::{Client, Config, NoTls};
-
-/// What identifies a cached connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    pub server: pg_sys::Oid,
-    pub user: pg_sys::Oid,
-}
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, NoTls, Socket};
 
 /// Where and how to connect; the password never leaves this struct.
 #[derive(Clone)]
@@ -33,52 +31,51 @@ pub struct ConnectOptions {
     pub user: String,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    pub tls: TlsSettings,
 }
+
+/// libpq's names. `require` verifies like `verify-full` (libpq's `require`
+/// does not verify at all); `allow` and `prefer`, which may fall back to
+/// plain text, are not offered.
+pub const TLS_OPTIONS: TlsOptionNames = TlsOptionNames {
+    mode: "sslmode",
+    root_cert: "sslrootcert",
+    values: &[
+        ("disable", TlsMode::Disable),
+        ("require", TlsMode::VerifyFull),
+        ("verify-ca", TlsMode::VerifyCa),
+        ("verify-full", TlsMode::VerifyFull),
+    ],
+};
 
 impl ConnectOptions {
     /// The server's options and the current user's mapping.
     pub fn for_server(server_def: &ForeignServer) -> Result<ConnectOptions> {
         let server = &server_def.options;
-        let mapping = user_mapping(server_def.server_oid);
-        let port = match server.get("port") {
-            None => 5432,
-            Some(p) => p
-                .parse()
-                .map_err(|_| PostgresWrapperError::option("port", "must be a TCP port"))?,
-        };
+        let Endpoint {
+            host,
+            port,
+            user,
+            password,
+        } = options::endpoint(server_def, 5432)?;
         Ok(ConnectOptions {
             server_name: server_def.server_name.clone(),
-            host: server
-                .get("host")
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1".into()),
+            host,
             port,
             dbname: server
                 .get("dbname")
                 .cloned()
                 .unwrap_or_else(|| "postgres".into()),
-            user: mapping.get("user").cloned().ok_or_else(|| {
-                PostgresWrapperError::option("user", "the user mapping needs a user")
-            })?,
-            password: mapping.get("password").cloned(),
+            user,
+            password,
             connect_timeout: Duration::from_secs(options::positive(
                 server,
                 server,
                 "connect_timeout",
                 10,
             )? as u64),
+            tls: TLS_OPTIONS.settings(server)?,
         })
-    }
-}
-
-impl ConnKey {
-    /// The key of the current user's connection to `server`.
-    pub fn current(server: pg_sys::Oid) -> ConnKey {
-        ConnKey {
-            server,
-            // SAFETY: plain catalog state of this backend.
-            user: unsafe { pg_sys::GetUserId() },
-        }
     }
 }
 
@@ -96,6 +93,37 @@ pub fn runtime() -> Result<Rc<Runtime>> {
     crate::fdw::runtime().map_err(PostgresWrapperError::Runtime)
 }
 
+/// A connection failure, naming the host and the cause (TLS errors keep
+/// rustls' reason: unknown issuer, name mismatch, no TLS on the server).
+fn connect_failed(opts: &ConnectOptions, e: tokio_postgres::Error) -> PostgresWrapperError {
+    if e.as_db_error().is_some() {
+        return PostgresWrapperError::remote(&opts.server_name, e);
+    }
+    let message = crate::fdw::error_chain(&e);
+    PostgresWrapperError::Remote {
+        server: crate::fdw::remote_at(&opts.server_name, &opts.host, opts.port),
+        code: None,
+        message,
+    }
+}
+
+/// Connects with `tls` and runs the connection on the backend's runtime.
+async fn open<T>(
+    config: &Config,
+    tls: T,
+    rt: &Runtime,
+) -> std::result::Result<Client, tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect(tls).await?;
+    rt.spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
 async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<Client> {
     let mut config = Config::new();
     config
@@ -108,13 +136,18 @@ async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<Client> {
     if let Some(password) = &opts.password {
         config.password(password);
     }
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| PostgresWrapperError::remote(&opts.server_name, e))?;
-    rt.spawn(async move {
-        let _ = connection.await;
-    });
+    let client = match opts.tls.mode {
+        TlsMode::Disable => {
+            config.ssl_mode(SslMode::Disable);
+            open(&config, NoTls, rt).await
+        }
+        TlsMode::VerifyCa | TlsMode::VerifyFull => {
+            let tls_config = tls::client_config(&opts.tls, TLS_OPTIONS.root_cert)?;
+            config.ssl_mode(SslMode::Require);
+            open(&config, RustlsConnect(tls_config), rt).await
+        }
+    }
+    .map_err(|e| connect_failed(opts, e))?;
     // Text that goes back to the same server (composite keys, literals)
     // must read the same way it was written.
     client

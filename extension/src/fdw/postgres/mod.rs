@@ -10,6 +10,7 @@ mod deparse;
 mod import;
 pub mod pass_through;
 mod postgres_wrapper;
+mod tls;
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;

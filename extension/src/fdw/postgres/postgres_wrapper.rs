@@ -1,19 +1,21 @@
 //! The `ForeignDataWrapper` implementation of `postgres_wrapper`: option
-//! handling, streamed scans with pushdown, and writes by primary key.
+//! handling, streamed scans with pushdown, and writes by primary key with
+//! RETURNING of the rows the remote wrote.
 
 use super::connection::{self, ConnKey, ConnectOptions};
 use super::decode;
 use super::deparse::{self, Postgres};
 use super::import;
 use super::{PostgresWrapperError, Result};
+use crate::fdw::hooks;
 use crate::fdw::options::{self, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
+use crate::fdw::returning;
 use crate::fdw::statements::{self, InsertBatch, ScanRequest};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::OnceLock;
 use supabase_wrappers::prelude::*;
 use tokio_postgres::{Client, Statement};
 
@@ -25,6 +27,7 @@ const SERVER_OPTIONS: &[&str] = &[
     "batch_size",
     "connect_timeout",
     "sslmode",
+    "sslrootcert",
 ];
 const TABLE_OPTIONS: &[&str] = &[
     "schema_name",
@@ -69,21 +72,6 @@ struct Modify {
 }
 
 static CURSOR_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// supabase-wrappers' own GetForeignRelSize, wrapped by [`rel_size`].
-static INNER_REL_SIZE: OnceLock<pg_sys::GetForeignRelSize_function> = OnceLock::new();
-
-#[pg_guard]
-unsafe extern "C-unwind" fn rel_size(
-    root: *mut pg_sys::PlannerInfo,
-    baserel: *mut pg_sys::RelOptInfo,
-    table: pg_sys::Oid,
-) {
-    if let Some(Some(inner)) = INNER_REL_SIZE.get() {
-        // SAFETY: the planner's arguments, passed through unchanged.
-        unsafe { planner::with_facts(root, baserel, || inner(root, baserel, table)) };
-    }
-}
 
 impl PostgresWrapper {
     fn connect_options(&self) -> Result<ConnectOptions> {
@@ -141,6 +129,37 @@ impl PostgresWrapper {
         })
     }
 
+    /// Runs `sql` (which writes at most one row) with RETURNING the
+    /// `columns` and hands the remote row, if any, to PostgreSQL.
+    fn run_returning(&self, sql: &str, columns: &[Column]) -> Result<()> {
+        let Some(modify) = &self.modify else {
+            return Ok(());
+        };
+        let list = statements::select_list::<Postgres>(&modify.key, columns, &[])?;
+        self.deliver_row(&format!("{sql} RETURNING {list}"), columns)
+    }
+
+    /// Runs `sql`, which answers at most one row of `columns`, and hands
+    /// that row to PostgreSQL's RETURNING.
+    fn deliver_row(&self, sql: &str, columns: &[Column]) -> Result<()> {
+        let Some(modify) = &self.modify else {
+            return Ok(());
+        };
+        let rt = connection::runtime()?;
+        let rows = rt
+            .block_on(modify.client.query(sql, &[]))
+            .map_err(|e| PostgresWrapperError::remote(&self.server.server_name, e))?;
+        if let Some(row) = rows.first() {
+            let cells = columns
+                .iter()
+                .enumerate()
+                .map(|(i, col)| decode::cell(row, i, &col.name, col.type_oid))
+                .collect::<Result<Vec<_>>>()?;
+            returning::deliver(cells);
+        }
+        Ok(())
+    }
+
     fn run_modify(&self, sql: &str) -> Result<()> {
         let Some(modify) = &self.modify else {
             return Ok(());
@@ -170,17 +189,9 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         options: &HashMap<String, String>,
     ) -> Result<(i64, i32)> {
         self.facts = planner::current_facts();
-        if let Some(table) = options
-            .get("wrappers.ftable_oid")
-            .and_then(|o| o.parse().ok())
-        {
-            let sql = self.build_select(quals, columns, sorts, limit, options)?;
-            planner::remember_remote_sql(table, sql);
-        }
-        Ok((
-            if limit.is_some() { 100 } else { 100_000 },
-            8 * columns.len().max(1) as i32,
-        ))
+        planner::rel_size(options, columns, limit, || {
+            self.build_select(quals, columns, sorts, limit, options)
+        })
     }
 
     fn begin_scan(
@@ -293,6 +304,25 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
     }
 
     fn insert(&mut self, row: &Row) -> Result<()> {
+        if let Some(columns) = returning::wanted() {
+            // One row at a time, after those batched so far, each with the
+            // values the remote stored.
+            let (batched, single) = match self.modify.as_mut() {
+                Some(modify) => (
+                    modify.inserts.flush(),
+                    InsertBatch::new(modify.table.clone(), modify.key.len() > 1, 1)
+                        .push::<Postgres>(row)?,
+                ),
+                None => return Ok(()),
+            };
+            if let Some(sql) = batched {
+                self.run_modify(&sql)?;
+            }
+            for sql in single {
+                self.run_returning(&sql, &columns)?;
+            }
+            return Ok(());
+        }
         let ready = match self.modify.as_mut() {
             Some(modify) => modify.inserts.push::<Postgres>(row)?,
             None => return Ok(()),
@@ -308,14 +338,22 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
             return Ok(());
         };
         let condition = statements::key_condition::<Postgres>(&modify.key, &modify.rowid, rowid)?;
-        match statements::update::<Postgres>(
+        let sql = statements::update::<Postgres>(
             &modify.table,
             modify.key.len() > 1,
             new_row,
             &condition,
-        )? {
-            Some(sql) => self.run_modify(&sql),
-            None => Ok(()),
+        )?;
+        match (sql, returning::wanted()) {
+            (Some(sql), None) => self.run_modify(&sql),
+            (Some(sql), Some(columns)) => self.run_returning(&sql, &columns),
+            // Nothing to change: RETURNING shows the row as it is.
+            (None, Some(columns)) => {
+                let list = statements::select_list::<Postgres>(&modify.key, &columns, &[])?;
+                let select = format!("SELECT {list} FROM {} WHERE {condition}", modify.table);
+                self.deliver_row(&select, &columns)
+            }
+            (None, None) => Ok(()),
         }
     }
 
@@ -324,7 +362,11 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
             return Ok(());
         };
         let condition = statements::key_condition::<Postgres>(&modify.key, &modify.rowid, rowid)?;
-        self.run_modify(&format!("DELETE FROM {} WHERE {condition}", modify.table))
+        let sql = format!("DELETE FROM {} WHERE {condition}", modify.table);
+        match returning::wanted() {
+            Some(columns) => self.run_returning(&sql, &columns),
+            None => self.run_modify(&sql),
+        }
     }
 
     fn end_modify(&mut self) -> Result<()> {
@@ -342,9 +384,8 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
     }
 
     fn fdw_routine_hook(routine: &mut PgBox<pg_sys::FdwRoutine, pgrx::AllocatedByRust>) {
-        let _ = INNER_REL_SIZE.set(routine.GetForeignRelSize);
-        routine.GetForeignRelSize = Some(rel_size);
-        routine.ExplainForeignScan = Some(planner::explain_remote_sql);
+        hooks::install_shared_hooks!(routine);
+        returning::hook_returning!(routine);
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<pg_sys::Oid>) -> Result<()> {
@@ -353,16 +394,6 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
             table: TABLE_OPTIONS,
         };
         options::validate(&options, catalog, &allowed)?;
-        for opt in options.iter().flatten() {
-            if let Some(("sslmode", mode)) = opt.split_once('=') {
-                if mode != "disable" {
-                    return Err(PostgresWrapperError::option(
-                        "sslmode",
-                        "only 'disable' is supported by this build",
-                    ));
-                }
-            }
-        }
-        Ok(())
+        Ok(connection::TLS_OPTIONS.check(&options)?)
     }
 }

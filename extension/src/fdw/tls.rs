@@ -1,0 +1,206 @@
+//! TLS to remote servers, shared by the wrappers: the modes a server may ask
+//! for and the roots its certificate must chain to. Asking for TLS always
+//! verifies the certificate chain, and the host name too unless the mode is
+//! `verify-ca`; no mode falls back to plain text when the server has no TLS.
+
+use crate::fdw::statements::Problem;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
+use std::sync::Arc;
+
+/// What a server's TLS option asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain text.
+    Disable,
+    /// TLS, the certificate chains to a trusted root; any host name.
+    VerifyCa,
+    /// TLS, the certificate chains to a trusted root and names the host.
+    VerifyFull,
+}
+
+/// The TLS settings of one foreign server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub mode: TlsMode,
+    /// A PEM file of the roots to trust instead of the system's.
+    pub root_cert: Option<String>,
+}
+
+/// The names each wrapper gives its two options and the mode values.
+pub struct TlsOptionNames {
+    pub mode: &'static str,
+    pub root_cert: &'static str,
+    pub values: &'static [(&'static str, TlsMode)],
+}
+
+impl TlsOptionNames {
+    /// The mode `value` stands for; values are case-insensitive.
+    pub fn mode(&self, value: &str) -> Result<TlsMode, Problem> {
+        self.values
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(value))
+            .map(|(_, mode)| *mode)
+            .ok_or_else(|| Problem::Option {
+                option: self.mode.into(),
+                reason: format!(
+                    "{value:?} is not a mode; use one of: {}",
+                    self.values
+                        .iter()
+                        .map(|(name, _)| *name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+    }
+
+    /// The validator's check: a mode option names a known mode.
+    pub fn check(&self, options: &[Option<String>]) -> Result<(), Problem> {
+        for opt in options.iter().flatten() {
+            if let Some((name, value)) = opt.split_once('=') {
+                if name == self.mode {
+                    self.mode(value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings in a server's options. A root certificate without a
+    /// mode that verifies is refused: it would suggest TLS where none is.
+    pub fn settings(
+        &self,
+        server: &std::collections::HashMap<String, String>,
+    ) -> Result<TlsSettings, Problem> {
+        let mode = match server.get(self.mode) {
+            Some(value) => self.mode(value)?,
+            None => TlsMode::Disable,
+        };
+        let root_cert = server.get(self.root_cert).cloned();
+        if root_cert.is_some() && mode == TlsMode::Disable {
+            return Err(Problem::Option {
+                option: self.root_cert.into(),
+                reason: format!("needs {} set to a mode that uses TLS", self.mode),
+            });
+        }
+        Ok(TlsSettings { mode, root_cert })
+    }
+}
+
+/// The roots to trust: every certificate of the `root_cert` PEM file, or
+/// the system's store when there is none.
+pub fn roots(
+    settings: &TlsSettings,
+    option: &str,
+) -> Result<Vec<CertificateDer<'static>>, Problem> {
+    let problem = |reason: String| Problem::Option {
+        option: option.into(),
+        reason,
+    };
+    match &settings.root_cert {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).map_err(|e| problem(format!("cannot read {path}: {e}")))?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| problem(format!("{path} is not a PEM certificate file")))?;
+            if certs.is_empty() {
+                return Err(problem(format!("{path} holds no certificate")));
+            }
+            Ok(certs)
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            if found.certs.is_empty() {
+                return Err(problem(
+                    "the system has no trusted root certificates; give a file".into(),
+                ));
+            }
+            Ok(found.certs)
+        }
+    }
+}
+
+/// A rustls client configuration for `settings` (not `Disable`).
+pub fn client_config(settings: &TlsSettings, option: &str) -> Result<Arc<ClientConfig>, Problem> {
+    let mut store = RootCertStore::empty();
+    let (_, ignored) = store.add_parsable_certificates(roots(settings, option)?);
+    if store.is_empty() {
+        return Err(Problem::Option {
+            option: option.into(),
+            reason: format!("none of the {ignored} root certificates is usable"),
+        });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .build()
+        .map_err(|e| Problem::Option {
+            option: option.into(),
+            reason: e.to_string(),
+        })?;
+    let verifier: Arc<dyn ServerCertVerifier> = match settings.mode {
+        TlsMode::VerifyCa => Arc::new(AnyHostName(webpki)),
+        _ => webpki,
+    };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Problem::Option {
+            option: option.into(),
+            reason: e.to_string(),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// `verify-ca`: the full WebPKI check, of which only a name mismatch is
+/// forgiven (rustls checks the chain before the name).
+#[derive(Debug)]
+struct AnyHostName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
