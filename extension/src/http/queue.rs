@@ -850,10 +850,11 @@ fn remove_expired() {
 }
 
 thread_local! {
-    static CLAIM_PLAN: SavedPlan = const { SavedPlan::new() };
     static STORE_PLAN: SavedPlan = const { SavedPlan::new() };
 }
 
+/// Planned for each claim, not saved: a generic plan cannot know the LIMIT
+/// and scans the whole queue where the custom plan reads the index.
 const CLAIM_SQL: &str = "WITH candidates AS (
         SELECT id, host, next_attempt_at FROM integration.http_requests
         WHERE next_attempt_at <= now() AND host <> ALL ($5::text[])
@@ -899,16 +900,18 @@ fn claim(free: usize, host_room: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
         .map(|(h, _)| h.as_str())
         .collect();
     let free = i64::try_from(free).unwrap_or(i64::MAX);
-    let args = [
-        DatumWithOid::from(free),
-        host_room.into(),
-        hosts.into(),
-        places.into(),
-        full.into(),
-    ];
-    let plan = saved_plan(&CLAIM_PLAN, CLAIM_SQL, &args, true);
     Spi::connect_mut(|client| {
-        let rows = client.update(plan, None, &args)?;
+        let rows = client.update(
+            CLAIM_SQL,
+            None,
+            &[
+                free.into(),
+                host_room.into(),
+                hosts.into(),
+                places.into(),
+                full.into(),
+            ],
+        )?;
         let micros =
             |v: Option<i64>| Duration::from_micros(u64::try_from(v.unwrap_or(0)).unwrap_or(0));
         let mut claimed = Vec::new();
