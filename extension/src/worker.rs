@@ -5,9 +5,11 @@
 //! is not held up. A launcher, registered when the library is preloaded,
 //! starts a worker in every database once after each server start or crash
 //! recovery, so requests queued before a restart are delivered without
-//! anyone calling in.
+//! anyone calling in. When more requests are due than a worker may have in
+//! flight, it starts helpers (up to `integration.http_queue_workers` in
+//! all) that share the HTTP queue with it and leave once it is drained.
 
-use crate::http::queue::Deliverer;
+use crate::http::queue::{self, Deliverer};
 use crate::{audit, settings};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
@@ -16,12 +18,14 @@ use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 use std::time::Duration;
 
-/// Databases that can have a worker at the same time.
-const SLOTS: usize = 32;
+/// Workers (a database's first and its helpers) that can run at the same time.
+const SLOTS: usize = 64;
 /// How long an idle worker sleeps between looks at its queue.
 const POLL: Duration = Duration::from_millis(200);
 /// A worker leaves after this many idle polls with nothing queued.
 const IDLE_POLLS: u32 = 25;
+/// A helper leaves after this many polls in which it took nothing.
+const HELPER_IDLE_POLLS: u32 = 5;
 /// A worker that could not connect this many times gives up on its database.
 const MAX_ATTEMPTS: u8 = 3;
 
@@ -36,6 +40,8 @@ enum State {
 #[derive(Copy, Clone, Default)]
 struct Slot {
     database: u32,
+    /// 0 for the database's worker, 1.. for the helpers on its HTTP queue.
+    index: u8,
     state: State,
     attempts: u8,
     /// The worker's process id once it runs (to set its latch).
@@ -44,9 +50,17 @@ struct Slot {
     probe: bool,
 }
 
-#[derive(Copy, Clone, Default)]
+#[derive(Copy, Clone)]
 struct Workers {
     slots: [Slot; SLOTS],
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers {
+            slots: [Slot::default(); SLOTS],
+        }
+    }
 }
 
 // SAFETY: plain old data without pointers.
@@ -55,21 +69,23 @@ unsafe impl PGRXSharedMemory for Workers {}
 static WORKERS: PgLwLock<Workers> = unsafe { PgLwLock::new(c"pg_integration_workers") };
 
 impl Workers {
-    fn slot(&mut self, database: u32) -> Option<&mut Slot> {
+    fn slot(&mut self, database: u32, index: u8) -> Option<&mut Slot> {
         self.slots
             .iter_mut()
-            .find(|s| s.state != State::Free && s.database == database)
+            .find(|s| s.state != State::Free && s.database == database && s.index == index)
     }
 
-    /// Takes a free slot for `database`; false when it has one or none is free.
-    fn claim(&mut self, database: u32, probe: bool) -> bool {
-        if self.slot(database).is_some() {
+    /// Takes a free slot for worker `index` of `database`; false when it
+    /// has one or none is free.
+    fn claim(&mut self, database: u32, index: u8, probe: bool) -> bool {
+        if self.slot(database, index).is_some() {
             return false;
         }
         match self.slots.iter_mut().find(|s| s.state == State::Free) {
             Some(slot) => {
                 *slot = Slot {
                     database,
+                    index,
                     state: State::Starting,
                     attempts: 0,
                     pid: 0,
@@ -81,8 +97,8 @@ impl Workers {
         }
     }
 
-    fn release(&mut self, database: u32) {
-        if let Some(slot) = self.slot(database) {
+    fn release(&mut self, database: u32, index: u8) {
+        if let Some(slot) = self.slot(database, index) {
             *slot = Slot::default();
         }
     }
@@ -106,40 +122,45 @@ pub fn init() {
 /// Makes sure `database` has a worker; false when none could be started
 /// (the work then waits for the next call, or the launcher).
 pub fn ensure(database: u32) -> bool {
-    start(database, false)
+    start(database, 0, false)
 }
 
-fn has_worker(database: u32) -> bool {
+fn has_worker(database: u32, index: u8) -> bool {
     WORKERS
         .share()
         .slots
         .iter()
-        .any(|s| s.state != State::Free && s.database == database)
+        .any(|s| s.state != State::Free && s.database == database && s.index == index)
 }
 
-fn start(database: u32, probe: bool) -> bool {
+fn start(database: u32, index: u8, probe: bool) -> bool {
     // The common case, a worker already there, takes only a shared lock.
-    if has_worker(database) {
+    if has_worker(database, index) {
         return true;
     }
-    if !WORKERS.exclusive().claim(database, probe) {
-        return has_worker(database);
+    if !WORKERS.exclusive().claim(database, index, probe) {
+        return has_worker(database, index);
     }
-    let started =
-        BackgroundWorkerBuilder::new(&format!("pg_integration worker for database {database}"))
-            .set_type("pg_integration worker")
-            .set_library("pg_integration")
-            .set_function("pg_integration_db_worker")
-            .set_argument(Some(pg_sys::Datum::from(database)))
-            .enable_spi_access()
-            .set_start_time(BgWorkerStartTime::RecoveryFinished)
-            .set_restart_time(Some(Duration::from_secs(5)))
-            .load_dynamic()
-            .is_ok();
+    let name = match index {
+        0 => format!("pg_integration worker for database {database}"),
+        n => format!("pg_integration helper {n} for database {database}"),
+    };
+    let started = BackgroundWorkerBuilder::new(&name)
+        .set_type("pg_integration worker")
+        .set_library("pg_integration")
+        .set_function("pg_integration_db_worker")
+        .set_argument(Some(pg_sys::Datum::from(
+            u64::from(database) | (u64::from(index) << 32),
+        )))
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load_dynamic()
+        .is_ok();
     if !started {
-        WORKERS.exclusive().release(database);
+        WORKERS.exclusive().release(database, index);
         pgrx::log!(
-            "pg_integration: could not start a worker for database {database} \
+            "pg_integration: could not start {name} \
              (max_worker_processes reached?); its work waits"
         );
     }
@@ -153,7 +174,7 @@ pub fn wake(database: u32) {
         .share()
         .slots
         .iter()
-        .find(|s| s.state != State::Free && s.database == database)
+        .find(|s| s.state != State::Free && s.database == database && s.index == 0)
         .map(|s| s.pid);
     match pid {
         // A starting worker looks at its queue as soon as it runs.
@@ -169,53 +190,60 @@ pub fn wake(database: u32) {
             }
         }
         None => {
-            start(database, false);
+            start(database, 0, false);
         }
     }
 }
 
-/// Takes this database's slot as the running worker; None when the worker
-/// should not run (it failed to connect too often). Returns the probe flag.
-fn enter(database: u32) -> Option<bool> {
+/// Takes slot `index` of `database` as the running worker; None when the
+/// worker should not run (it failed to connect too often). Returns the
+/// probe flag.
+fn enter(database: u32, index: u8) -> Option<bool> {
     let mut workers = WORKERS.exclusive();
-    if workers.slot(database).is_none() {
+    if workers.slot(database, index).is_none() {
         // After a crash restart the slot may be gone: take one again.
-        workers.claim(database, false);
+        workers.claim(database, index, false);
     }
-    let slot = workers.slot(database)?;
+    let slot = workers.slot(database, index)?;
     slot.attempts += 1;
     if slot.attempts > MAX_ATTEMPTS {
-        workers.release(database);
+        workers.release(database, index);
         return None;
     }
     Some(slot.probe)
 }
 
-fn mark_running(database: u32) {
-    mark_running_locked(&mut WORKERS.exclusive(), database);
-}
-
 /// Frees the slot; if work arrived meanwhile and nobody else took the slot,
 /// takes it back and returns false (keep running).
-fn leave(database: u32, more_work: impl FnOnce() -> bool) -> bool {
-    WORKERS.exclusive().release(database);
+fn leave(database: u32, index: u8, more_work: impl FnOnce() -> bool) -> bool {
+    WORKERS.exclusive().release(database, index);
     if !more_work() {
         return true;
     }
     let mut workers = WORKERS.exclusive();
-    if !workers.claim(database, false) {
+    if !workers.claim(database, index, false) {
         return true;
     }
-    mark_running_locked(&mut workers, database);
+    mark_running(&mut workers, database, index);
     false
 }
 
-fn mark_running_locked(workers: &mut Workers, database: u32) {
-    if let Some(slot) = workers.slot(database) {
+fn mark_running(workers: &mut Workers, database: u32, index: u8) {
+    if let Some(slot) = workers.slot(database, index) {
         slot.state = State::Running;
         slot.attempts = 0;
         // SAFETY: a global set at process start.
         slot.pid = unsafe { pg_sys::MyProcPid };
+    }
+}
+
+/// Starts the helpers `database`'s queue may have that do not run yet.
+fn start_helpers(database: u32) {
+    let wanted = queue::workers();
+    for index in 1..wanted {
+        if !start(database, index, false) {
+            break;
+        }
     }
 }
 
@@ -228,13 +256,21 @@ fn installed(table: &str) -> bool {
     })
 }
 
-/// A database's worker: audit events and the HTTP queue.
+/// A database's worker (audit events and the HTTP queue) or one of its
+/// helpers (the HTTP queue only). The argument holds the database in its
+/// low 32 bits and the worker's index above them.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_integration_db_worker(arg: pg_sys::Datum) {
-    let database = arg.value() as u32;
+    let raw = arg.value() as u64;
+    let database = raw as u32;
+    let index = (raw >> 32) as u8;
+    let helper = index > 0;
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let Some(probe) = enter(database) else {
+    let Some(probe) = enter(database, index) else {
+        if helper {
+            return;
+        }
         let lost = audit::forget(database);
         pgrx::log!(
             "pg_integration: the worker for database {database} gives up (it failed to \
@@ -243,8 +279,8 @@ pub extern "C-unwind" fn pg_integration_db_worker(arg: pg_sys::Datum) {
         return;
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
-    mark_running(database);
-    let has_audit = installed("integration.audit_log");
+    mark_running(&mut WORKERS.exclusive(), database, index);
+    let has_audit = !helper && installed("integration.audit_log");
     let mut queue = if installed("integration.http_requests") {
         match Deliverer::new() {
             Ok(deliverer) => Some(deliverer),
@@ -262,21 +298,32 @@ pub extern "C-unwind" fn pg_integration_db_worker(arg: pg_sys::Datum) {
             // SAFETY: the documented way for a background worker to reload.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        let wrote = audit::drain(database, has_audit);
+        let wrote = !helper && audit::drain(database, has_audit);
         let activity = queue.as_mut().map(Deliverer::step).unwrap_or_default();
         if wrote || activity.worked {
             idle = 0;
         } else {
             idle += 1;
         }
+        // More is due than this worker may have in flight: share the load.
+        if !helper && activity.worked && activity.wait.is_zero() {
+            start_helpers(database);
+        }
         let running = if activity.in_flight > 0 {
             !BackgroundWorker::sigterm_received()
         } else {
-            let quiet = !activity.pending && (idle >= IDLE_POLLS || (probe && idle >= 1));
+            // A helper leaves as soon as nothing is due; the worker stays
+            // for requests due later and leaves after a few idle seconds.
+            let quiet = if helper {
+                idle >= HELPER_IDLE_POLLS
+            } else {
+                !activity.pending && (idle >= IDLE_POLLS || (probe && idle >= 1))
+            };
             if quiet
-                && leave(database, || {
-                    audit::has_events(database)
-                        || queue.as_mut().is_some_and(Deliverer::has_requests)
+                && leave(database, index, || {
+                    !helper
+                        && (audit::has_events(database)
+                            || queue.as_mut().is_some_and(Deliverer::has_requests))
                 })
             {
                 return;
@@ -290,7 +337,7 @@ pub extern "C-unwind" fn pg_integration_db_worker(arg: pg_sys::Datum) {
     if let Some(queue) = queue {
         queue.stop();
     }
-    WORKERS.exclusive().release(database);
+    WORKERS.exclusive().release(database, index);
 }
 
 /// The databases that accept connections, read from the shared catalog
@@ -333,7 +380,7 @@ pub extern "C-unwind" fn pg_integration_launcher(_arg: pg_sys::Datum) {
     let mut waiting = databases();
     while !waiting.is_empty() {
         let database = waiting[0];
-        if start(database, true) {
+        if start(database, 0, true) {
             waiting.remove(0);
             // Let it look before starting the next, so a small
             // max_worker_processes is not exhausted by probes.

@@ -385,6 +385,89 @@ fn two_thousand_queued_requests_respect_the_caps() {
 }
 
 #[test]
+fn helpers_share_a_backlog_and_leave_when_it_is_drained() {
+    let cluster = PgCluster::start();
+    let server = TestServer::start();
+    let mut db = database(&cluster, "app");
+    db.batch_execute(
+        "ALTER DATABASE app SET integration.http_queue_workers = 2;
+         ALTER DATABASE app SET integration.http_queue_host_concurrency = 3;",
+    )
+    .unwrap();
+    let mut db = cluster.connect("app");
+    db.execute(
+        "SELECT integration.http_enqueue('GET', $1 || '/slow/20?n=' || n) FROM generate_series(1, 600) n",
+        &[&server.url("")],
+    )
+    .unwrap();
+    let workers = "SELECT count(*) FROM pg_stat_activity
+                   WHERE backend_type = 'pg_integration worker' AND datname = 'app'";
+    let start = Instant::now();
+    let mut most_workers = 0;
+    loop {
+        let n: i64 = db.query_one(workers, &[]).unwrap().get(0);
+        most_workers = most_workers.max(n);
+        let done: i64 = db
+            .query_one("SELECT count(*) FROM integration.http_responses", &[])
+            .unwrap()
+            .get(0);
+        if done == 600 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{done} of 600 delivered\n{}",
+            cluster.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(most_workers, 2, "the worker never got a helper");
+    // Each worker keeps its own cap of 3 per host.
+    let max = server.max_in_flight();
+    assert!(
+        max > 3,
+        "never more in flight than one worker allows ({max})"
+    );
+    assert!(
+        max <= 6,
+        "{max} requests to one host at once, two workers allow 6"
+    );
+    let row = db
+        .query_one(
+            "SELECT count(*), count(DISTINCT id), max(attempts), count(*) FILTER (WHERE status = 200)
+             FROM integration.http_responses",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 600);
+    assert_eq!(row.get::<_, i64>(1), 600);
+    assert_eq!(row.get::<_, Option<i32>>(2), Some(1));
+    assert_eq!(row.get::<_, i64>(3), 600);
+    assert_eq!(
+        server.hits("/slow/20"),
+        600,
+        "a request was delivered twice"
+    );
+    // The helper leaves once nothing is due, the worker a few seconds later
+    // (it waits for more work in between, without spinning).
+    let start = Instant::now();
+    let mut alone = false;
+    loop {
+        let left: i64 = db.query_one(workers, &[]).unwrap().get(0);
+        alone |= left == 1;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{left} workers stayed after the queue drained"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(alone, "the helper did not leave before the worker");
+}
+
+#[test]
 fn queued_requests_survive_a_crash() {
     let cluster = PgCluster::start_with(&[("synchronous_commit", "on")]);
     let server = TestServer::start();

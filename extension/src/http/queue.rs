@@ -42,11 +42,22 @@ extension_sql_file!(
     requires = ["roles", "audit"]
 );
 
+static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(64);
 static HOST_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
 static RESPONSE_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(6 * 3600);
 
 pub fn init() {
+    GucRegistry::define_int_guc(
+        c"integration.http_queue_workers",
+        c"Workers that may deliver a database's HTTP queue at the same time.",
+        c"Helpers start when more is due than one worker may have in flight, and leave once it is drained; the concurrency limits apply to each worker.",
+        &WORKERS,
+        1,
+        8,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"integration.http_queue_concurrency",
         c"Queued HTTP requests a database's worker has in flight at most.",
@@ -572,6 +583,11 @@ pub struct Deliverer {
 /// Distinct policies kept parsed before the worker starts over.
 const RULES_KEPT: usize = 1024;
 
+/// How many workers may deliver this database's queue.
+pub fn workers() -> u8 {
+    u8::try_from(WORKERS.get()).unwrap_or(1)
+}
+
 /// How often claims of vanished workers are given back.
 const RECLAIM_EVERY: Duration = Duration::from_secs(10);
 
@@ -942,10 +958,11 @@ fn claim(free: usize, host_room: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
     .unwrap_or_else(|e| error!("take queued HTTP requests: {e}"))
 }
 
-/// Time until the next request is due; None when the queue is empty.
+/// Time until the next request is due (zero when one is overdue); None
+/// when the queue is empty.
 fn next_due() -> Option<Duration> {
     Spi::get_one::<i64>(
-        "SELECT greatest(0, (extract(epoch FROM min(next_attempt_at) - now()) * 1000)::bigint)
+        "SELECT (extract(epoch FROM min(next_attempt_at) - now()) * 1000)::bigint
          FROM integration.http_requests",
     )
     .unwrap_or_else(|e| error!("look at the HTTP queue: {e}"))
