@@ -21,3 +21,13 @@ COMMENT ON ROLE integration_sidecar IS 'pg_integration: the role integration-sid
 -- PUBLIC gets nothing in this schema; each role gets what it needs.
 REVOKE ALL ON SCHEMA integration FROM PUBLIC;
 GRANT USAGE ON SCHEMA integration TO integration_admin, integration_user, integration_sidecar;
+
+-- The sidecar LISTENs on one channel per configuration it caches and reloads
+-- after any committed change: statement triggers name the channel.
+CREATE FUNCTION integration._notify_config_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify(TG_ARGV[0], TG_TABLE_NAME);
+    RETURN NULL;
+END
+$$;

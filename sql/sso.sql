@@ -84,18 +84,13 @@ SELECT k.kid, k.alg, k.public_jwk, k.created_at, k.retired_at, k.publish_until,
 FROM integration.signing_keys k;
 COMMENT ON VIEW integration.signing_key_list IS 'pg_integration session signing keys, public halves only';
 
--- The sidecar LISTENs on integration_sso_config and reloads after any change.
-CREATE FUNCTION integration._sso_changed() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM pg_catalog.pg_notify('integration_sso_config', TG_TABLE_NAME);
-    RETURN NULL;
-END
-$$;
+-- The sidecar reloads its SSO providers and keys after any committed change.
 CREATE TRIGGER sso_providers_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON integration.sso_providers FOR EACH STATEMENT EXECUTE FUNCTION integration._sso_changed();
+    ON integration.sso_providers FOR EACH STATEMENT
+    EXECUTE FUNCTION integration._notify_config_changed('integration_sso_config');
 CREATE TRIGGER signing_keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON integration.signing_keys FOR EACH STATEMENT EXECUTE FUNCTION integration._sso_changed();
+    ON integration.signing_keys FOR EACH STATEMENT
+    EXECUTE FUNCTION integration._notify_config_changed('integration_sso_config');
 
 -- Raises unless the invoker (current_user: the role after any SET ROLE) is
 -- a member of integration_admin. SECURITY INVOKER on purpose.

@@ -74,19 +74,13 @@ SELECT w.id, w.name, '/webhooks/' || w.name AS path, w.signature, w.signature_he
 FROM integration.webhooks w;
 COMMENT ON VIEW integration.webhook_list IS 'pg_integration webhooks, without their secrets';
 
--- The sidecar LISTENs on integration_webhook_config and reloads everything
--- after any committed change.
-CREATE FUNCTION integration._webhooks_changed() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM pg_catalog.pg_notify('integration_webhook_config', TG_TABLE_NAME);
-    RETURN NULL;
-END
-$$;
+-- The sidecar reloads its webhooks after any committed change.
 CREATE TRIGGER webhooks_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON integration.webhooks FOR EACH STATEMENT EXECUTE FUNCTION integration._webhooks_changed();
+    ON integration.webhooks FOR EACH STATEMENT
+    EXECUTE FUNCTION integration._notify_config_changed('integration_webhook_config');
 CREATE TRIGGER webhook_secrets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON integration.webhook_secrets FOR EACH STATEMENT EXECUTE FUNCTION integration._webhooks_changed();
+    ON integration.webhook_secrets FOR EACH STATEMENT
+    EXECUTE FUNCTION integration._notify_config_changed('integration_webhook_config');
 
 -- 32 random bytes from two v4 UUIDs (244 random bits): no pgcrypto needed.
 CREATE FUNCTION integration._random_bytes32() RETURNS bytea
