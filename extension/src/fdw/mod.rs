@@ -4,6 +4,7 @@
 //! shared parts: option lists, TLS settings, the planner facts/EXPLAIN hook
 //! and bounded scan memory.
 
+pub mod commute;
 pub mod hooks;
 pub mod import;
 pub mod mysql;
