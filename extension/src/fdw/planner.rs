@@ -1,5 +1,6 @@
 //! What supabase-wrappers does not tell a wrapper at plan time, and the
-//! EXPLAIN line that shows the remote SQL.
+//! EXPLAIN line that shows the remote SQL (of a scan, or of an aggregate
+//! pushed down).
 //!
 //! supabase-wrappers 0.1.28 hands a wrapper the query's LIMIT even when the
 //! query joins other tables, or when some WHERE condition could not be
@@ -81,7 +82,8 @@ pub unsafe fn with_facts(
         }
     };
     FACTS.set(Some(facts));
-    inner();
+    // SAFETY: the planner's arguments, passed through.
+    unsafe { crate::fdw::aggregate::sizing(root, baserel, inner) };
     FACTS.set(None);
 }
 
@@ -149,11 +151,13 @@ pub unsafe extern "C-unwind" fn explain_remote_sql(
 ) {
     unsafe {
         let rel = (*node).ss.ss_currentRelation;
-        if rel.is_null() {
-            return;
-        }
-        let table = (*rel).rd_id.to_u32();
-        let sql = REMOTE_SQL.with(|m| m.borrow().get(&table).cloned());
+        let sql = if rel.is_null() {
+            // No relation: an aggregate pushed down, its SQL in the plan.
+            crate::fdw::aggregate::remote_sql(node)
+        } else {
+            let table = (*rel).rd_id.to_u32();
+            REMOTE_SQL.with(|m| m.borrow().get(&table).cloned())
+        };
         if let Some(sql) = sql {
             let label = CString::new("Remote SQL").expect("no NUL");
             let value = CString::new(sql.replace('\0', "")).expect("NUL removed");
