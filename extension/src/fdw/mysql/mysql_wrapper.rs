@@ -73,6 +73,9 @@ struct Scan {
     columns: Vec<Column>,
     /// Per column: an average, read as the remote SUM and COUNT.
     averages: Vec<bool>,
+    /// What a rescan runs again.
+    sql: String,
+    options: HashMap<String, String>,
 }
 
 struct Modify {
@@ -197,6 +200,7 @@ impl MysqlWrapper {
         options: &HashMap<String, String>,
     ) -> Result<()> {
         let opts = self.connect_options()?;
+        let statement = sql.clone();
         let source = if self.facts.modifying {
             let rows = connection::with_conn(self.key(), &opts, async move |conn| {
                 let mut result = conn.query_iter(sql).await?;
@@ -229,6 +233,8 @@ impl MysqlWrapper {
             source,
             columns,
             averages,
+            sql: statement,
+            options: options.clone(),
         });
         Ok(())
     }
@@ -348,6 +354,22 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
             row.push(&col.name, cell);
         }
         Ok(Some(()))
+    }
+
+    /// The inner side of a nested loop reads its rows again: the statement
+    /// runs again.
+    fn re_scan(&mut self) -> Result<()> {
+        let Some(scan) = self.scan.as_ref() else {
+            return Ok(());
+        };
+        let (sql, columns, averages, options) = (
+            scan.sql.clone(),
+            scan.columns.clone(),
+            scan.averages.clone(),
+            scan.options.clone(),
+        );
+        self.end_scan()?;
+        self.open(sql, columns, averages, &options)
     }
 
     fn end_scan(&mut self) -> Result<()> {
