@@ -281,18 +281,16 @@ unsafe fn plain(node: *mut pg_sys::Node, relid: pg_sys::Index) -> bool {
 }
 
 /// A restriction clause in a form supabase-wrappers reads exactly: an
-/// operator, IN list, null or boolean test between a column and constants.
+/// operator, IN list, null or boolean test of a column with constants.
 /// (Whether our dialect renders it is the wrapper's count, see
-/// [`statements::all_conditions`].)
+/// [`statements::all_conditions`].) `constant op column` is not: 0.1.28
+/// swaps the operands but keeps the operator, `3 < x` becoming `x < 3`.
 unsafe fn readable_clause(clause: *mut pg_sys::Node, relid: pg_sys::Index) -> bool {
     unsafe {
-        let operand = |n: *mut pg_sys::Node| plain(n, relid) || is(n, pg_sys::NodeTag::T_Const);
         let tag = (*clause).type_;
         if tag == pg_sys::NodeTag::T_OpExpr {
             let args = list::<pg_sys::Node>((*(clause as *mut pg_sys::OpExpr)).args);
-            args.len() == 2
-                && args.iter().any(|a| plain(*a, relid))
-                && args.into_iter().all(operand)
+            args.len() == 2 && plain(args[0], relid) && is(args[1], pg_sys::NodeTag::T_Const)
         } else if tag == pg_sys::NodeTag::T_ScalarArrayOpExpr {
             let args = list::<pg_sys::Node>((*(clause as *mut pg_sys::ScalarArrayOpExpr)).args);
             args.len() == 2 && plain(args[0], relid) && is(args[1], pg_sys::NodeTag::T_Const)
@@ -344,9 +342,10 @@ pub unsafe fn upper_paths(
         {
             return;
         }
-        let extra = &*(extra as *mut pg_sys::GroupPathExtraData);
-        if !extra.havingQual.is_null()
-            || extra.patype != pg_sys::PartitionwiseAggregateType::PARTITIONWISE_AGGREGATE_NONE
+        let grouping_extra = &*(extra as *mut pg_sys::GroupPathExtraData);
+        if !grouping_extra.havingQual.is_null()
+            || grouping_extra.patype
+                != pg_sys::PartitionwiseAggregateType::PARTITIONWISE_AGGREGATE_NONE
         {
             return;
         }
@@ -363,13 +362,7 @@ pub unsafe fn upper_paths(
             return;
         }
         GROUPED.with(|m| m.borrow_mut().insert(output_rel as usize, source));
-        inner(
-            root,
-            stage,
-            input_rel,
-            output_rel,
-            extra as *const _ as *mut _,
-        );
+        inner(root, stage, input_rel, output_rel, extra);
     }
 }
 
@@ -462,6 +455,17 @@ pub unsafe fn remote_sql(node: *mut pg_sys::ForeignScanState) -> Option<String> 
     }
 }
 
+/// The columns of an aggregate scan's rows: the GROUP BY columns, then
+/// each aggregate as its result type.
+pub fn result_columns(aggregates: &[Aggregate], group_by: &[Column]) -> Vec<Column> {
+    let results = aggregates.iter().enumerate().map(|(i, a)| Column {
+        name: a.alias.clone(),
+        num: group_by.len() + i + 1,
+        type_oid: a.type_oid,
+    });
+    group_by.iter().cloned().chain(results).collect()
+}
+
 /// Installs aggregate pushdown on a routine (`&mut FdwRoutine`) for the
 /// wrapper's dialect; the statics of each use keep that wrapper's
 /// original functions.
@@ -515,14 +519,3 @@ macro_rules! hook_aggregates {
     }};
 }
 pub(crate) use hook_aggregates;
-
-/// The columns of an aggregate scan's rows: the GROUP BY columns, then
-/// each aggregate as its result type.
-pub fn result_columns(aggregates: &[Aggregate], group_by: &[Column]) -> Vec<Column> {
-    let results = aggregates.iter().enumerate().map(|(i, a)| Column {
-        name: a.alias.clone(),
-        num: group_by.len() + i + 1,
-        type_oid: a.type_oid,
-    });
-    group_by.iter().cloned().chain(results).collect()
-}
