@@ -4,7 +4,8 @@
 //! composite key on a table whose first column is not unique (mysql_fdw's
 //! corruption), ROLLBACK, batch insert, reconnect after KILL, hostile
 //! names (`lines` is a reserved word in MySQL), no credential in errors,
-//! TLS verified against a throwaway CA, flat memory over a long scan.
+//! TLS verified against a throwaway CA, flat memory over a long scan,
+//! aggregates pushed only where the result is the same.
 
 use integration_tests::certs::ServerCertificate;
 use integration_tests::sql::{

@@ -3,7 +3,8 @@
 //! EXPLAIN, writes by composite key, ROLLBACK, batch insert, reconnect after
 //! the remote killed the session, hostile names, no credential in errors,
 //! TLS verified against a throwaway CA, flat memory over a long scan,
-//! RETURNING of what the remote stored.
+//! RETURNING of what the remote stored, aggregates pushed only where the
+//! result is the same.
 
 use integration_tests::certs::ServerCertificate;
 use integration_tests::sql::{

@@ -11,7 +11,7 @@
 //! scan's target list in the order of its rows and keeps the remote SQL for
 //! EXPLAIN.
 
-use crate::fdw::statements::{self, RemoteSql, COMPOSITE_ROWID};
+use crate::fdw::statements::{self, RemoteSql, ScanRequest, COMPOSITE_ROWID};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
@@ -52,9 +52,17 @@ thread_local! {
     static GROUPED: RefCell<HashMap<usize, Source>> = RefCell::new(HashMap::new());
 }
 
-/// Called by a wrapper's get_rel_size when every condition goes remote.
-pub fn offer(source: Source) {
-    OFFERED.with(|o| *o.borrow_mut() = Some(source));
+/// Called by a wrapper's get_rel_size: when every condition of the scan
+/// goes remote, offers aggregate pushdown and answers what the wrapper's
+/// aggregate scan reads from.
+pub fn offer<D: RemoteSql>(req: &ScanRequest<'_>) -> Option<Source> {
+    let source = Source {
+        table: req.table.to_string(),
+        conditions: statements::all_conditions::<D>(req)?,
+        not_null: req.not_null.to_vec(),
+    };
+    OFFERED.with(|o| *o.borrow_mut() = Some(source.clone()));
+    Some(source)
 }
 
 /// Runs the GetForeignRelSize `inner` and remembers whether the rel's

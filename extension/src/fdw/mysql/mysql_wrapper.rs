@@ -147,26 +147,16 @@ impl MysqlWrapper {
         columns: &[Column],
         options: &HashMap<String, String>,
     ) -> Result<()> {
-        let table = self.remote_table(options)?;
-        let not_null = Self::not_null(options);
-        let conditions = statements::all_conditions::<Mysql>(&ScanRequest {
-            table: &table,
+        self.aggregate_source = aggregate::offer::<Mysql>(&ScanRequest {
+            table: &self.remote_table(options)?,
             key: &statements::primary_key(options)?,
             quals,
             columns,
             sorts: &[],
             limit: &None,
             facts: self.facts,
-            not_null: &not_null,
+            not_null: &Self::not_null(options),
         });
-        self.aggregate_source = conditions.map(|conditions| Source {
-            table,
-            conditions,
-            not_null,
-        });
-        if let Some(source) = &self.aggregate_source {
-            aggregate::offer(source.clone());
-        }
         Ok(())
     }
 

@@ -140,9 +140,8 @@ impl PostgresWrapper {
         columns: &[Column],
         options: &HashMap<String, String>,
     ) -> Result<()> {
-        let table = Self::remote_table(options)?;
-        let conditions = statements::all_conditions::<Postgres>(&ScanRequest {
-            table: &table,
+        self.aggregate_source = aggregate::offer::<Postgres>(&ScanRequest {
+            table: &Self::remote_table(options)?,
             key: &statements::primary_key(options)?,
             quals,
             columns,
@@ -151,14 +150,6 @@ impl PostgresWrapper {
             facts: self.facts,
             not_null: &[],
         });
-        self.aggregate_source = conditions.map(|conditions| Source {
-            table,
-            conditions,
-            not_null: Vec::new(),
-        });
-        if let Some(source) = &self.aggregate_source {
-            aggregate::offer(source.clone());
-        }
         Ok(())
     }
 
