@@ -82,9 +82,59 @@ pub unsafe fn with_facts(
         }
     };
     FACTS.set(Some(facts));
-    // SAFETY: the planner's arguments, passed through.
-    unsafe { crate::fdw::aggregate::sizing(root, baserel, inner) };
+    // SAFETY: the planner's arguments; the rel's own conditions come back
+    // before the planner reads them again.
+    unsafe {
+        let conditions = (*baserel).baserestrictinfo;
+        (*baserel).baserestrictinfo = column_first(conditions);
+        crate::fdw::aggregate::sizing(root, baserel, inner);
+        (*baserel).baserestrictinfo = conditions;
+    }
     FACTS.set(None);
+}
+
+/// The conditions with `constant op column` written `column op' constant`
+/// (op' the commutator): supabase-wrappers 0.1.28 swaps the operands of the
+/// first form but keeps the operator, reading `100 < id` as `id < 100`.
+unsafe fn column_first(conditions: *mut pg_sys::List) -> *mut pg_sys::List {
+    unsafe {
+        let mut out: *mut pg_sys::List = std::ptr::null_mut();
+        for i in 0..list_len(conditions) {
+            let rinfo = (*(*conditions).elements.add(i)).ptr_value as *mut pg_sys::RestrictInfo;
+            let clause = (*rinfo).clause as *mut pg_sys::Node;
+            let mut kept = rinfo;
+            if (*clause).type_ == pg_sys::NodeTag::T_OpExpr {
+                let op = clause as *mut pg_sys::OpExpr;
+                let args = (*op).args;
+                if list_len(args) == 2 {
+                    let left = (*(*args).elements.add(0)).ptr_value as *mut pg_sys::Node;
+                    let right = (*(*args).elements.add(1)).ptr_value as *mut pg_sys::Node;
+                    let commutator = pg_sys::get_commutator((*op).opno);
+                    if (*left).type_ != pg_sys::NodeTag::T_Var
+                        && (*right).type_ == pg_sys::NodeTag::T_Var
+                        && commutator != pg_sys::InvalidOid
+                    {
+                        let flipped = pg_sys::palloc(std::mem::size_of::<pg_sys::OpExpr>())
+                            as *mut pg_sys::OpExpr;
+                        *flipped = *op;
+                        (*flipped).opno = commutator;
+                        (*flipped).opfuncid = pg_sys::get_opcode(commutator);
+                        (*flipped).args = pg_sys::lappend(
+                            pg_sys::lappend(std::ptr::null_mut(), right.cast()),
+                            left.cast(),
+                        );
+                        let copy = pg_sys::palloc(std::mem::size_of::<pg_sys::RestrictInfo>())
+                            as *mut pg_sys::RestrictInfo;
+                        *copy = *rinfo;
+                        (*copy).clause = flipped.cast();
+                        kept = copy;
+                    }
+                }
+            }
+            out = pg_sys::lappend(out, kept.cast());
+        }
+        out
+    }
 }
 
 /// The facts recorded for the table being planned (none outside planning:
