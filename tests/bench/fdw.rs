@@ -83,7 +83,8 @@ fn measured(local: &PgCluster, sql: &str) -> (f64, f64) {
 }
 
 /// Full scans of every column (fetch_size 1000 for ours, the peer's
-/// default of 100), an index lookup and ORDER BY … LIMIT, ours then the peer.
+/// default of 100), an index lookup, ORDER BY … LIMIT and a GROUP BY of
+/// 1000 groups, ours then the peer.
 fn reads(local: &PgCluster, limit: f64, ours: (&str, &str), peer: (&str, &str)) {
     for ((who, schema), fetch) in [(ours, 1000), (peer, 100)] {
         let sql = format!("SELECT count(s.*) FROM {schema}.t s");
@@ -98,6 +99,10 @@ fn reads(local: &PgCluster, limit: f64, ours: (&str, &str), peer: (&str, &str)) 
         (
             "ORDER BY id DESC LIMIT 10",
             "SELECT * FROM %s.t ORDER BY id DESC LIMIT 10",
+        ),
+        (
+            "GROUP BY k: count(*), sum(amount)",
+            "SELECT k, count(*), sum(amount) FROM %s.t GROUP BY k",
         ),
     ] {
         for (who, schema) in [ours, peer] {

@@ -90,3 +90,18 @@ pub fn assert_refused(client: &mut Client, sql: &str, host: &str, cause: &str, s
     assert!(message.contains(cause), "{message}");
     assert!(!message.contains(secret), "{message}");
 }
+
+/// What two queries must share to give the same result: the type of each
+/// column, and every row as text (sorted, the order being unspecified).
+pub fn result_of(client: &mut Client, sql: &str) -> (Vec<String>, Vec<String>) {
+    let types = client
+        .prepare(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .columns()
+        .iter()
+        .map(|c| c.type_().name().to_string())
+        .collect();
+    let mut rows = texts(client, &format!("SELECT q::text FROM ({sql}) q"));
+    rows.sort();
+    (types, rows)
+}

@@ -1,6 +1,7 @@
 //! End-to-end: conditions written constant first (`5 < x`) select the same
 //! rows through both wrappers as written column first, and reach the
-//! remote side with the operator turned around (`x > 5`).
+//! remote side with the operator turned around (`x > 5`); supabase-wrappers
+//! alone would send `x < 5` (see `fdw::planner::column_first`).
 
 use integration_tests::sql::remote_sql;
 use integration_tests::{MariaDb, PgCluster};

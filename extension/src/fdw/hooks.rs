@@ -1,5 +1,5 @@
-//! The callbacks every wrapper puts over supabase-wrappers' own: commuted
-//! constant-first conditions and planner facts around GetForeignRelSize, the `Remote SQL` line of EXPLAIN, and
+//! The callbacks every wrapper puts over supabase-wrappers' own: planner
+//! facts around GetForeignRelSize, the `Remote SQL` line of EXPLAIN, and
 //! bounded scan memory around IterateForeignScan. A macro, because each
 //! wrapper keeps the originals of its own routine in statics of its own.
 
@@ -17,10 +17,8 @@ macro_rules! install_shared_hooks {
             table: pg_sys::Oid,
         ) {
             if let Some(Some(inner)) = REL_SIZE.get() {
-                // SAFETY: the planner's arguments; only equivalent
-                // conditions replace the table's own.
+                // SAFETY: the planner's arguments, passed through unchanged.
                 unsafe {
-                    $crate::fdw::commute::commute_constant_first(baserel);
                     $crate::fdw::planner::with_facts(root, baserel, || inner(root, baserel, table))
                 };
             }

@@ -1,10 +1,10 @@
 //! External databases as foreign tables, one wrapper per engine on
 //! supabase-wrappers (`postgres`: PostgreSQL and compatible engines, `mysql`:
 //! MySQL and MariaDB). The
-//! shared parts: option lists, TLS settings, the planner facts/EXPLAIN hook
-//! and bounded scan memory.
+//! shared parts: option lists, TLS settings, the planner facts/EXPLAIN hook,
+//! aggregate pushdown and bounded scan memory.
 
-pub mod commute;
+pub mod aggregate;
 pub mod hooks;
 pub mod import;
 pub mod mysql;

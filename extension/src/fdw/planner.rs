@@ -1,5 +1,6 @@
 //! What supabase-wrappers does not tell a wrapper at plan time, and the
-//! EXPLAIN line that shows the remote SQL.
+//! EXPLAIN line that shows the remote SQL (of a scan, or of an aggregate
+//! pushed down).
 //!
 //! supabase-wrappers 0.1.28 hands a wrapper the query's LIMIT even when the
 //! query joins other tables, or when some WHERE condition could not be
@@ -81,8 +82,73 @@ pub unsafe fn with_facts(
         }
     };
     FACTS.set(Some(facts));
-    inner();
+    // SAFETY: the planner's arguments; the rel's own conditions come back
+    // before the planner reads them again.
+    unsafe {
+        let conditions = (*baserel).baserestrictinfo;
+        (*baserel).baserestrictinfo = column_first(conditions);
+        crate::fdw::aggregate::sizing(root, baserel, inner);
+        (*baserel).baserestrictinfo = conditions;
+    }
     FACTS.set(None);
+}
+
+/// The node under a relabelling or array coercion: supabase-wrappers looks
+/// through them when it tells a column from a constant.
+unsafe fn unwrapped(node: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    unsafe {
+        match (*node).type_ {
+            pg_sys::NodeTag::T_RelabelType => (*node.cast::<pg_sys::RelabelType>()).arg.cast(),
+            pg_sys::NodeTag::T_ArrayCoerceExpr => {
+                (*node.cast::<pg_sys::ArrayCoerceExpr>()).arg.cast()
+            }
+            _ => node,
+        }
+    }
+}
+
+/// The conditions with `constant op column` written `column op' constant`
+/// (op' the commutator): supabase-wrappers 0.1.28 swaps the operands of the
+/// first form but keeps the operator, reading `100 < id` as `id < 100`.
+unsafe fn column_first(conditions: *mut pg_sys::List) -> *mut pg_sys::List {
+    unsafe {
+        let mut out: *mut pg_sys::List = std::ptr::null_mut();
+        for i in 0..list_len(conditions) {
+            let rinfo = (*(*conditions).elements.add(i)).ptr_value as *mut pg_sys::RestrictInfo;
+            let clause = (*rinfo).clause as *mut pg_sys::Node;
+            let mut kept = rinfo;
+            if (*clause).type_ == pg_sys::NodeTag::T_OpExpr {
+                let op = clause as *mut pg_sys::OpExpr;
+                let args = (*op).args;
+                if list_len(args) == 2 {
+                    let left = (*(*args).elements.add(0)).ptr_value as *mut pg_sys::Node;
+                    let right = (*(*args).elements.add(1)).ptr_value as *mut pg_sys::Node;
+                    let commutator = pg_sys::get_commutator((*op).opno);
+                    if (*unwrapped(left)).type_ != pg_sys::NodeTag::T_Var
+                        && (*unwrapped(right)).type_ == pg_sys::NodeTag::T_Var
+                        && commutator != pg_sys::InvalidOid
+                    {
+                        let flipped = pg_sys::palloc(std::mem::size_of::<pg_sys::OpExpr>())
+                            as *mut pg_sys::OpExpr;
+                        *flipped = *op;
+                        (*flipped).opno = commutator;
+                        (*flipped).opfuncid = pg_sys::get_opcode(commutator);
+                        (*flipped).args = pg_sys::lappend(
+                            pg_sys::lappend(std::ptr::null_mut(), right.cast()),
+                            left.cast(),
+                        );
+                        let copy = pg_sys::palloc(std::mem::size_of::<pg_sys::RestrictInfo>())
+                            as *mut pg_sys::RestrictInfo;
+                        *copy = *rinfo;
+                        (*copy).clause = flipped.cast();
+                        kept = copy;
+                    }
+                }
+            }
+            out = pg_sys::lappend(out, kept.cast());
+        }
+        out
+    }
 }
 
 /// The facts recorded for the table being planned (none outside planning:
@@ -149,11 +215,13 @@ pub unsafe extern "C-unwind" fn explain_remote_sql(
 ) {
     unsafe {
         let rel = (*node).ss.ss_currentRelation;
-        if rel.is_null() {
-            return;
-        }
-        let table = (*rel).rd_id.to_u32();
-        let sql = REMOTE_SQL.with(|m| m.borrow().get(&table).cloned());
+        let sql = if rel.is_null() {
+            // No relation: an aggregate pushed down, its SQL in the plan.
+            crate::fdw::aggregate::remote_sql(node)
+        } else {
+            let table = (*rel).rd_id.to_u32();
+            REMOTE_SQL.with(|m| m.borrow().get(&table).cloned())
+        };
         if let Some(sql) = sql {
             let label = CString::new("Remote SQL").expect("no NUL");
             let value = CString::new(sql.replace('\0', "")).expect("NUL removed");

@@ -5,7 +5,7 @@
 
 use crate::fdw::planner::PlanFacts;
 use std::collections::HashMap;
-use supabase_wrappers::prelude::{Cell, Column, Limit, Qual, Row, Sort};
+use supabase_wrappers::prelude::{Aggregate, Cell, Column, Limit, Qual, Row, Sort};
 
 /// The column a composite primary key is read into (a JSON array of the
 /// key's values as remote text), used as supabase-wrappers' single rowid.
@@ -32,6 +32,10 @@ pub trait RemoteSql {
     fn qual(q: &Qual, col: &Column, not_null: bool) -> Option<String>;
     /// An ORDER BY key the remote orders exactly as PostgreSQL, or None.
     fn sort_key(s: &Sort, col: &Column, not_null: bool) -> Option<String>;
+    /// The remote expressions a pushed aggregate reads, its argument (a
+    /// column's SELECT-list expression) already rendered; a wrapper that
+    /// finishes an aggregate locally asks for more than one.
+    fn aggregate(agg: &Aggregate, arg: Option<&str>) -> Vec<String>;
 }
 
 /// The primary key recorded by IMPORT FOREIGN SCHEMA.
@@ -81,6 +85,70 @@ pub fn select_list<D: RemoteSql>(
     Ok(list.join(", "))
 }
 
+/// The WHERE conditions of a scan that the dialect renders.
+fn conditions<D: RemoteSql>(req: &ScanRequest<'_>) -> Vec<String> {
+    let by_name: HashMap<&str, &Column> =
+        req.columns.iter().map(|c| (c.name.as_str(), c)).collect();
+    req.quals
+        .iter()
+        .filter(|q| q.field != COMPOSITE_ROWID)
+        .filter_map(|q| {
+            by_name
+                .get(q.field.as_str())
+                .and_then(|c| D::qual(q, c, req.not_null.contains(&c.name)))
+        })
+        .collect()
+}
+
+/// The remote WHERE conditions when every condition restricting the table
+/// goes remote, None when one stays local. supabase-wrappers extracts at
+/// most one condition per restriction clause and drops those it cannot
+/// read, so the counts tell; a condition with a parameter is refused, its
+/// value being known only when the scan starts.
+pub fn all_conditions<D: RemoteSql>(req: &ScanRequest<'_>) -> Option<Vec<String>> {
+    let conds = conditions::<D>(req);
+    (req.quals.len() == req.facts.restrictions
+        && conds.len() == req.quals.len()
+        && req.quals.iter().all(|q| q.param.is_none()))
+    .then_some(conds)
+}
+
+/// The remote SELECT of an aggregate pushed down: the GROUP BY columns,
+/// then the expressions of each aggregate, over the rows of `conditions`.
+pub fn aggregate_select<D: RemoteSql>(
+    table: &str,
+    conditions: &[String],
+    group_by: &[Column],
+    aggregates: &[Aggregate],
+    not_null: &[String],
+) -> Result<String, D::Error> {
+    let mut list = Vec::with_capacity(group_by.len() + aggregates.len());
+    for col in group_by {
+        list.push(D::select_expr(col, not_null.contains(&col.name))?);
+    }
+    for agg in aggregates {
+        let arg = match &agg.column {
+            Some(col) => Some(D::select_expr(col, not_null.contains(&col.name))?),
+            None => None,
+        };
+        list.extend(D::aggregate(agg, arg.as_deref()));
+    }
+    let mut sql = format!("SELECT {} FROM {table}", list.join(", "));
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    if !group_by.is_empty() {
+        let keys = group_by
+            .iter()
+            .map(|c| D::ident(&c.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        sql.push_str(" GROUP BY ");
+        sql.push_str(&keys.join(", "));
+    }
+    Ok(sql)
+}
+
 /// The remote SELECT: every condition the dialect renders (the local server
 /// rechecks them all), and ORDER BY … LIMIT only when nothing stays local.
 pub fn select<D: RemoteSql>(req: &ScanRequest<'_>) -> Result<String, D::Error> {
@@ -89,16 +157,7 @@ pub fn select<D: RemoteSql>(req: &ScanRequest<'_>) -> Result<String, D::Error> {
     let mut sql = format!("SELECT {list} FROM {}", req.table);
     let by_name: HashMap<&str, &Column> =
         req.columns.iter().map(|c| (c.name.as_str(), c)).collect();
-    let conds: Vec<String> = req
-        .quals
-        .iter()
-        .filter(|q| q.field != COMPOSITE_ROWID)
-        .filter_map(|q| {
-            by_name
-                .get(q.field.as_str())
-                .and_then(|c| D::qual(q, c, not_null(c)))
-        })
-        .collect();
+    let conds = conditions::<D>(req);
     if !conds.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conds.join(" AND "));

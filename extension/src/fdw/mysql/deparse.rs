@@ -10,7 +10,7 @@ use crate::fdw::statements::RemoteSql;
 use integration_core::sql_dialect::{bytes_literal, quote_ident, quote_literal, Dialect};
 use pgrx::datum::ToIsoString;
 use pgrx::pg_sys;
-use supabase_wrappers::prelude::{Cell, Column, Qual, Sort, Value};
+use supabase_wrappers::prelude::{Aggregate, AggregateKind, Cell, Column, Qual, Sort, Value};
 
 pub const D: Dialect = Dialect::MySql {
     no_backslash_escapes: true,
@@ -124,6 +124,32 @@ impl RemoteSql for Mysql {
     }
     fn sort_key(s: &Sort, col: &Column, not_null: bool) -> Option<String> {
         sort_key(s, &info(col, not_null))
+    }
+    /// MySQL's AVG rounds to `div_precision_increment` digits; PostgreSQL's
+    /// avg is sum / count in numeric. So an average travels as SUM and
+    /// COUNT and is divided locally ([`average`]).
+    fn aggregate(agg: &Aggregate, arg: Option<&str>) -> Vec<String> {
+        let arg = arg.unwrap_or("*");
+        match agg.kind {
+            AggregateKind::Count | AggregateKind::CountColumn => vec![format!("COUNT({arg})")],
+            AggregateKind::Sum => vec![format!("SUM({arg})")],
+            AggregateKind::Avg => vec![format!("SUM({arg})"), format!("COUNT({arg})")],
+            AggregateKind::Min => vec![format!("MIN({arg})")],
+            AggregateKind::Max => vec![format!("MAX({arg})")],
+        }
+    }
+}
+
+/// PostgreSQL's avg from the remote SUM and COUNT: numeric_div, as avg's
+/// final function computes it; NULL over no rows.
+pub fn average(sum: Option<Cell>, count: Option<Cell>) -> Option<Cell> {
+    match (sum, count) {
+        (Some(Cell::Numeric(sum)), Some(Cell::Numeric(count)))
+            if count != pgrx::AnyNumeric::from(0) =>
+        {
+            Some(Cell::Numeric(sum / count))
+        }
+        _ => None,
     }
 }
 

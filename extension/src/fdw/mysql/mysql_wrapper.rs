@@ -5,6 +5,7 @@ use super::connection::{self, ConnKey, ConnectOptions};
 use super::deparse::{self, Mysql};
 use super::{decode, import};
 use super::{MysqlWrapperError, Result};
+use crate::fdw::aggregate::{self, Source};
 use crate::fdw::hooks;
 use crate::fdw::options::{self, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
@@ -14,6 +15,7 @@ use mysql_async::{Conn, Value};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
+use supabase_wrappers::prelude::Aggregate;
 use supabase_wrappers::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,12 +48,14 @@ type RemoteRow = Vec<Option<Value>>;
 pub struct MysqlWrapper {
     server: ForeignServer,
     facts: PlanFacts,
+    /// Set at planning when every condition goes remote.
+    aggregate_source: Option<Source>,
     scan: Option<Scan>,
     modify: Option<Modify>,
 }
 
 /// Where a scan's rows come from.
-enum Source {
+enum Rows {
     /// A task streams the result through a channel of `fetch_size` rows; it
     /// hands the connection back when the result is read to its end.
     Stream {
@@ -65,8 +69,13 @@ enum Source {
 }
 
 struct Scan {
-    source: Source,
+    source: Rows,
     columns: Vec<Column>,
+    /// Per column: an average, read as the remote SUM and COUNT.
+    averages: Vec<bool>,
+    /// What a rescan runs again.
+    sql: String,
+    options: HashMap<String, String>,
 }
 
 struct Modify {
@@ -123,6 +132,34 @@ impl MysqlWrapper {
         )?)
     }
 
+    fn not_null(options: &HashMap<String, String>) -> Vec<String> {
+        options
+            .get("wrappers.ftable_oid")
+            .and_then(|o| o.parse().ok())
+            .map(planner::not_null_columns)
+            .unwrap_or_default()
+    }
+
+    /// Offers aggregate pushdown when every condition goes remote.
+    fn offer_aggregates(
+        &mut self,
+        quals: &[Qual],
+        columns: &[Column],
+        options: &HashMap<String, String>,
+    ) -> Result<()> {
+        self.aggregate_source = aggregate::offer::<Mysql>(&ScanRequest {
+            table: &self.remote_table(options)?,
+            key: &statements::primary_key(options)?,
+            quals,
+            columns,
+            sorts: &[],
+            limit: &None,
+            facts: self.facts,
+            not_null: &Self::not_null(options),
+        });
+        Ok(())
+    }
+
     fn build_select(
         &self,
         quals: &[Qual],
@@ -131,11 +168,7 @@ impl MysqlWrapper {
         limit: &Option<Limit>,
         options: &HashMap<String, String>,
     ) -> Result<String> {
-        let not_null = options
-            .get("wrappers.ftable_oid")
-            .and_then(|o| o.parse().ok())
-            .map(planner::not_null_columns)
-            .unwrap_or_default();
+        let not_null = Self::not_null(options);
         statements::select::<Mysql>(&ScanRequest {
             table: &self.remote_table(options)?,
             key: &statements::primary_key(options)?,
@@ -146,6 +179,54 @@ impl MysqlWrapper {
             facts: self.facts,
             not_null: &not_null,
         })
+    }
+
+    /// Runs `sql`, whose rows read as `columns` (`averages`: see [`Scan`]).
+    fn open(
+        &mut self,
+        sql: String,
+        columns: Vec<Column>,
+        averages: Vec<bool>,
+        options: &HashMap<String, String>,
+    ) -> Result<()> {
+        let opts = self.connect_options()?;
+        let statement = sql.clone();
+        let source = if self.facts.modifying {
+            let rows = connection::with_conn(self.key(), &opts, async move |conn| {
+                let mut result = conn.query_iter(sql).await?;
+                let mut rows = VecDeque::new();
+                while let Some(row) = result.next().await? {
+                    rows.push_back(row.unwrap_raw());
+                }
+                Ok(rows)
+            })?;
+            Rows::Buffered(rows)
+        } else {
+            let fetch_size = self.size(options, "fetch_size", 1000)?;
+            let (mut conn, cached) = connection::lend(self.key(), &opts)?;
+            let (tx, rx) = mpsc::channel(fetch_size);
+            let (conn_tx, conn_rx) = oneshot::channel();
+            let rt = connection::runtime()?;
+            rt.spawn(async move {
+                if let Err(e) = stream(&mut conn, sql, &tx).await {
+                    let _ = tx.send(Err(e)).await;
+                }
+                let _ = conn_tx.send(conn);
+            });
+            Rows::Stream {
+                rows: rx,
+                conn: Some(conn_rx),
+                cached,
+            }
+        };
+        self.scan = Some(Scan {
+            source,
+            columns,
+            averages,
+            sql: statement,
+            options: options.clone(),
+        });
+        Ok(())
     }
 
     fn execute(&self, sql: String) -> Result<()> {
@@ -160,6 +241,7 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
         Ok(MysqlWrapper {
             server,
             facts: PlanFacts::default(),
+            aggregate_source: None,
             scan: None,
             modify: None,
         })
@@ -174,6 +256,7 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
         options: &HashMap<String, String>,
     ) -> Result<(i64, i32)> {
         self.facts = planner::current_facts();
+        self.offer_aggregates(quals, columns, options)?;
         planner::rel_size(options, columns, limit, || {
             self.build_select(quals, columns, sorts, limit, options)
         })
@@ -188,40 +271,43 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
         options: &HashMap<String, String>,
     ) -> Result<()> {
         let sql = self.build_select(quals, columns, sorts, limit, options)?;
-        let opts = self.connect_options()?;
-        let source = if self.facts.modifying {
-            let rows = connection::with_conn(self.key(), &opts, async move |conn| {
-                let mut result = conn.query_iter(sql).await?;
-                let mut rows = VecDeque::new();
-                while let Some(row) = result.next().await? {
-                    rows.push_back(row.unwrap_raw());
-                }
-                Ok(rows)
-            })?;
-            Source::Buffered(rows)
-        } else {
-            let fetch_size = self.size(options, "fetch_size", 1000)?;
-            let (mut conn, cached) = connection::lend(self.key(), &opts)?;
-            let (tx, rx) = mpsc::channel(fetch_size);
-            let (conn_tx, conn_rx) = oneshot::channel();
-            let rt = connection::runtime()?;
-            rt.spawn(async move {
-                if let Err(e) = stream(&mut conn, sql, &tx).await {
-                    let _ = tx.send(Err(e)).await;
-                }
-                let _ = conn_tx.send(conn);
-            });
-            Source::Stream {
-                rows: rx,
-                conn: Some(conn_rx),
-                cached,
-            }
+        self.open(sql, columns.to_vec(), Vec::new(), options)
+    }
+
+    fn supported_aggregates(&self) -> Vec<AggregateKind> {
+        aggregate::SUPPORTED.to_vec()
+    }
+
+    fn supports_group_by(&self) -> bool {
+        true
+    }
+
+    fn begin_aggregate_scan(
+        &mut self,
+        aggregates: &[Aggregate],
+        group_by: &[Column],
+        _quals: &[Qual],
+        options: &HashMap<String, String>,
+    ) -> Result<()> {
+        let Some(source) = &self.aggregate_source else {
+            return Err(MysqlWrapperError::Unsupported(
+                "aggregate pushed down over a condition that stays local".into(),
+            ));
         };
-        self.scan = Some(Scan {
-            source,
-            columns: columns.to_vec(),
-        });
-        Ok(())
+        let sql = statements::aggregate_select::<Mysql>(
+            &source.table,
+            &source.conditions,
+            group_by,
+            aggregates,
+            &source.not_null,
+        )?;
+        let averages = group_by
+            .iter()
+            .map(|_| false)
+            .chain(aggregates.iter().map(|a| a.kind == AggregateKind::Avg))
+            .collect();
+        let columns = aggregate::result_columns(aggregates, group_by);
+        self.open(sql, columns, averages, options)
     }
 
     fn iter_scan(&mut self, row: &mut Row) -> Result<Option<()>> {
@@ -230,8 +316,8 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
             return Ok(None);
         };
         let remote = match &mut scan.source {
-            Source::Buffered(rows) => rows.pop_front(),
-            Source::Stream { rows, .. } => {
+            Rows::Buffered(rows) => rows.pop_front(),
+            Rows::Stream { rows, .. } => {
                 let rt = connection::runtime()?;
                 match rt.block_on(rows.recv()) {
                     Some(Ok(values)) => Some(values),
@@ -243,18 +329,44 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
         let Some(mut remote) = remote else {
             return Ok(None);
         };
+        let mut values = remote.iter_mut().map(Option::take);
         for (i, col) in scan.columns.iter().enumerate() {
-            let value = remote.get_mut(i).and_then(Option::take);
-            row.push(&col.name, decode::cell(value, &col.name, col.type_oid)?);
+            let value = values.next().flatten();
+            let cell = if scan.averages.get(i).copied().unwrap_or(false) {
+                let count = values.next().flatten();
+                deparse::average(
+                    decode::cell(value, &col.name, pg_sys::NUMERICOID)?,
+                    decode::cell(count, &col.name, pg_sys::NUMERICOID)?,
+                )
+            } else {
+                decode::cell(value, &col.name, col.type_oid)?
+            };
+            row.push(&col.name, cell);
         }
         Ok(Some(()))
+    }
+
+    /// The inner side of a nested loop reads its rows again: the statement
+    /// runs again.
+    fn re_scan(&mut self) -> Result<()> {
+        let Some(scan) = self.scan.as_ref() else {
+            return Ok(());
+        };
+        let (sql, columns, averages, options) = (
+            scan.sql.clone(),
+            scan.columns.clone(),
+            scan.averages.clone(),
+            scan.options.clone(),
+        );
+        self.end_scan()?;
+        self.open(sql, columns, averages, &options)
     }
 
     fn end_scan(&mut self) -> Result<()> {
         let key = self.key();
         if let Some(Scan {
             source:
-                Source::Stream {
+                Rows::Stream {
                     rows,
                     conn: Some(conn),
                     cached,
@@ -338,6 +450,7 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
 
     fn fdw_routine_hook(routine: &mut PgBox<pg_sys::FdwRoutine, pgrx::AllocatedByRust>) {
         hooks::install_shared_hooks!(routine);
+        aggregate::hook_aggregates!(routine, Mysql);
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<pg_sys::Oid>) -> Result<()> {

@@ -10,7 +10,7 @@ use crate::fdw::statements::RemoteSql;
 use integration_core::sql_dialect::{bytes_literal, quote_ident, quote_literal, Dialect};
 use pgrx::datum::ToIsoString;
 use pgrx::pg_sys;
-use supabase_wrappers::prelude::{Cell, Column, Qual, Sort, Value};
+use supabase_wrappers::prelude::{Aggregate, AggregateKind, Cell, Column, Qual, Sort, Value};
 
 const D: Dialect = Dialect::Postgres;
 
@@ -116,6 +116,18 @@ impl RemoteSql for Postgres {
     }
     fn sort_key(s: &Sort, col: &Column, _not_null: bool) -> Option<String> {
         sort_key(s, &info(col))
+    }
+    /// The same aggregate: the remote is PostgreSQL, its result types those
+    /// of the local aggregate over the same column types.
+    fn aggregate(agg: &Aggregate, arg: Option<&str>) -> Vec<String> {
+        let name = match agg.kind {
+            AggregateKind::Count | AggregateKind::CountColumn => "count",
+            AggregateKind::Sum => "sum",
+            AggregateKind::Avg => "avg",
+            AggregateKind::Min => "min",
+            AggregateKind::Max => "max",
+        };
+        vec![format!("{name}({})", arg.unwrap_or("*"))]
     }
 }
 

@@ -7,6 +7,7 @@ use super::decode;
 use super::deparse::{self, Postgres};
 use super::import;
 use super::{PostgresWrapperError, Result};
+use crate::fdw::aggregate::{self, Source};
 use crate::fdw::hooks;
 use crate::fdw::options::{self, Allowed};
 use crate::fdw::planner::{self, PlanFacts};
@@ -16,6 +17,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use supabase_wrappers::prelude::Aggregate;
 use supabase_wrappers::prelude::*;
 use tokio_postgres::{Client, Statement};
 
@@ -47,6 +49,8 @@ const TABLE_OPTIONS: &[&str] = &[
 pub struct PostgresWrapper {
     server: ForeignServer,
     facts: PlanFacts,
+    /// Set at planning when every condition goes remote.
+    aggregate_source: Option<Source>,
     scan: Option<Scan>,
     modify: Option<Modify>,
 }
@@ -129,6 +133,57 @@ impl PostgresWrapper {
         })
     }
 
+    /// Offers aggregate pushdown when every condition goes remote.
+    fn offer_aggregates(
+        &mut self,
+        quals: &[Qual],
+        columns: &[Column],
+        options: &HashMap<String, String>,
+    ) -> Result<()> {
+        self.aggregate_source = aggregate::offer::<Postgres>(&ScanRequest {
+            table: &Self::remote_table(options)?,
+            key: &statements::primary_key(options)?,
+            quals,
+            columns,
+            sorts: &[],
+            limit: &None,
+            facts: self.facts,
+            not_null: &[],
+        });
+        Ok(())
+    }
+
+    /// Opens a remote cursor for `sql`, whose rows read as `columns`.
+    fn open(
+        &mut self,
+        sql: String,
+        columns: Vec<Column>,
+        options: &HashMap<String, String>,
+    ) -> Result<()> {
+        let fetch_size = self.size(options, "fetch_size", 1000)?;
+        let client = self.client()?;
+        let seq = CURSOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cursor = format!("pg_integration_c{seq}");
+        let server = self.server.server_name.clone();
+        let rt = connection::runtime()?;
+        rt.block_on(client.batch_execute(&format!("DECLARE {cursor} NO SCROLL CURSOR FOR {sql}")))
+            .map_err(|e| PostgresWrapperError::remote(&server, e))?;
+        let fetch = rt
+            .block_on(client.prepare(&format!("FETCH {fetch_size} FROM {cursor}")))
+            .map_err(|e| PostgresWrapperError::remote(&server, e))?;
+        self.scan = Some(Scan {
+            client,
+            cursor,
+            sql,
+            fetch,
+            fetch_size,
+            buffered: VecDeque::new(),
+            exhausted: false,
+            columns,
+        });
+        Ok(())
+    }
+
     /// Runs `sql` (which writes at most one row) with RETURNING the
     /// `columns` and hands the remote row, if any, to PostgreSQL.
     fn run_returning(&self, sql: &str, columns: &[Column]) -> Result<()> {
@@ -175,6 +230,7 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         Ok(PostgresWrapper {
             server,
             facts: PlanFacts::default(),
+            aggregate_source: None,
             scan: None,
             modify: None,
         })
@@ -189,6 +245,7 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         options: &HashMap<String, String>,
     ) -> Result<(i64, i32)> {
         self.facts = planner::current_facts();
+        self.offer_aggregates(quals, columns, options)?;
         planner::rel_size(options, columns, limit, || {
             self.build_select(quals, columns, sorts, limit, options)
         })
@@ -203,28 +260,38 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         options: &HashMap<String, String>,
     ) -> Result<()> {
         let sql = self.build_select(quals, columns, sorts, limit, options)?;
-        let fetch_size = self.size(options, "fetch_size", 1000)?;
-        let client = self.client()?;
-        let seq = CURSOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cursor = format!("pg_integration_c{seq}");
-        let server = self.server.server_name.clone();
-        let rt = connection::runtime()?;
-        rt.block_on(client.batch_execute(&format!("DECLARE {cursor} NO SCROLL CURSOR FOR {sql}")))
-            .map_err(|e| PostgresWrapperError::remote(&server, e))?;
-        let fetch = rt
-            .block_on(client.prepare(&format!("FETCH {fetch_size} FROM {cursor}")))
-            .map_err(|e| PostgresWrapperError::remote(&server, e))?;
-        self.scan = Some(Scan {
-            client,
-            cursor,
-            sql,
-            fetch,
-            fetch_size,
-            buffered: VecDeque::new(),
-            exhausted: false,
-            columns: columns.to_vec(),
-        });
-        Ok(())
+        self.open(sql, columns.to_vec(), options)
+    }
+
+    fn supported_aggregates(&self) -> Vec<AggregateKind> {
+        aggregate::SUPPORTED.to_vec()
+    }
+
+    fn supports_group_by(&self) -> bool {
+        true
+    }
+
+    fn begin_aggregate_scan(
+        &mut self,
+        aggregates: &[Aggregate],
+        group_by: &[Column],
+        _quals: &[Qual],
+        options: &HashMap<String, String>,
+    ) -> Result<()> {
+        let Some(source) = &self.aggregate_source else {
+            return Err(PostgresWrapperError::Unsupported(
+                "aggregate pushed down over a condition that stays local".into(),
+            ));
+        };
+        let sql = statements::aggregate_select::<Postgres>(
+            &source.table,
+            &source.conditions,
+            group_by,
+            aggregates,
+            &source.not_null,
+        )?;
+        let columns = aggregate::result_columns(aggregates, group_by);
+        self.open(sql, columns, options)
     }
 
     fn iter_scan(&mut self, row: &mut Row) -> Result<Option<()>> {
@@ -385,6 +452,7 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
 
     fn fdw_routine_hook(routine: &mut PgBox<pg_sys::FdwRoutine, pgrx::AllocatedByRust>) {
         hooks::install_shared_hooks!(routine);
+        aggregate::hook_aggregates!(routine, Postgres);
         returning::hook_returning!(routine);
     }
 
