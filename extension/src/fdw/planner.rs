@@ -89,6 +89,18 @@ pub unsafe fn with_facts(
         (*baserel).baserestrictinfo = column_first(conditions);
         crate::fdw::aggregate::sizing(root, baserel, inner);
         (*baserel).baserestrictinfo = conditions;
+        // The wrapper's row count ignores the conditions: scale it by their
+        // selectivity, as the planner does for a table of its own, so that
+        // a selective WHERE is not costed like a full scan (which switched
+        // JIT compilation on for a thousand rows).
+        let selectivity = pg_sys::clauselist_selectivity(
+            root,
+            conditions,
+            0,
+            pg_sys::JoinType::JOIN_INNER,
+            std::ptr::null_mut(),
+        );
+        (*baserel).rows = pg_sys::clamp_row_est((*baserel).rows * selectivity);
     }
     FACTS.set(None);
 }
