@@ -8,8 +8,8 @@
 
 use integration_tests::certs::ServerCertificate;
 use integration_tests::sql::{
-    assert_refused, connect_recording_notices, db_message, peak_growth_mb, remote_sql, result_of,
-    texts,
+    assert_aggregates_survive_rescans_and_parameters, assert_refused, assert_same_as_copy,
+    connect_recording_notices, db_message, peak_growth_mb, remote_sql, texts,
 };
 use integration_tests::PgCluster;
 use postgres::error::SqlState;
@@ -724,15 +724,7 @@ fn aggregates_are_pushed_where_the_remote_computes_the_same_result() {
     local
         .batch_execute("CREATE TABLE copy AS SELECT * FROM imported.sales")
         .unwrap();
-    let same = |local: &mut Client, q: &str| {
-        let foreign = result_of(local, q);
-        assert_eq!(
-            foreign,
-            result_of(local, &q.replace("imported.sales", "copy")),
-            "{q}"
-        );
-        assert!(!foreign.1.is_empty(), "{q}");
-    };
+    let same = |local: &mut Client, q: &str| assert_same_as_copy(local, "imported.sales", q);
 
     let pushed = [
         ("SELECT count(*) FROM imported.sales", "SELECT count(*) FROM "),
@@ -782,49 +774,7 @@ fn aggregates_are_pushed_where_the_remote_computes_the_same_result() {
         "SELECT k, sum(x) + 1 FROM imported.sales GROUP BY k",
         "SELECT k, sum(x * 2) FROM imported.sales GROUP BY k",
     ];
-    // Rescanned under a nested loop: every pass returns the groups again.
-    local
-        .batch_execute(
-            "SET enable_hashjoin = off; SET enable_mergejoin = off; SET enable_material = off",
-        )
-        .unwrap();
-    // (The nullable side of a LEFT JOIN is the inner side of a nested loop.)
-    let q = "SELECT g.i, s.c FROM generate_series(3, 0, -1) g(i)
-             LEFT JOIN (SELECT k, count(*) AS c FROM imported.sales GROUP BY k) s ON s.k = g.i";
-    assert!(remote_sql(&mut local, q).contains("GROUP BY"));
-    same(&mut local, q);
-    local.batch_execute("RESET ALL").unwrap();
-
-    // A parameter is known only when the scan starts: not pushed.
-    local
-        .batch_execute(
-            "SET plan_cache_mode = force_generic_plan;
-             PREPARE by_x(int) AS SELECT k, count(*) FROM imported.sales WHERE x > $1 GROUP BY k;
-             PREPARE by_x_again(int) AS SELECT k, count(*) FROM imported.sales WHERE x > $1 GROUP BY k",
-        )
-        .unwrap();
-    let sql = remote_sql(&mut local, "EXECUTE by_x(3)");
-    assert!(!sql.contains("GROUP BY"), "{sql}");
-    let groups = |local: &mut Client, sql: &str| {
-        let mut rows: Vec<(Option<i32>, i64)> = local
-            .query(sql, &[])
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        rows.sort();
-        rows
-    };
-    assert_eq!(
-        // (Another statement: supabase-wrappers 0.1.28 frees its scan state
-        // with the first run of a plan, so a plan cannot run twice.)
-        groups(&mut local, "EXECUTE by_x_again(3)"),
-        groups(
-            &mut local,
-            "SELECT k, count(*) FROM copy WHERE x > 3 GROUP BY k"
-        )
-    );
-    local.batch_execute("RESET ALL").unwrap();
+    assert_aggregates_survive_rescans_and_parameters(&mut local, "imported.sales");
 
     for q in local_only {
         let sql = remote_sql(&mut local, q);
