@@ -7,7 +7,6 @@
 //! into the user mapping and never into errors or the audit log.
 
 use crate::errors::raise;
-use crate::fdw::options::def_list;
 use crate::fdw::{mysql, postgres};
 use crate::owner::{as_owner, current_user_name};
 use integration_core::data_sources::{parse_source_url, Engine};
@@ -70,13 +69,7 @@ fn server(name: &str) -> (ForeignServer, String) {
             .to_string_lossy()
             .into_owned();
         (
-            ForeignServer {
-                server_oid: (*server).serverid,
-                server_name: name.to_string(),
-                server_type: None,
-                server_version: None,
-                options: def_list((*server).options),
-            },
+            crate::fdw::options::foreign_server((*server).serverid),
             wrapper,
         )
     }

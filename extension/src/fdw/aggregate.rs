@@ -8,15 +8,15 @@
 //! its result rows as GROUP BY columns then aggregates while the tuple it
 //! fills follows the query's target order. So its GetForeignUpperPaths runs
 //! only after [`upper_paths`] accepted the query, and [`plan`] puts the
-//! scan's target list in the order of its rows and keeps the remote SQL for
-//! EXPLAIN.
+//! scan's target list in the order of its rows and makes the scan's plan.
 
+use crate::fdw::scan::{self, PlanColumn, ScanPlan};
 use crate::fdw::statements::{self, RemoteSql, ScanRequest, COMPOSITE_ROWID};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use supabase_wrappers::prelude::{Aggregate, AggregateKind, Column};
 
 /// The aggregates a wrapper pushes (the types decide the rest).
@@ -53,16 +53,14 @@ thread_local! {
 }
 
 /// Called by a wrapper's get_rel_size: when every condition of the scan
-/// goes remote, offers aggregate pushdown and answers what the wrapper's
-/// aggregate scan reads from.
-pub fn offer<D: RemoteSql>(req: &ScanRequest<'_>) -> Option<Source> {
-    let source = Source {
+/// goes remote, offers aggregate pushdown over what the scan reads from.
+pub fn offer<D: RemoteSql>(req: &ScanRequest<'_>) {
+    let source = statements::all_conditions::<D>(req).map(|conditions| Source {
         table: req.table.to_string(),
-        conditions: statements::all_conditions::<D>(req)?,
+        conditions,
         not_null: req.not_null.to_vec(),
-    };
-    OFFERED.with(|o| *o.borrow_mut() = Some(source.clone()));
-    Some(source)
+    });
+    OFFERED.with(|o| *o.borrow_mut() = source);
 }
 
 /// Runs the GetForeignRelSize `inner` and remembers whether the rel's
@@ -374,38 +372,24 @@ pub unsafe fn upper_paths(
     }
 }
 
-/// GetForeignPlan: supabase-wrappers' own (`inner`); for an aggregate
-/// pushed down, the scan's target list then follows its rows (GROUP BY
-/// columns, then aggregates) and the plan keeps the remote SQL for
-/// EXPLAIN after supabase-wrappers' state.
+/// The plan of an aggregate pushed down, for the ForeignScan supabase-
+/// wrappers made of the grouped rel `rel`: the scan's target list then
+/// follows its rows (GROUP BY columns, then aggregates), and the remote
+/// statement reads from the base rel's source.
 ///
 /// # Safety
-/// The planner's arguments and the routine's own function.
-#[allow(clippy::too_many_arguments)]
+/// The planner's arguments and the ForeignScan made of `rel`.
 pub unsafe fn plan<D: RemoteSql>(
     root: *mut pg_sys::PlannerInfo,
     rel: *mut pg_sys::RelOptInfo,
-    table: pg_sys::Oid,
-    best_path: *mut pg_sys::ForeignPath,
-    tlist: *mut pg_sys::List,
-    clauses: *mut pg_sys::List,
-    outer: *mut pg_sys::Plan,
-    inner: pg_sys::GetForeignPlan_function,
-) -> *mut pg_sys::ForeignScan {
-    let Some(inner) = inner else {
-        return std::ptr::null_mut();
-    };
+    scan: *mut pg_sys::ForeignScan,
+) -> Option<ScanPlan> {
     unsafe {
-        let scan = inner(root, rel, table, best_path, tlist, clauses, outer);
-        if scan.is_null() || (*rel).reloptkind != pg_sys::RelOptKind::RELOPT_UPPER_REL {
-            return scan;
-        }
         // A grouped rel has no relids of its own: the query's base rels.
         let relids = (*root).all_baserels;
-        let found = (pg_sys::bms_membership(relids) == pg_sys::BMS_Membership::BMS_SINGLETON)
-            .then(|| pg_sys::bms_singleton_member(relids) as pg_sys::Index)
-            .and_then(|relid| grouping(root, rel, relid));
-        let Some(found) = found else {
+        let relid = (pg_sys::bms_membership(relids) == pg_sys::BMS_Membership::BMS_SINGLETON)
+            .then(|| pg_sys::bms_singleton_member(relids) as pg_sys::Index)?;
+        let Some(found) = grouping(root, rel, relid) else {
             error!("aggregate pushdown: the grouping planned is no longer pushable");
         };
         let mut scan_tlist: *mut pg_sys::List = std::ptr::null_mut();
@@ -424,106 +408,36 @@ pub unsafe fn plan<D: RemoteSql>(
             scan_tlist = pg_sys::lappend(scan_tlist, tle.cast());
         }
         (*scan).fdw_scan_tlist = scan_tlist;
-        let source = GROUPED.with(|m| m.borrow_mut().remove(&(rel as usize)));
+        let source = GROUPED.with(|m| m.borrow_mut().remove(&(rel as usize)))?;
+        let base = scan::planned(*(*root).simple_rel_array.add(relid as usize))?;
         let group: Vec<Column> = found.group.into_iter().map(|(_, c)| c).collect();
         let aggregates: Vec<Aggregate> = found.aggregates.into_iter().map(|(_, a)| a).collect();
-        let sql = source.and_then(|s| {
-            statements::aggregate_select::<D>(
-                &s.table,
-                &s.conditions,
-                &group,
-                &aggregates,
-                &s.not_null,
-            )
-            .ok()
+        let sql = statements::aggregate_select::<D>(
+            &source.table,
+            &source.conditions,
+            &group,
+            &aggregates,
+            &source.not_null,
+        )
+        .unwrap_or_else(|_| error!("aggregate pushdown: the remote statement cannot be written"));
+        // The scan's rows: GROUP BY columns, then aggregates, numbered as
+        // the target list above.
+        let group_columns = group.iter().map(|c| (c.name.clone(), c.type_oid, false));
+        let aggregate_columns = aggregates.iter().map(|a| {
+            // Two remote values: the dialect finishes the average here.
+            let average = D::aggregate(a, Some("x")).len() == 2;
+            (a.alias.clone(), a.type_oid, average)
         });
-        if let Some(sql) = sql.and_then(|s| CString::new(s).ok()) {
-            let text = pg_sys::makeString(pg_sys::pstrdup(sql.as_ptr()));
-            (*scan).fdw_private =
-                pg_sys::lappend(pg_sys::list_copy((*scan).fdw_private), text.cast());
-        }
-        scan
+        let columns = group_columns
+            .chain(aggregate_columns)
+            .enumerate()
+            .map(|(i, (name, type_oid, average))| PlanColumn {
+                name,
+                num: i + 1,
+                type_oid: type_oid.to_u32(),
+                average,
+            })
+            .collect();
+        Some(ScanPlan::fixed(base.server, sql, columns, base.fetch_size))
     }
 }
-
-/// The remote SQL [`plan`] kept for an aggregate scan.
-///
-/// # Safety
-/// `node` is the executor's scan node.
-pub unsafe fn remote_sql(node: *mut pg_sys::ForeignScanState) -> Option<String> {
-    unsafe {
-        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
-        let kept = list::<pg_sys::Node>((*plan).fdw_private);
-        let text = *kept.get(1)?;
-        if !is(text, pg_sys::NodeTag::T_String) {
-            return None;
-        }
-        let sval = (*(text as *mut pg_sys::String)).sval;
-        (!sval.is_null()).then(|| CStr::from_ptr(sval).to_string_lossy().into_owned())
-    }
-}
-
-/// The columns of an aggregate scan's rows: the GROUP BY columns, then
-/// each aggregate as its result type.
-pub fn result_columns(aggregates: &[Aggregate], group_by: &[Column]) -> Vec<Column> {
-    let results = aggregates.iter().enumerate().map(|(i, a)| Column {
-        name: a.alias.clone(),
-        num: group_by.len() + i + 1,
-        type_oid: a.type_oid,
-    });
-    group_by.iter().cloned().chain(results).collect()
-}
-
-/// Installs aggregate pushdown on a routine (`&mut FdwRoutine`) for the
-/// wrapper's dialect; the statics of each use keep that wrapper's
-/// original functions.
-macro_rules! hook_aggregates {
-    ($routine:expr, $dialect:ty) => {{
-        use std::sync::OnceLock;
-        static UPPER: OnceLock<pg_sys::GetForeignUpperPaths_function> = OnceLock::new();
-        static PLAN: OnceLock<pg_sys::GetForeignPlan_function> = OnceLock::new();
-
-        #[pg_guard]
-        unsafe extern "C-unwind" fn upper(
-            root: *mut pg_sys::PlannerInfo,
-            stage: pg_sys::UpperRelationKind::Type,
-            input_rel: *mut pg_sys::RelOptInfo,
-            output_rel: *mut pg_sys::RelOptInfo,
-            extra: *mut std::ffi::c_void,
-        ) {
-            let inner = UPPER.get().copied().flatten();
-            // SAFETY: the planner's arguments and the routine's function.
-            unsafe {
-                $crate::fdw::aggregate::upper_paths(
-                    root, stage, input_rel, output_rel, extra, inner,
-                )
-            }
-        }
-
-        #[pg_guard]
-        unsafe extern "C-unwind" fn plan(
-            root: *mut pg_sys::PlannerInfo,
-            rel: *mut pg_sys::RelOptInfo,
-            table: pg_sys::Oid,
-            best_path: *mut pg_sys::ForeignPath,
-            tlist: *mut pg_sys::List,
-            clauses: *mut pg_sys::List,
-            outer: *mut pg_sys::Plan,
-        ) -> *mut pg_sys::ForeignScan {
-            let inner = PLAN.get().copied().flatten();
-            // SAFETY: the planner's arguments and the routine's function.
-            unsafe {
-                $crate::fdw::aggregate::plan::<$dialect>(
-                    root, rel, table, best_path, tlist, clauses, outer, inner,
-                )
-            }
-        }
-
-        let routine = &mut *$routine;
-        let _ = UPPER.set(routine.GetForeignUpperPaths);
-        let _ = PLAN.set(routine.GetForeignPlan);
-        routine.GetForeignUpperPaths = Some(upper);
-        routine.GetForeignPlan = Some(plan);
-    }};
-}
-pub(crate) use hook_aggregates;

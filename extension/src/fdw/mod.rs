@@ -1,8 +1,8 @@
 //! External databases as foreign tables, one wrapper per engine on
 //! supabase-wrappers (`postgres`: PostgreSQL and compatible engines, `mysql`:
 //! MySQL and MariaDB). The
-//! shared parts: option lists, TLS settings, the planner facts/EXPLAIN hook,
-//! aggregate pushdown and bounded scan memory.
+//! shared parts: option lists, TLS settings, the planner facts, aggregate
+//! pushdown and the scans' plans and execution.
 
 pub mod aggregate;
 pub mod hooks;
@@ -12,7 +12,7 @@ pub mod options;
 pub mod planner;
 pub mod postgres;
 pub mod returning;
-pub mod scan_memory;
+pub mod scan;
 pub mod statements;
 pub mod tls;
 pub mod xact;

@@ -33,6 +33,24 @@ pub unsafe fn def_list(list: *mut pg_sys::List) -> HashMap<String, String> {
     out
 }
 
+/// The foreign server `oid` with its options (raises when it is gone).
+pub fn foreign_server(oid: pg_sys::Oid) -> ForeignServer {
+    // SAFETY: GetForeignServer raises on a missing server; its fields are
+    // valid C strings and an option list.
+    unsafe {
+        let server = pg_sys::GetForeignServer(oid);
+        ForeignServer {
+            server_oid: oid,
+            server_name: CStr::from_ptr((*server).servername)
+                .to_string_lossy()
+                .into_owned(),
+            server_type: None,
+            server_version: None,
+            options: def_list((*server).options),
+        }
+    }
+}
+
 /// The options of the current user's mapping for `server` (or PUBLIC's);
 /// raises the usual error when there is none.
 pub fn user_mapping(server: pg_sys::Oid) -> HashMap<String, String> {

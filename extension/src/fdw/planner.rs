@@ -1,6 +1,4 @@
-//! What supabase-wrappers does not tell a wrapper at plan time, and the
-//! EXPLAIN line that shows the remote SQL (of a scan, or of an aggregate
-//! pushed down).
+//! What supabase-wrappers does not tell a wrapper at plan time.
 //!
 //! supabase-wrappers 0.1.28 hands a wrapper the query's LIMIT even when the
 //! query joins other tables, or when some WHERE condition could not be
@@ -9,10 +7,7 @@
 //! wrapper decides whether LIMIT (and ORDER BY with it) may go remote.
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::ffi::CString;
+use std::cell::Cell;
 
 /// Facts of the query being planned for one foreign table.
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,8 +33,6 @@ impl PlanFacts {
 
 thread_local! {
     static FACTS: Cell<Option<PlanFacts>> = const { Cell::new(None) };
-    /// The remote SQL last planned per foreign table, for EXPLAIN.
-    static REMOTE_SQL: RefCell<HashMap<u32, String>> = RefCell::new(HashMap::new());
 }
 
 fn list_len(list: *mut pg_sys::List) -> usize {
@@ -190,54 +183,11 @@ pub fn not_null_columns(table: u32) -> Vec<String> {
     }
 }
 
-/// What a wrapper's `get_rel_size` answers: the remote SQL that `build`
-/// makes is kept for EXPLAIN, and the estimate says few rows when a LIMIT
-/// went remote.
-pub fn rel_size<E>(
-    options: &HashMap<String, String>,
-    columns: &[supabase_wrappers::prelude::Column],
-    limit: &Option<supabase_wrappers::prelude::Limit>,
-    build: impl FnOnce() -> Result<String, E>,
-) -> Result<(i64, i32), E> {
-    if let Some(table) = options
-        .get("wrappers.ftable_oid")
-        .and_then(|o| o.parse().ok())
-    {
-        remember_remote_sql(table, build()?);
-    }
-    Ok((
-        if limit.is_some() { 100 } else { 100_000 },
+/// What a wrapper's `get_rel_size` answers: few rows when a LIMIT went
+/// remote (scaled by the conditions' selectivity in [`with_facts`]).
+pub fn rel_size(columns: &[supabase_wrappers::prelude::Column], limit_pushed: bool) -> (i64, i32) {
+    (
+        if limit_pushed { 100 } else { 100_000 },
         8 * columns.len().max(1) as i32,
-    ))
-}
-
-/// Remembers the remote SQL planned for a foreign table.
-pub fn remember_remote_sql(table: u32, sql: String) {
-    REMOTE_SQL.with(|m| {
-        m.borrow_mut().insert(table, sql);
-    });
-}
-
-/// ExplainForeignScan: one `Remote SQL` line with the statement planned for
-/// the scanned table (no option values: credentials never appear).
-#[pg_guard]
-pub unsafe extern "C-unwind" fn explain_remote_sql(
-    node: *mut pg_sys::ForeignScanState,
-    es: *mut pg_sys::ExplainState,
-) {
-    unsafe {
-        let rel = (*node).ss.ss_currentRelation;
-        let sql = if rel.is_null() {
-            // No relation: an aggregate pushed down, its SQL in the plan.
-            crate::fdw::aggregate::remote_sql(node)
-        } else {
-            let table = (*rel).rd_id.to_u32();
-            REMOTE_SQL.with(|m| m.borrow().get(&table).cloned())
-        };
-        if let Some(sql) = sql {
-            let label = CString::new("Remote SQL").expect("no NUL");
-            let value = CString::new(sql.replace('\0', "")).expect("NUL removed");
-            pg_sys::ExplainPropertyText(label.as_ptr(), value.as_ptr(), es);
-        }
-    }
+    )
 }

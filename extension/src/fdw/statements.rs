@@ -4,6 +4,7 @@
 //! primary key (a composite key travels as a JSON array in `__rowid`).
 
 use crate::fdw::planner::PlanFacts;
+use crate::fdw::scan::{ParamCondition, PlanColumn, ScanPlan};
 use std::collections::HashMap;
 use supabase_wrappers::prelude::{Aggregate, Cell, Column, Limit, Qual, Row, Sort};
 
@@ -149,19 +150,38 @@ pub fn aggregate_select<D: RemoteSql>(
     Ok(sql)
 }
 
-/// The remote SELECT: every condition the dialect renders (the local server
-/// rechecks them all), and ORDER BY … LIMIT only when nothing stays local.
-pub fn select<D: RemoteSql>(req: &ScanRequest<'_>) -> Result<String, D::Error> {
+/// The plan of a scan: every condition the dialect renders (the local
+/// server rechecks them all; those on a parameter are rendered when the
+/// scan starts), and ORDER BY … LIMIT only when nothing stays local.
+pub fn scan_plan<D: RemoteSql>(
+    req: &ScanRequest<'_>,
+    server: u32,
+    fetch_size: usize,
+) -> Result<ScanPlan, D::Error> {
     let not_null = |c: &Column| req.not_null.contains(&c.name);
     let list = select_list::<D>(req.key, req.columns, req.not_null)?;
-    let mut sql = format!("SELECT {list} FROM {}", req.table);
     let by_name: HashMap<&str, &Column> =
         req.columns.iter().map(|c| (c.name.as_str(), c)).collect();
-    let conds = conditions::<D>(req);
-    if !conds.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conds.join(" AND "));
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    for q in req.quals.iter().filter(|q| q.field != COMPOSITE_ROWID) {
+        let Some(&col) = by_name.get(q.field.as_str()) else {
+            continue;
+        };
+        match &q.param {
+            None => conditions.extend(D::qual(q, col, not_null(col))),
+            Some(p) => params.push(ParamCondition {
+                column: PlanColumn::from(col),
+                not_null: not_null(col),
+                operator: q.operator.clone(),
+                kind: p.kind,
+                id: p.id as i32,
+                type_oid: p.type_oid.to_u32(),
+                shown: format!("{} {} ${}", D::ident(&col.name)?, q.operator, p.id),
+            }),
+        }
     }
+    let mut order_limit = None;
     if let Some(limit) = req.limit {
         let keys: Vec<String> = req
             .sorts
@@ -172,19 +192,31 @@ pub fn select<D: RemoteSql>(req: &ScanRequest<'_>) -> Result<String, D::Error> {
                     .and_then(|c| D::sort_key(s, c, not_null(c)))
             })
             .collect();
-        if req.facts.limit_pushable(conds.len(), keys.len()) && keys.len() == req.sorts.len() {
+        let pushed = conditions.len() + params.len();
+        if req.facts.limit_pushable(pushed, keys.len()) && keys.len() == req.sorts.len() {
+            let mut tail = String::new();
             if !keys.is_empty() {
-                sql.push_str(" ORDER BY ");
-                sql.push_str(&keys.join(", "));
+                tail.push_str(" ORDER BY ");
+                tail.push_str(&keys.join(", "));
             }
             // The local Limit node applies OFFSET again: fetch both.
-            sql.push_str(&format!(
+            tail.push_str(&format!(
                 " LIMIT {}",
                 limit.count.saturating_add(limit.offset)
             ));
+            order_limit = Some(tail);
         }
     }
-    Ok(sql)
+    Ok(ScanPlan {
+        server,
+        head: format!("SELECT {list} FROM {}", req.table),
+        conditions,
+        params,
+        order_limit,
+        columns: req.columns.iter().map(PlanColumn::from).collect(),
+        fetch_size,
+        modifying: req.facts.modifying,
+    })
 }
 
 /// The WHERE condition that finds one row by its primary key.

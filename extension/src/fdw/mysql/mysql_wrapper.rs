@@ -5,17 +5,17 @@ use super::connection::{self, ConnKey, ConnectOptions};
 use super::deparse::{self, Mysql};
 use super::{decode, import};
 use super::{MysqlWrapperError, Result};
-use crate::fdw::aggregate::{self, Source};
+use crate::fdw::aggregate;
 use crate::fdw::hooks;
 use crate::fdw::options::{self, Allowed};
-use crate::fdw::planner::{self, PlanFacts};
+use crate::fdw::planner;
+use crate::fdw::scan::{self, RemoteRows, ScanPlan};
 use crate::fdw::statements::{self, InsertBatch, ScanRequest};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
-use supabase_wrappers::prelude::Aggregate;
 use supabase_wrappers::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,10 +47,6 @@ type RemoteRow = Vec<Option<Value>>;
 )]
 pub struct MysqlWrapper {
     server: ForeignServer,
-    facts: PlanFacts,
-    /// Set at planning when every condition goes remote.
-    aggregate_source: Option<Source>,
-    scan: Option<Scan>,
     modify: Option<Modify>,
 }
 
@@ -68,14 +64,105 @@ enum Rows {
     Buffered(VecDeque<RemoteRow>),
 }
 
-struct Scan {
+/// A scan's remote result being read.
+pub struct Reading {
+    server: String,
+    key: ConnKey,
     source: Rows,
-    columns: Vec<Column>,
-    /// Per column: an average, read as the remote SUM and COUNT.
-    averages: Vec<bool>,
-    /// What a rescan runs again.
-    sql: String,
-    options: HashMap<String, String>,
+}
+
+impl RemoteRows for Reading {
+    type Dialect = Mysql;
+    type Error = MysqlWrapperError;
+
+    /// Streams the result, or reads it whole under UPDATE/DELETE, which
+    /// need the connection while the scan is open.
+    fn open(plan: &ScanPlan, sql: String) -> Result<Reading> {
+        let server = options::foreign_server(plan.server.into());
+        let opts = ConnectOptions::for_server(&server)?;
+        let key = ConnKey::current(server.server_oid);
+        let source = if plan.modifying {
+            let rows = connection::with_conn(key, &opts, async move |conn| {
+                let mut result = conn.query_iter(sql).await?;
+                let mut rows = VecDeque::new();
+                while let Some(row) = result.next().await? {
+                    rows.push_back(row.unwrap_raw());
+                }
+                Ok(rows)
+            })?;
+            Rows::Buffered(rows)
+        } else {
+            let (mut conn, cached) = connection::lend(key, &opts)?;
+            let (tx, rx) = mpsc::channel(plan.fetch_size);
+            let (conn_tx, conn_rx) = oneshot::channel();
+            let rt = connection::runtime()?;
+            rt.spawn(async move {
+                if let Err(e) = stream(&mut conn, sql, &tx).await {
+                    let _ = tx.send(Err(e)).await;
+                }
+                let _ = conn_tx.send(conn);
+            });
+            Rows::Stream {
+                rows: rx,
+                conn: Some(conn_rx),
+                cached,
+            }
+        };
+        Ok(Reading {
+            server: server.server_name,
+            key,
+            source,
+        })
+    }
+
+    fn next(&mut self, plan: &ScanPlan, cells: &mut Vec<Option<Cell>>) -> Result<bool> {
+        let remote = match &mut self.source {
+            Rows::Buffered(rows) => rows.pop_front(),
+            Rows::Stream { rows, .. } => {
+                let rt = connection::runtime()?;
+                match rt.block_on(rows.recv()) {
+                    Some(Ok(values)) => Some(values),
+                    Some(Err(e)) => return Err(MysqlWrapperError::remote(&self.server, e)),
+                    None => None,
+                }
+            }
+        };
+        let Some(mut remote) = remote else {
+            return Ok(false);
+        };
+        let mut values = remote.iter_mut().map(Option::take);
+        for col in &plan.columns {
+            let value = values.next().flatten();
+            cells.push(if col.average {
+                let count = values.next().flatten();
+                deparse::average(
+                    decode::cell(value, &col.name, pg_sys::NUMERICOID)?,
+                    decode::cell(count, &col.name, pg_sys::NUMERICOID)?,
+                )
+            } else {
+                decode::cell(value, &col.name, col.type_oid.into())?
+            });
+        }
+        Ok(true)
+    }
+
+    /// Reads what is left of a streamed result (the protocol needs it) and
+    /// hands the connection back.
+    fn close(self) -> Result<()> {
+        if let Rows::Stream {
+            rows,
+            conn: Some(conn),
+            cached,
+        } = self.source
+        {
+            drop(rows);
+            let rt = connection::runtime()?;
+            if let Ok(conn) = rt.block_on(conn) {
+                connection::give_back(self.key, conn, cached);
+            }
+        }
+        Ok(())
+    }
 }
 
 struct Modify {
@@ -140,93 +227,37 @@ impl MysqlWrapper {
             .unwrap_or_default()
     }
 
-    /// Offers aggregate pushdown when every condition goes remote.
-    fn offer_aggregates(
-        &mut self,
-        quals: &[Qual],
-        columns: &[Column],
-        options: &HashMap<String, String>,
-    ) -> Result<()> {
-        self.aggregate_source = aggregate::offer::<Mysql>(&ScanRequest {
-            table: &self.remote_table(options)?,
-            key: &statements::primary_key(options)?,
-            quals,
-            columns,
-            sorts: &[],
-            limit: &None,
-            facts: self.facts,
-            not_null: &Self::not_null(options),
-        });
-        Ok(())
-    }
-
-    fn build_select(
+    /// The scan's plan, and aggregate pushdown offered when every
+    /// condition goes remote.
+    fn plan(
         &self,
         quals: &[Qual],
         columns: &[Column],
         sorts: &[Sort],
         limit: &Option<Limit>,
         options: &HashMap<String, String>,
-    ) -> Result<String> {
+    ) -> Result<ScanPlan> {
+        let table = self.remote_table(options)?;
+        let key = statements::primary_key(options)?;
         let not_null = Self::not_null(options);
-        statements::select::<Mysql>(&ScanRequest {
-            table: &self.remote_table(options)?,
-            key: &statements::primary_key(options)?,
+        let mut req = ScanRequest {
+            table: &table,
+            key: &key,
             quals,
             columns,
-            sorts,
-            limit,
-            facts: self.facts,
+            sorts: &[],
+            limit: &None,
+            facts: planner::current_facts(),
             not_null: &not_null,
-        })
-    }
-
-    /// Runs `sql`, whose rows read as `columns` (`averages`: see [`Scan`]).
-    fn open(
-        &mut self,
-        sql: String,
-        columns: Vec<Column>,
-        averages: Vec<bool>,
-        options: &HashMap<String, String>,
-    ) -> Result<()> {
-        let opts = self.connect_options()?;
-        let statement = sql.clone();
-        let source = if self.facts.modifying {
-            let rows = connection::with_conn(self.key(), &opts, async move |conn| {
-                let mut result = conn.query_iter(sql).await?;
-                let mut rows = VecDeque::new();
-                while let Some(row) = result.next().await? {
-                    rows.push_back(row.unwrap_raw());
-                }
-                Ok(rows)
-            })?;
-            Rows::Buffered(rows)
-        } else {
-            let fetch_size = self.size(options, "fetch_size", 1000)?;
-            let (mut conn, cached) = connection::lend(self.key(), &opts)?;
-            let (tx, rx) = mpsc::channel(fetch_size);
-            let (conn_tx, conn_rx) = oneshot::channel();
-            let rt = connection::runtime()?;
-            rt.spawn(async move {
-                if let Err(e) = stream(&mut conn, sql, &tx).await {
-                    let _ = tx.send(Err(e)).await;
-                }
-                let _ = conn_tx.send(conn);
-            });
-            Rows::Stream {
-                rows: rx,
-                conn: Some(conn_rx),
-                cached,
-            }
         };
-        self.scan = Some(Scan {
-            source,
-            columns,
-            averages,
-            sql: statement,
-            options: options.clone(),
-        });
-        Ok(())
+        aggregate::offer::<Mysql>(&req);
+        req.sorts = sorts;
+        req.limit = limit;
+        statements::scan_plan::<Mysql>(
+            &req,
+            self.server.server_oid.to_u32(),
+            self.size(options, "fetch_size", 1000)?,
+        )
     }
 
     fn execute(&self, sql: String) -> Result<()> {
@@ -240,9 +271,6 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
     fn new(server: ForeignServer) -> Result<Self> {
         Ok(MysqlWrapper {
             server,
-            facts: PlanFacts::default(),
-            aggregate_source: None,
-            scan: None,
             modify: None,
         })
     }
@@ -255,23 +283,23 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
         limit: &Option<Limit>,
         options: &HashMap<String, String>,
     ) -> Result<(i64, i32)> {
-        self.facts = planner::current_facts();
-        self.offer_aggregates(quals, columns, options)?;
-        planner::rel_size(options, columns, limit, || {
-            self.build_select(quals, columns, sorts, limit, options)
-        })
+        let plan = self.plan(quals, columns, sorts, limit, options)?;
+        let size = planner::rel_size(columns, plan.order_limit.is_some());
+        scan::offer(plan);
+        Ok(size)
     }
 
     fn begin_scan(
         &mut self,
-        quals: &[Qual],
-        columns: &[Column],
-        sorts: &[Sort],
-        limit: &Option<Limit>,
-        options: &HashMap<String, String>,
+        _quals: &[Qual],
+        _columns: &[Column],
+        _sorts: &[Sort],
+        _limit: &Option<Limit>,
+        _options: &HashMap<String, String>,
     ) -> Result<()> {
-        let sql = self.build_select(quals, columns, sorts, limit, options)?;
-        self.open(sql, columns.to_vec(), Vec::new(), options)
+        Err(MysqlWrapperError::Unsupported(
+            scan::NOT_THROUGH_SUPABASE.into(),
+        ))
     }
 
     fn supported_aggregates(&self) -> Vec<AggregateKind> {
@@ -282,104 +310,13 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
         true
     }
 
-    fn begin_aggregate_scan(
-        &mut self,
-        aggregates: &[Aggregate],
-        group_by: &[Column],
-        _quals: &[Qual],
-        options: &HashMap<String, String>,
-    ) -> Result<()> {
-        let Some(source) = &self.aggregate_source else {
-            return Err(MysqlWrapperError::Unsupported(
-                "aggregate pushed down over a condition that stays local".into(),
-            ));
-        };
-        let sql = statements::aggregate_select::<Mysql>(
-            &source.table,
-            &source.conditions,
-            group_by,
-            aggregates,
-            &source.not_null,
-        )?;
-        let averages = group_by
-            .iter()
-            .map(|_| false)
-            .chain(aggregates.iter().map(|a| a.kind == AggregateKind::Avg))
-            .collect();
-        let columns = aggregate::result_columns(aggregates, group_by);
-        self.open(sql, columns, averages, options)
-    }
-
-    fn iter_scan(&mut self, row: &mut Row) -> Result<Option<()>> {
-        let server = self.server.server_name.clone();
-        let Some(scan) = self.scan.as_mut() else {
-            return Ok(None);
-        };
-        let remote = match &mut scan.source {
-            Rows::Buffered(rows) => rows.pop_front(),
-            Rows::Stream { rows, .. } => {
-                let rt = connection::runtime()?;
-                match rt.block_on(rows.recv()) {
-                    Some(Ok(values)) => Some(values),
-                    Some(Err(e)) => return Err(MysqlWrapperError::remote(&server, e)),
-                    None => None,
-                }
-            }
-        };
-        let Some(mut remote) = remote else {
-            return Ok(None);
-        };
-        let mut values = remote.iter_mut().map(Option::take);
-        for (i, col) in scan.columns.iter().enumerate() {
-            let value = values.next().flatten();
-            let cell = if scan.averages.get(i).copied().unwrap_or(false) {
-                let count = values.next().flatten();
-                deparse::average(
-                    decode::cell(value, &col.name, pg_sys::NUMERICOID)?,
-                    decode::cell(count, &col.name, pg_sys::NUMERICOID)?,
-                )
-            } else {
-                decode::cell(value, &col.name, col.type_oid)?
-            };
-            row.push(&col.name, cell);
-        }
-        Ok(Some(()))
-    }
-
-    /// The inner side of a nested loop reads its rows again: the statement
-    /// runs again.
-    fn re_scan(&mut self) -> Result<()> {
-        let Some(scan) = self.scan.as_ref() else {
-            return Ok(());
-        };
-        let (sql, columns, averages, options) = (
-            scan.sql.clone(),
-            scan.columns.clone(),
-            scan.averages.clone(),
-            scan.options.clone(),
-        );
-        self.end_scan()?;
-        self.open(sql, columns, averages, &options)
+    fn iter_scan(&mut self, _row: &mut Row) -> Result<Option<()>> {
+        Err(MysqlWrapperError::Unsupported(
+            scan::NOT_THROUGH_SUPABASE.into(),
+        ))
     }
 
     fn end_scan(&mut self) -> Result<()> {
-        let key = self.key();
-        if let Some(Scan {
-            source:
-                Rows::Stream {
-                    rows,
-                    conn: Some(conn),
-                    cached,
-                },
-            ..
-        }) = self.scan.take()
-        {
-            drop(rows);
-            let rt = connection::runtime()?;
-            if let Ok(conn) = rt.block_on(conn) {
-                connection::give_back(key, conn, cached);
-            }
-        }
         Ok(())
     }
 
@@ -449,8 +386,7 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
     }
 
     fn fdw_routine_hook(routine: &mut PgBox<pg_sys::FdwRoutine, pgrx::AllocatedByRust>) {
-        hooks::install_shared_hooks!(routine);
-        aggregate::hook_aggregates!(routine, Mysql);
+        hooks::install_shared_hooks!(routine, Reading, Mysql);
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<pg_sys::Oid>) -> Result<()> {

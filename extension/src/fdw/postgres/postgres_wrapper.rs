@@ -7,17 +7,17 @@ use super::decode;
 use super::deparse::{self, Postgres};
 use super::import;
 use super::{PostgresWrapperError, Result};
-use crate::fdw::aggregate::{self, Source};
+use crate::fdw::aggregate;
 use crate::fdw::hooks;
 use crate::fdw::options::{self, Allowed};
-use crate::fdw::planner::{self, PlanFacts};
+use crate::fdw::planner;
 use crate::fdw::returning;
+use crate::fdw::scan::{self, RemoteRows, ScanPlan};
 use crate::fdw::statements::{self, InsertBatch, ScanRequest};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use supabase_wrappers::prelude::Aggregate;
 use supabase_wrappers::prelude::*;
 use tokio_postgres::{Client, Statement};
 
@@ -48,23 +48,75 @@ const TABLE_OPTIONS: &[&str] = &[
 )]
 pub struct PostgresWrapper {
     server: ForeignServer,
-    facts: PlanFacts,
-    /// Set at planning when every condition goes remote.
-    aggregate_source: Option<Source>,
-    scan: Option<Scan>,
     modify: Option<Modify>,
 }
 
-/// An open remote cursor and the rows fetched but not yet returned.
-struct Scan {
+/// A scan's open remote cursor and the rows fetched but not yet returned.
+pub struct Cursor {
+    server: String,
     client: Rc<Client>,
-    cursor: String,
-    sql: String,
+    name: String,
     fetch: Statement,
     fetch_size: usize,
     buffered: VecDeque<tokio_postgres::Row>,
     exhausted: bool,
-    columns: Vec<Column>,
+}
+
+impl RemoteRows for Cursor {
+    type Dialect = Postgres;
+    type Error = PostgresWrapperError;
+
+    fn open(plan: &ScanPlan, sql: String) -> Result<Cursor> {
+        let server = options::foreign_server(plan.server.into());
+        let client = connection::in_transaction(
+            ConnKey::current(server.server_oid),
+            &ConnectOptions::for_server(&server)?,
+        )?;
+        let seq = CURSOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("pg_integration_c{seq}");
+        let remote = |e| PostgresWrapperError::remote(&server.server_name, e);
+        let rt = connection::runtime()?;
+        rt.block_on(client.batch_execute(&format!("DECLARE {name} NO SCROLL CURSOR FOR {sql}")))
+            .map_err(remote)?;
+        let fetch = rt
+            .block_on(client.prepare(&format!("FETCH {} FROM {name}", plan.fetch_size)))
+            .map_err(remote)?;
+        Ok(Cursor {
+            server: server.server_name,
+            client,
+            name,
+            fetch,
+            fetch_size: plan.fetch_size,
+            buffered: VecDeque::new(),
+            exhausted: false,
+        })
+    }
+
+    fn next(&mut self, plan: &ScanPlan, cells: &mut Vec<Option<Cell>>) -> Result<bool> {
+        if self.buffered.is_empty() && !self.exhausted {
+            let rt = connection::runtime()?;
+            let rows = rt
+                .block_on(self.client.query(&self.fetch, &[]))
+                .map_err(|e| PostgresWrapperError::remote(&self.server, e))?;
+            self.exhausted = rows.len() < self.fetch_size;
+            self.buffered = rows.into();
+        }
+        let Some(remote) = self.buffered.pop_front() else {
+            return Ok(false);
+        };
+        for (i, col) in plan.columns.iter().enumerate() {
+            cells.push(decode::cell(&remote, i, &col.name, col.type_oid.into())?);
+        }
+        Ok(true)
+    }
+
+    fn close(self) -> Result<()> {
+        // The remote transaction ends the cursor anyway; closing it early
+        // frees the remote memory of long transactions.
+        let rt = connection::runtime()?;
+        let _ = rt.block_on(self.client.batch_execute(&format!("CLOSE {}", self.name)));
+        Ok(())
+    }
 }
 
 struct Modify {
@@ -113,75 +165,36 @@ impl PostgresWrapper {
         )?)
     }
 
-    fn build_select(
+    /// The scan's plan, and aggregate pushdown offered when every
+    /// condition goes remote.
+    fn plan(
         &self,
         quals: &[Qual],
         columns: &[Column],
         sorts: &[Sort],
         limit: &Option<Limit>,
         options: &HashMap<String, String>,
-    ) -> Result<String> {
-        statements::select::<Postgres>(&ScanRequest {
-            table: &Self::remote_table(options)?,
-            key: &statements::primary_key(options)?,
-            quals,
-            columns,
-            sorts,
-            limit,
-            facts: self.facts,
-            not_null: &[],
-        })
-    }
-
-    /// Offers aggregate pushdown when every condition goes remote.
-    fn offer_aggregates(
-        &mut self,
-        quals: &[Qual],
-        columns: &[Column],
-        options: &HashMap<String, String>,
-    ) -> Result<()> {
-        self.aggregate_source = aggregate::offer::<Postgres>(&ScanRequest {
-            table: &Self::remote_table(options)?,
-            key: &statements::primary_key(options)?,
+    ) -> Result<ScanPlan> {
+        let table = Self::remote_table(options)?;
+        let key = statements::primary_key(options)?;
+        let mut req = ScanRequest {
+            table: &table,
+            key: &key,
             quals,
             columns,
             sorts: &[],
             limit: &None,
-            facts: self.facts,
+            facts: planner::current_facts(),
             not_null: &[],
-        });
-        Ok(())
-    }
-
-    /// Opens a remote cursor for `sql`, whose rows read as `columns`.
-    fn open(
-        &mut self,
-        sql: String,
-        columns: Vec<Column>,
-        options: &HashMap<String, String>,
-    ) -> Result<()> {
-        let fetch_size = self.size(options, "fetch_size", 1000)?;
-        let client = self.client()?;
-        let seq = CURSOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cursor = format!("pg_integration_c{seq}");
-        let server = self.server.server_name.clone();
-        let rt = connection::runtime()?;
-        rt.block_on(client.batch_execute(&format!("DECLARE {cursor} NO SCROLL CURSOR FOR {sql}")))
-            .map_err(|e| PostgresWrapperError::remote(&server, e))?;
-        let fetch = rt
-            .block_on(client.prepare(&format!("FETCH {fetch_size} FROM {cursor}")))
-            .map_err(|e| PostgresWrapperError::remote(&server, e))?;
-        self.scan = Some(Scan {
-            client,
-            cursor,
-            sql,
-            fetch,
-            fetch_size,
-            buffered: VecDeque::new(),
-            exhausted: false,
-            columns,
-        });
-        Ok(())
+        };
+        aggregate::offer::<Postgres>(&req);
+        req.sorts = sorts;
+        req.limit = limit;
+        statements::scan_plan::<Postgres>(
+            &req,
+            self.server.server_oid.to_u32(),
+            self.size(options, "fetch_size", 1000)?,
+        )
     }
 
     /// Runs `sql` (which writes at most one row) with RETURNING the
@@ -229,9 +242,6 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
     fn new(server: ForeignServer) -> Result<Self> {
         Ok(PostgresWrapper {
             server,
-            facts: PlanFacts::default(),
-            aggregate_source: None,
-            scan: None,
             modify: None,
         })
     }
@@ -244,23 +254,23 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         limit: &Option<Limit>,
         options: &HashMap<String, String>,
     ) -> Result<(i64, i32)> {
-        self.facts = planner::current_facts();
-        self.offer_aggregates(quals, columns, options)?;
-        planner::rel_size(options, columns, limit, || {
-            self.build_select(quals, columns, sorts, limit, options)
-        })
+        let plan = self.plan(quals, columns, sorts, limit, options)?;
+        let size = planner::rel_size(columns, plan.order_limit.is_some());
+        scan::offer(plan);
+        Ok(size)
     }
 
     fn begin_scan(
         &mut self,
-        quals: &[Qual],
-        columns: &[Column],
-        sorts: &[Sort],
-        limit: &Option<Limit>,
-        options: &HashMap<String, String>,
+        _quals: &[Qual],
+        _columns: &[Column],
+        _sorts: &[Sort],
+        _limit: &Option<Limit>,
+        _options: &HashMap<String, String>,
     ) -> Result<()> {
-        let sql = self.build_select(quals, columns, sorts, limit, options)?;
-        self.open(sql, columns.to_vec(), options)
+        Err(PostgresWrapperError::Unsupported(
+            scan::NOT_THROUGH_SUPABASE.into(),
+        ))
     }
 
     fn supported_aggregates(&self) -> Vec<AggregateKind> {
@@ -271,85 +281,13 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         true
     }
 
-    fn begin_aggregate_scan(
-        &mut self,
-        aggregates: &[Aggregate],
-        group_by: &[Column],
-        _quals: &[Qual],
-        options: &HashMap<String, String>,
-    ) -> Result<()> {
-        let Some(source) = &self.aggregate_source else {
-            return Err(PostgresWrapperError::Unsupported(
-                "aggregate pushed down over a condition that stays local".into(),
-            ));
-        };
-        let sql = statements::aggregate_select::<Postgres>(
-            &source.table,
-            &source.conditions,
-            group_by,
-            aggregates,
-            &source.not_null,
-        )?;
-        let columns = aggregate::result_columns(aggregates, group_by);
-        self.open(sql, columns, options)
-    }
-
-    fn iter_scan(&mut self, row: &mut Row) -> Result<Option<()>> {
-        let server = &self.server.server_name;
-        let Some(scan) = self.scan.as_mut() else {
-            return Ok(None);
-        };
-        if scan.buffered.is_empty() && !scan.exhausted {
-            let rt = connection::runtime()?;
-            let rows = rt
-                .block_on(scan.client.query(&scan.fetch, &[]))
-                .map_err(|e| PostgresWrapperError::remote(server, e))?;
-            scan.exhausted = rows.len() < scan.fetch_size;
-            scan.buffered = rows.into();
-        }
-        let Some(remote) = scan.buffered.pop_front() else {
-            return Ok(None);
-        };
-        for (i, col) in scan.columns.iter().enumerate() {
-            let cell = decode::cell(&remote, i, &col.name, col.type_oid)?;
-            row.push(&col.name, cell);
-        }
-        Ok(Some(()))
-    }
-
-    fn re_scan(&mut self) -> Result<()> {
-        let Some(scan) = self.scan.as_mut() else {
-            return Ok(());
-        };
-        let rt = connection::runtime()?;
-        let server = &self.server.server_name;
-        let seq = CURSOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cursor = format!("pg_integration_c{seq}");
-        rt.block_on(scan.client.batch_execute(&format!(
-            "CLOSE {}; DECLARE {cursor} NO SCROLL CURSOR FOR {}",
-            scan.cursor, scan.sql
-        )))
-        .map_err(|e| PostgresWrapperError::remote(server, e))?;
-        scan.fetch = rt
-            .block_on(
-                scan.client
-                    .prepare(&format!("FETCH {} FROM {cursor}", scan.fetch_size)),
-            )
-            .map_err(|e| PostgresWrapperError::remote(server, e))?;
-        scan.cursor = cursor;
-        scan.buffered.clear();
-        scan.exhausted = false;
-        Ok(())
+    fn iter_scan(&mut self, _row: &mut Row) -> Result<Option<()>> {
+        Err(PostgresWrapperError::Unsupported(
+            scan::NOT_THROUGH_SUPABASE.into(),
+        ))
     }
 
     fn end_scan(&mut self) -> Result<()> {
-        if let Some(scan) = self.scan.take() {
-            if let Ok(rt) = connection::runtime() {
-                // The remote transaction ends the cursor anyway; closing it
-                // early frees the remote memory of long transactions.
-                let _ = rt.block_on(scan.client.batch_execute(&format!("CLOSE {}", scan.cursor)));
-            }
-        }
         Ok(())
     }
 
@@ -451,8 +389,7 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
     }
 
     fn fdw_routine_hook(routine: &mut PgBox<pg_sys::FdwRoutine, pgrx::AllocatedByRust>) {
-        hooks::install_shared_hooks!(routine);
-        aggregate::hook_aggregates!(routine, Postgres);
+        hooks::install_shared_hooks!(routine, Cursor, Postgres);
         returning::hook_returning!(routine);
     }
 
