@@ -96,3 +96,54 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     message
 }
+
+/// True when the backend must stop the running query: a cancel
+/// (statement_timeout, pg_cancel_backend, ^C) or a termination, and
+/// interrupts are not held off (as they are while committing).
+fn interrupted() -> bool {
+    // SAFETY: flags that signal handlers set; read as volatile, as C does.
+    unsafe {
+        use std::ptr::read_volatile;
+        read_volatile(&raw const pg_sys::InterruptPending) != 0
+            && read_volatile(&raw const pg_sys::InterruptHoldoffCount) == 0
+            && (read_volatile(&raw const pg_sys::ProcDiePending) != 0
+                || (read_volatile(&raw const pg_sys::QueryCancelPending) != 0
+                    && read_volatile(&raw const pg_sys::QueryCancelHoldoffCount) == 0))
+    }
+}
+
+/// Waits on `rt` for `work`, a remote statement. When the local query is
+/// cancelled meanwhile, awaits `cancel` (which asks the remote server to
+/// stop the statement), gives `work` a few seconds to end, then raises the
+/// cancel as PostgreSQL would: a remote statement no longer outlives
+/// statement_timeout or pg_cancel_backend.
+pub fn wait_cancellable<T>(
+    rt: &Runtime,
+    work: impl std::future::Future<Output = T>,
+    cancel: impl std::future::Future<Output = ()>,
+) -> T {
+    let outcome = rt.block_on(async {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                out = &mut work => return Some(out),
+                _ = tick.tick() => if interrupted() { break }
+            }
+        }
+        cancel.await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), work).await;
+        None
+    });
+    match outcome {
+        Some(out) => out,
+        None => {
+            pgrx::check_for_interrupts!();
+            crate::errors::raise(
+                PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                "canceling statement: the remote statement was cancelled",
+                None,
+            );
+        }
+    }
+}

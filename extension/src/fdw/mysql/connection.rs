@@ -9,6 +9,7 @@
 use super::{MysqlWrapperError, Result};
 use crate::fdw::options::{self, Endpoint};
 use crate::fdw::tls::{self, TlsMode, TlsOptionNames, TlsSettings};
+use crate::fdw::xact;
 pub use crate::fdw::ConnKey;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
@@ -71,7 +72,12 @@ impl ConnectOptions {
 struct Entry {
     /// None while a streaming scan holds it.
     conn: Option<Conn>,
-    in_xact: bool,
+    /// 0: no remote transaction; n ≥ 1: one, with savepoints for the local
+    /// nesting levels 2..=n (see `fdw::xact`).
+    depth: i32,
+    /// A subtransaction's rollback failed (or its connection was out with
+    /// a scan): the remote transaction must not commit.
+    broken: bool,
 }
 
 thread_local! {
@@ -135,23 +141,57 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Conn> {
     }
 }
 
+/// Runs `statements` one after the other.
+async fn run_all(
+    conn: &mut Conn,
+    statements: &[String],
+) -> std::result::Result<(), mysql_async::Error> {
+    for sql in statements {
+        conn.query_drop(sql).await?;
+    }
+    Ok(())
+}
+
 /// Makes sure the cached connection exists, is alive and is inside a
-/// remote transaction; reconnects once when the server went away.
+/// remote transaction with a savepoint for each local subtransaction;
+/// reconnects once when the server went away.
 fn ensure(key: ConnKey, opts: &ConnectOptions, rt: &Runtime) -> Result<()> {
-    crate::fdw::xact::register();
-    let state = CONNS.with(|c| c.borrow().get(&key).map(|e| (e.conn.is_some(), e.in_xact)));
+    xact::register();
+    let level = xact::local_level();
+    let remote = |e| MysqlWrapperError::remote(&opts.server_name, e);
+    let state = CONNS.with(|c| {
+        c.borrow()
+            .get(&key)
+            .map(|e| (e.conn.is_some(), e.depth, e.broken))
+    });
+    let mut begin = vec!["START TRANSACTION".to_string()];
+    begin.extend(xact::savepoints(1, level));
     match state {
-        Some((_, true)) => return Ok(()),
-        Some((true, false)) => {
+        Some((_, _, true)) => {
+            return Err(MysqlWrapperError::Unsupported(xact::broken_message(
+                key.server,
+            )));
+        }
+        // Lent to a scan: a statement on it will find it busy.
+        Some((false, depth, _)) if depth > 0 => return Ok(()),
+        Some((true, depth, _)) if depth >= level => return Ok(()),
+        Some((true, depth, _)) if depth > 0 => {
             let mut conn = take_raw(key).expect("present");
-            match rt.block_on(conn.query_drop("START TRANSACTION")) {
+            let result = rt.block_on(run_all(&mut conn, &xact::savepoints(depth, level)));
+            let reached = if result.is_ok() { level } else { depth };
+            put(key, conn, reached);
+            return result.map_err(remote);
+        }
+        Some((true, _, _)) => {
+            let mut conn = take_raw(key).expect("present");
+            match rt.block_on(run_all(&mut conn, &begin)) {
                 Ok(()) => {
-                    put(key, conn, true);
+                    put(key, conn, level);
                     return Ok(());
                 }
                 Err(e) if !MysqlWrapperError::is_connection_loss(&e) => {
-                    put(key, conn, false);
-                    return Err(MysqlWrapperError::remote(&opts.server_name, e));
+                    put(key, conn, 0);
+                    return Err(remote(e));
                 }
                 Err(_) => {}
             }
@@ -159,9 +199,8 @@ fn ensure(key: ConnKey, opts: &ConnectOptions, rt: &Runtime) -> Result<()> {
         _ => {}
     }
     let mut conn = rt.block_on(connect(opts))?;
-    rt.block_on(conn.query_drop("START TRANSACTION"))
-        .map_err(|e| MysqlWrapperError::remote(&opts.server_name, e))?;
-    put(key, conn, true);
+    rt.block_on(run_all(&mut conn, &begin)).map_err(remote)?;
+    put(key, conn, level);
     Ok(())
 }
 
@@ -169,19 +208,30 @@ fn take_raw(key: ConnKey) -> Option<Conn> {
     CONNS.with(|c| c.borrow_mut().get_mut(&key).and_then(|e| e.conn.take()))
 }
 
-fn put(key: ConnKey, conn: Conn, in_xact: bool) {
+fn put(key: ConnKey, conn: Conn, depth: i32) {
     CONNS.with(|c| {
         c.borrow_mut().insert(
             key,
             Entry {
                 conn: Some(conn),
-                in_xact,
+                depth,
+                broken: false,
             },
         );
     });
 }
 
-/// Runs `work` on the transaction's connection.
+/// Asks the server to stop the statement running on connection `id`, over
+/// a connection of its own (what a local cancel does to a remote statement).
+pub async fn kill_query(opts: ConnectOptions, id: u32) {
+    if let Ok(mut conn) = connect(&opts).await {
+        let _ = conn.query_drop(format!("KILL QUERY {id}")).await;
+        let _ = conn.disconnect().await;
+    }
+}
+
+/// Runs `work` on the transaction's connection; a local cancel stops it
+/// remotely too.
 pub fn with_conn<T>(
     key: ConnKey,
     opts: &ConnectOptions,
@@ -194,7 +244,8 @@ pub fn with_conn<T>(
             "the remote connection is busy with a scan of the same statement".into(),
         ));
     };
-    let result = rt.block_on(work(&mut conn));
+    let id = conn.id();
+    let result = crate::fdw::wait_cancellable(&rt, work(&mut conn), kill_query(opts.clone(), id));
     CONNS.with(|c| {
         if let Some(e) = c.borrow_mut().get_mut(&key) {
             e.conn = Some(conn);
@@ -230,26 +281,86 @@ pub fn give_back(key: ConnKey, conn: Conn, cached: bool) {
 
 /// True while a remote transaction of this backend is open.
 pub fn in_remote_transaction() -> bool {
-    CONNS.with(|c| c.borrow().values().any(|e| e.in_xact))
+    CONNS.with(|c| c.borrow().values().any(|e| e.depth > 0))
+}
+
+/// Ends the savepoint of the local subtransaction at `level` on every
+/// connection that holds one. A failed release raises (the subtransaction
+/// aborts, and its savepoint is rolled back to); a failed rollback, or one
+/// impossible because a scan still holds the connection, marks the remote
+/// transaction broken, and the local commit then fails. (A savepoint left
+/// unreleased on a held connection is harmless: its writes stay.)
+pub fn end_savepoints(level: i32, commit: bool) {
+    let Ok(rt) = runtime() else { return };
+    let holding: Vec<ConnKey> = CONNS.with(|c| {
+        c.borrow()
+            .iter()
+            .filter(|(_, e)| e.depth >= level && !e.broken)
+            .map(|(key, _)| *key)
+            .collect()
+    });
+    for key in holding {
+        let outcome = match take_raw(key) {
+            Some(mut conn) => {
+                let statements = xact::end_savepoint(level, commit);
+                let outcome = rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(30), run_all(&mut conn, &statements))
+                        .await
+                });
+                put(key, conn, level - 1);
+                Some(outcome)
+            }
+            None => None,
+        };
+        let failed = !matches!(outcome, Some(Ok(Ok(()))));
+        CONNS.with(|c| {
+            if let Some(e) = c.borrow_mut().get_mut(&key) {
+                e.depth = level - 1;
+                e.broken = !commit && failed;
+            }
+        });
+        if let (true, Some(Ok(Err(e)))) = (commit, outcome) {
+            let server = crate::fdw::options::foreign_server(key.server).server_name;
+            let report: pgrx::pg_sys::panic::ErrorReport =
+                MysqlWrapperError::remote(&server, e).into();
+            report.report(PgLogLevel::ERROR);
+        }
+    }
 }
 
 /// Commits or rolls back every remote transaction of this backend. A failed
-/// COMMIT raises (aborting the local transaction); a failed ROLLBACK drops
-/// the connection, and MySQL rolls back a transaction whose session ended.
+/// COMMIT raises (aborting the local transaction); so does committing a
+/// broken remote transaction or one whose connection a scan still holds,
+/// after rolling back everything. A failed ROLLBACK drops the connection,
+/// and MySQL rolls back a transaction whose session ended.
 pub fn finish_remote_transactions(commit: bool) {
     let Ok(rt) = runtime() else { return };
-    let open: Vec<(ConnKey, Option<Conn>)> = CONNS.with(|c| {
+    let open: Vec<(ConnKey, Option<Conn>, bool)> = CONNS.with(|c| {
         c.borrow_mut()
             .iter_mut()
-            .filter(|(_, e)| e.in_xact)
+            .filter(|(_, e)| e.depth > 0)
             .map(|(key, e)| {
-                e.in_xact = false;
-                (*key, e.conn.take())
+                e.depth = 0;
+                (*key, e.conn.take(), std::mem::take(&mut e.broken))
             })
             .collect()
     });
-    let mut failure = None;
-    for (key, conn) in open {
+    let mut failure = if commit {
+        open.iter().find_map(|(key, conn, broken)| match (conn, broken) {
+            (_, true) => Some(xact::broken_message(key.server)),
+            (None, false) => Some(format!(
+                "a scan of server \"{}\" still holds the remote connection at commit (close \
+                 cursors over foreign tables before COMMIT); the remote transaction was rolled back",
+                crate::fdw::options::foreign_server(key.server).server_name
+            )),
+            _ => None,
+        })
+    } else {
+        None
+    }
+    .map(MysqlWrapperError::Unsupported);
+    let commit = commit && failure.is_none();
+    for (key, conn, _) in open {
         let Some(mut conn) = conn else {
             CONNS.with(|c| c.borrow_mut().remove(&key));
             continue;
@@ -259,11 +370,11 @@ pub fn finish_remote_transactions(commit: bool) {
             tokio::time::timeout(Duration::from_secs(30), conn.query_drop(sql)).await
         });
         match outcome {
-            Ok(Ok(())) => put(key, conn, false),
+            Ok(Ok(())) => put(key, conn, 0),
             Ok(Err(e)) => {
                 CONNS.with(|c| c.borrow_mut().remove(&key));
                 if commit && failure.is_none() {
-                    failure = Some(e);
+                    failure = Some(MysqlWrapperError::remote("remote server", e));
                 }
             }
             Err(_) => {
@@ -272,8 +383,7 @@ pub fn finish_remote_transactions(commit: bool) {
         }
     }
     if let Some(e) = failure {
-        let report: pgrx::pg_sys::panic::ErrorReport =
-            MysqlWrapperError::remote("remote server", e).into();
+        let report: pgrx::pg_sys::panic::ErrorReport = e.into();
         report.report(PgLogLevel::ERROR);
     }
 }

@@ -83,7 +83,7 @@ impl From<crate::fdw::statements::Problem> for MysqlWrapperError {
     }
 }
 
-pub use connection::{finish_remote_transactions, in_remote_transaction};
+pub use connection::{end_savepoints, finish_remote_transactions, in_remote_transaction};
 
 impl From<MysqlWrapperError> for ErrorReport {
     fn from(value: MysqlWrapperError) -> Self {

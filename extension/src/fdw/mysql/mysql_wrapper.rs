@@ -69,6 +69,9 @@ pub struct Reading {
     server: String,
     key: ConnKey,
     source: Rows,
+    /// Who stops the remote statement when the local query is cancelled.
+    opts: ConnectOptions,
+    connection_id: u32,
 }
 
 impl RemoteRows for Reading {
@@ -81,6 +84,7 @@ impl RemoteRows for Reading {
         let server = options::foreign_server(plan.server.into());
         let opts = ConnectOptions::for_server(&server)?;
         let key = ConnKey::current(server.server_oid);
+        let mut connection_id = 0;
         let source = if plan.modifying {
             let rows = connection::with_conn(key, &opts, async move |conn| {
                 let mut result = conn.query_iter(sql).await?;
@@ -93,6 +97,7 @@ impl RemoteRows for Reading {
             Rows::Buffered(rows)
         } else {
             let (mut conn, cached) = connection::lend(key, &opts)?;
+            connection_id = conn.id();
             let (tx, rx) = mpsc::channel(plan.fetch_size);
             let (conn_tx, conn_rx) = oneshot::channel();
             let rt = connection::runtime()?;
@@ -112,6 +117,8 @@ impl RemoteRows for Reading {
             server: server.server_name,
             key,
             source,
+            opts,
+            connection_id,
         })
     }
 
@@ -119,8 +126,17 @@ impl RemoteRows for Reading {
         let remote = match &mut self.source {
             Rows::Buffered(rows) => rows.pop_front(),
             Rows::Stream { rows, .. } => {
-                let rt = connection::runtime()?;
-                match rt.block_on(rows.recv()) {
+                // A row already there needs no wait (and no timer).
+                let received = match rows.try_recv() {
+                    Ok(row) => Some(row),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        let rt = connection::runtime()?;
+                        let kill = connection::kill_query(self.opts.clone(), self.connection_id);
+                        crate::fdw::wait_cancellable(&rt, rows.recv(), kill)
+                    }
+                };
+                match received {
                     Some(Ok(values)) => Some(values),
                     Some(Err(e)) => return Err(MysqlWrapperError::remote(&self.server, e)),
                     None => None,

@@ -9,17 +9,20 @@ use super::tls::RustlsConnect;
 use super::{PostgresWrapperError, Result};
 use crate::fdw::options::{self, Endpoint};
 use crate::fdw::tls::{self, TlsMode, TlsOptionNames, TlsSettings};
+use crate::fdw::xact;
 pub use crate::fdw::ConnKey;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use supabase_wrappers::prelude::ForeignServer;
 use tokio::runtime::Runtime;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::{Client, Config, NoTls, Socket};
+use tokio_postgres::{CancelToken, Client, Config, NoTls, Socket};
+use tokio_rustls::rustls::ClientConfig;
 
 /// Where and how to connect; the password never leaves this struct.
 #[derive(Clone)]
@@ -79,9 +82,32 @@ impl ConnectOptions {
     }
 }
 
+/// What cancels a statement running on a connection: its cancel key, sent
+/// over a connection of its own with the same TLS settings.
+#[derive(Clone)]
+struct Canceller {
+    token: CancelToken,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl Canceller {
+    async fn cancel(self) {
+        let _ = match self.tls {
+            None => self.token.cancel_query(NoTls).await,
+            Some(config) => self.token.cancel_query(RustlsConnect(config)).await,
+        };
+    }
+}
+
 struct Conn {
     client: Rc<Client>,
-    in_xact: bool,
+    canceller: Canceller,
+    /// 0: no remote transaction; n ≥ 1: one, with savepoints for the local
+    /// nesting levels 2..=n (see `fdw::xact`).
+    depth: i32,
+    /// A subtransaction's rollback failed: the remote transaction must
+    /// not commit.
+    broken: bool,
 }
 
 thread_local! {
@@ -124,7 +150,7 @@ where
     Ok(client)
 }
 
-async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<Client> {
+async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<(Client, Canceller)> {
     let mut config = Config::new();
     config
         .host(&opts.host)
@@ -136,18 +162,27 @@ async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<Client> {
     if let Some(password) = &opts.password {
         config.password(password);
     }
-    let client = match opts.tls.mode {
-        TlsMode::Disable => {
+    let tls = match opts.tls.mode {
+        TlsMode::Disable => None,
+        TlsMode::VerifyCa | TlsMode::VerifyFull => {
+            Some(tls::client_config(&opts.tls, TLS_OPTIONS.root_cert)?)
+        }
+    };
+    let client = match &tls {
+        None => {
             config.ssl_mode(SslMode::Disable);
             open(&config, NoTls, rt).await
         }
-        TlsMode::VerifyCa | TlsMode::VerifyFull => {
-            let tls_config = tls::client_config(&opts.tls, TLS_OPTIONS.root_cert)?;
+        Some(tls_config) => {
             config.ssl_mode(SslMode::Require);
-            open(&config, RustlsConnect(tls_config), rt).await
+            open(&config, RustlsConnect(tls_config.clone()), rt).await
         }
     }
     .map_err(|e| connect_failed(opts, e))?;
+    let canceller = Canceller {
+        token: client.cancel_token(),
+        tls,
+    };
     // Text that goes back to the same server (composite keys, literals)
     // must read the same way it was written.
     client
@@ -157,29 +192,46 @@ async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<Client> {
         )
         .await
         .map_err(|e| PostgresWrapperError::remote(&opts.server_name, e))?;
-    Ok(client)
+    Ok((client, canceller))
 }
 
 /// A connection ready for use inside the current local transaction: reused
 /// when cached and alive, re-established when the remote dropped it, with a
-/// remote transaction open.
+/// remote transaction open and a savepoint for each local subtransaction.
 pub fn in_transaction(key: ConnKey, opts: &ConnectOptions) -> Result<Rc<Client>> {
     let rt = runtime()?;
-    crate::fdw::xact::register();
+    xact::register();
+    let level = xact::local_level();
+    let remote = |e| PostgresWrapperError::remote(&opts.server_name, e);
     let cached = CONNS.with(|c| {
         c.borrow()
             .get(&key)
-            .map(|conn| (conn.client.clone(), conn.in_xact))
+            .map(|conn| (conn.client.clone(), conn.depth, conn.broken))
     });
-    if let Some((client, true)) = &cached {
-        return Ok(client.clone());
+    let canceller = CONNS.with(|c| c.borrow().get(&key).map(|conn| conn.canceller.clone()));
+    if let Some((client, depth, broken)) = &cached {
+        if *broken {
+            return Err(PostgresWrapperError::Unsupported(xact::broken_message(
+                key.server,
+            )));
+        }
+        if *depth > 0 {
+            if *depth < level {
+                rt.block_on(client.batch_execute(&xact::savepoints(*depth, level).join("; ")))
+                    .map_err(remote)?;
+                set_depth(key, level);
+            }
+            return Ok(client.clone());
+        }
     }
-    let begin = "START TRANSACTION ISOLATION LEVEL REPEATABLE READ";
-    if let Some((client, false)) = cached {
+    let mut begin = vec!["START TRANSACTION ISOLATION LEVEL REPEATABLE READ".to_string()];
+    begin.extend(xact::savepoints(1, level));
+    let begin = begin.join("; ");
+    if let (Some((client, _, _)), Some(canceller)) = (cached, canceller) {
         if !client.is_closed() {
-            match rt.block_on(client.batch_execute(begin)) {
+            match rt.block_on(client.batch_execute(&begin)) {
                 Ok(()) => {
-                    mark(key, client.clone(), true);
+                    mark(key, client.clone(), canceller, level);
                     return Ok(client);
                 }
                 // A server error on BEGIN is real; a dropped socket or a
@@ -190,49 +242,115 @@ pub fn in_transaction(key: ConnKey, opts: &ConnectOptions) -> Result<Rc<Client>>
                         !code.starts_with("57P") && !code.starts_with("08")
                     }) =>
                 {
-                    return Err(PostgresWrapperError::remote(&opts.server_name, e));
+                    return Err(remote(e));
                 }
                 Err(_) => {}
             }
         }
         CONNS.with(|c| c.borrow_mut().remove(&key));
     }
-    let client = Rc::new(rt.block_on(connect(opts, &rt))?);
-    rt.block_on(client.batch_execute(begin))
-        .map_err(|e| PostgresWrapperError::remote(&opts.server_name, e))?;
-    mark(key, client.clone(), true);
+    let (client, canceller) = rt.block_on(connect(opts, &rt))?;
+    let client = Rc::new(client);
+    rt.block_on(client.batch_execute(&begin)).map_err(remote)?;
+    mark(key, client.clone(), canceller, level);
     Ok(client)
 }
 
-fn mark(key: ConnKey, client: Rc<Client>, in_xact: bool) {
+fn mark(key: ConnKey, client: Rc<Client>, canceller: Canceller, depth: i32) {
     CONNS.with(|c| {
-        c.borrow_mut().insert(key, Conn { client, in_xact });
+        c.borrow_mut().insert(
+            key,
+            Conn {
+                client,
+                canceller,
+                depth,
+                broken: false,
+            },
+        );
     });
+}
+
+fn set_depth(key: ConnKey, depth: i32) {
+    CONNS.with(|c| {
+        if let Some(conn) = c.borrow_mut().get_mut(&key) {
+            conn.depth = depth;
+        }
+    });
+}
+
+/// Waits for `work`, a statement on `key`'s connection; a local cancel
+/// (statement_timeout, pg_cancel_backend) cancels it remotely too.
+pub fn wait<T>(key: ConnKey, work: impl std::future::Future<Output = T>) -> Result<T> {
+    let rt = runtime()?;
+    let canceller = CONNS.with(|c| c.borrow().get(&key).map(|conn| conn.canceller.clone()));
+    Ok(crate::fdw::wait_cancellable(&rt, work, async move {
+        if let Some(canceller) = canceller {
+            canceller.cancel().await;
+        }
+    }))
 }
 
 /// True while a remote transaction of this backend is open.
 pub fn in_remote_transaction() -> bool {
-    CONNS.with(|c| c.borrow().values().any(|conn| conn.in_xact))
+    CONNS.with(|c| c.borrow().values().any(|conn| conn.depth > 0))
+}
+
+/// Ends the savepoint of the local subtransaction at `level` on every
+/// connection that holds one. A failed release raises (the subtransaction
+/// aborts, and its savepoint is rolled back to); a failed rollback marks
+/// the remote transaction broken, and the local commit then fails.
+pub fn end_savepoints(level: i32, commit: bool) {
+    let Ok(rt) = runtime() else { return };
+    let holding: Vec<(ConnKey, Rc<Client>)> = CONNS.with(|c| {
+        c.borrow()
+            .iter()
+            .filter(|(_, conn)| conn.depth >= level && !conn.broken)
+            .map(|(key, conn)| (*key, conn.client.clone()))
+            .collect()
+    });
+    for (key, client) in holding {
+        let sql = xact::end_savepoint(level, commit).join("; ");
+        let outcome = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), client.batch_execute(&sql)).await
+        });
+        CONNS.with(|c| {
+            if let Some(conn) = c.borrow_mut().get_mut(&key) {
+                conn.depth = level - 1;
+                conn.broken = !commit && !matches!(outcome, Ok(Ok(())));
+            }
+        });
+        if let (true, Ok(Err(e))) = (commit, outcome) {
+            let server = crate::fdw::options::foreign_server(key.server).server_name;
+            let report: pgrx::pg_sys::panic::ErrorReport =
+                PostgresWrapperError::remote(&server, e).into();
+            report.report(PgLogLevel::ERROR);
+        }
+    }
 }
 
 /// Commits (before the local commit) or rolls back every remote transaction
 /// this backend opened. A failed COMMIT raises, which aborts the local
-/// transaction; a failed ROLLBACK drops the connection, which makes the
-/// remote server roll back.
+/// transaction; so does committing a broken remote transaction, after
+/// rolling back everything. A failed ROLLBACK drops the connection, which
+/// makes the remote server roll back.
 pub fn finish_remote_transactions(commit: bool) {
     let Ok(rt) = runtime() else { return };
-    let open: Vec<(ConnKey, Rc<Client>)> = CONNS.with(|c| {
+    let open: Vec<(ConnKey, Rc<Client>, bool)> = CONNS.with(|c| {
         c.borrow_mut()
             .iter_mut()
-            .filter(|(_, conn)| conn.in_xact)
+            .filter(|(_, conn)| conn.depth > 0)
             .map(|(key, conn)| {
-                conn.in_xact = false;
-                (*key, conn.client.clone())
+                conn.depth = 0;
+                (*key, conn.client.clone(), std::mem::take(&mut conn.broken))
             })
             .collect()
     });
-    let mut failure = None;
-    for (key, client) in open {
+    let mut failure = open
+        .iter()
+        .find(|(_, _, broken)| commit && *broken)
+        .map(|(key, _, _)| PostgresWrapperError::Unsupported(xact::broken_message(key.server)));
+    let commit = commit && failure.is_none();
+    for (key, client, _) in open {
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         let outcome = rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(30), client.batch_execute(sql)).await
@@ -242,7 +360,7 @@ pub fn finish_remote_transactions(commit: bool) {
             Ok(Err(e)) => {
                 CONNS.with(|c| c.borrow_mut().remove(&key));
                 if commit && failure.is_none() {
-                    failure = Some(e);
+                    failure = Some(PostgresWrapperError::remote("remote server", e));
                 }
             }
             Err(_) => {
@@ -251,8 +369,7 @@ pub fn finish_remote_transactions(commit: bool) {
         }
     }
     if let Some(e) = failure {
-        let report: pgrx::pg_sys::panic::ErrorReport =
-            PostgresWrapperError::remote("remote server", e).into();
+        let report: pgrx::pg_sys::panic::ErrorReport = e.into();
         report.report(PgLogLevel::ERROR);
     }
 }

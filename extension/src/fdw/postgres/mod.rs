@@ -76,7 +76,7 @@ impl From<crate::fdw::statements::Problem> for PostgresWrapperError {
     }
 }
 
-pub use connection::{finish_remote_transactions, in_remote_transaction};
+pub use connection::{end_savepoints, finish_remote_transactions, in_remote_transaction};
 
 impl From<PostgresWrapperError> for ErrorReport {
     fn from(value: PostgresWrapperError) -> Self {

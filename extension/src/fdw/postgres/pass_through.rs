@@ -59,14 +59,13 @@ pub fn query(
     params: &[Option<String>],
 ) -> Result<Vec<serde_json::Value>> {
     let opts = ConnectOptions::for_server(server)?;
-    let client = connection::in_transaction(ConnKey::current(server.server_oid), &opts)?;
+    let key = ConnKey::current(server.server_oid);
+    let client = connection::in_transaction(key, &opts)?;
     let statement = sql.trim().trim_end_matches(';');
     let wrapped = format!("WITH q AS ({statement}) SELECT pg_catalog.to_jsonb(q) FROM q");
     let params: Vec<TextParam> = params.iter().cloned().map(TextParam).collect();
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    let rt = connection::runtime()?;
-    let rows = rt
-        .block_on(client.query(&wrapped, &refs))
+    let rows = connection::wait(key, client.query(&wrapped, &refs))?
         .map_err(|e| PostgresWrapperError::remote(&server.server_name, e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -54,6 +54,7 @@ pub struct PostgresWrapper {
 /// A scan's open remote cursor and the rows fetched but not yet returned.
 pub struct Cursor {
     server: String,
+    key: ConnKey,
     client: Rc<Client>,
     name: String,
     fetch: Statement,
@@ -68,10 +69,8 @@ impl RemoteRows for Cursor {
 
     fn open(plan: &ScanPlan, sql: String) -> Result<Cursor> {
         let server = options::foreign_server(plan.server.into());
-        let client = connection::in_transaction(
-            ConnKey::current(server.server_oid),
-            &ConnectOptions::for_server(&server)?,
-        )?;
+        let key = ConnKey::current(server.server_oid);
+        let client = connection::in_transaction(key, &ConnectOptions::for_server(&server)?)?;
         let seq = CURSOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("pg_integration_c{seq}");
         let remote = |e| PostgresWrapperError::remote(&server.server_name, e);
@@ -83,6 +82,7 @@ impl RemoteRows for Cursor {
             .map_err(remote)?;
         Ok(Cursor {
             server: server.server_name,
+            key,
             client,
             name,
             fetch,
@@ -94,9 +94,7 @@ impl RemoteRows for Cursor {
 
     fn next(&mut self, plan: &ScanPlan, cells: &mut Vec<Option<Cell>>) -> Result<bool> {
         if self.buffered.is_empty() && !self.exhausted {
-            let rt = connection::runtime()?;
-            let rows = rt
-                .block_on(self.client.query(&self.fetch, &[]))
+            let rows = connection::wait(self.key, self.client.query(&self.fetch, &[]))?
                 .map_err(|e| PostgresWrapperError::remote(&self.server, e))?;
             self.exhausted = rows.len() < self.fetch_size;
             self.buffered = rows.into();
@@ -134,11 +132,12 @@ impl PostgresWrapper {
         ConnectOptions::for_server(&self.server)
     }
 
+    fn key(&self) -> ConnKey {
+        ConnKey::current(self.server.server_oid)
+    }
+
     fn client(&self) -> Result<Rc<Client>> {
-        connection::in_transaction(
-            ConnKey::current(self.server.server_oid),
-            &self.connect_options()?,
-        )
+        connection::in_transaction(self.key(), &self.connect_options()?)
     }
 
     fn remote_table(options: &HashMap<String, String>) -> Result<String> {
@@ -213,9 +212,7 @@ impl PostgresWrapper {
         let Some(modify) = &self.modify else {
             return Ok(());
         };
-        let rt = connection::runtime()?;
-        let rows = rt
-            .block_on(modify.client.query(sql, &[]))
+        let rows = connection::wait(self.key(), modify.client.query(sql, &[]))?
             .map_err(|e| PostgresWrapperError::remote(&self.server.server_name, e))?;
         if let Some(row) = rows.first() {
             let cells = columns
@@ -232,8 +229,7 @@ impl PostgresWrapper {
         let Some(modify) = &self.modify else {
             return Ok(());
         };
-        let rt = connection::runtime()?;
-        rt.block_on(modify.client.batch_execute(sql))
+        connection::wait(self.key(), modify.client.batch_execute(sql))?
             .map_err(|e| PostgresWrapperError::remote(&self.server.server_name, e))
     }
 }
