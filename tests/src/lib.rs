@@ -11,6 +11,7 @@ mod nginx;
 pub mod oidc_provider;
 mod postgres_cluster;
 mod process;
+pub mod remotes;
 mod sidecar;
 pub mod sql;
 mod test_server;

@@ -6,11 +6,9 @@
 //! correlated subquery passes its outer value down, and each scan of a
 //! self-join shows its own remote SQL (see `fdw::scan`).
 
+use integration_tests::remotes::Remotes;
 use integration_tests::sql::{remote_sql, texts};
-use integration_tests::{MariaDb, PgCluster};
 use postgres::Client;
-
-const PASSWORD: &str = "S3cret-pw!";
 
 /// Each query with the count of x in 1..=10 it must find.
 const CASES: [(&str, i64); 6] = [
@@ -120,47 +118,14 @@ fn check_plans_run_again(db: &mut Client, name: &str, table: &str) {
 
 #[test]
 fn conditions_parameters_and_reused_plans_through_both_wrappers() {
-    let remote = PgCluster::start();
-    remote
-        .connect("postgres")
-        .batch_execute(&format!(
-            "CREATE ROLE remote_user LOGIN PASSWORD '{PASSWORD}';
-             CREATE TABLE public.t (id int PRIMARY KEY, x int);
-             INSERT INTO public.t SELECT g, g FROM generate_series(1, 10) g;
-             GRANT SELECT ON public.t TO remote_user;"
-        ))
-        .unwrap();
-    let maria = MariaDb::start();
-    maria.sql(&format!(
-        "CREATE DATABASE shop; CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';
-         GRANT ALL ON shop.* TO 'app'@'127.0.0.1';
-         CREATE TABLE shop.t (id INT PRIMARY KEY, x INT);
-         INSERT INTO shop.t VALUES (1,1),(2,2),(3,3),(4,4),(5,5),(6,6),(7,7),(8,8),(9,9),(10,10);"
-    ));
-    let local = PgCluster::start();
-    let mut db = local.create_database("app");
-    let password = PASSWORD.replace('!', "%21");
-    let sources = [
-        (
-            "pgsrc",
-            format!(
-                "postgresql://remote_user:{password}@127.0.0.1:{}/postgres",
-                remote.port()
-            ),
-            "public",
-        ),
-        (
-            "mysrc",
-            format!("mysql://app:{password}@127.0.0.1:{}/shop", maria.port()),
-            "shop",
-        ),
-    ];
-    for (name, url, schema) in &sources {
-        db.execute(
-            "SELECT integration.add_data_source($1, $2, jsonb_build_object('remote_schema', $3::text))",
-            &[name, url, schema],
-        )
-        .unwrap();
+    let (_servers, mut db) = Remotes::start(
+        "CREATE TABLE public.t (id int PRIMARY KEY, x int);
+         INSERT INTO public.t SELECT g, g FROM generate_series(1, 10) g;
+         GRANT SELECT ON public.t TO remote_user;",
+        "CREATE TABLE shop.t (id INT PRIMARY KEY, x INT);
+         INSERT INTO shop.t VALUES (1,1),(2,2),(3,3),(4,4),(5,5),(6,6),(7,7),(8,8),(9,9),(10,10);",
+    );
+    for name in ["pgsrc", "mysrc"] {
         check(&mut db, &format!("{name}.t"));
         check_plans_run_again(&mut db, name, &format!("{name}.t"));
     }

@@ -5,11 +5,9 @@
 //! `fdw::xact`); a cancelled local statement (statement_timeout) stops the
 //! remote statement it waits for (see `fdw::wait_cancellable`).
 
-use integration_tests::{MariaDb, PgCluster};
+use integration_tests::remotes::Remotes;
 use postgres::error::SqlState;
 use postgres::Client;
-
-const PASSWORD: &str = "S3cret-pw!";
 
 /// The writes of one transaction with savepoints, then a PL/pgSQL block
 /// that catches a remote duplicate-key error; what must be left remotely.
@@ -69,73 +67,21 @@ fn write_with_subtransactions(db: &mut Client, table: &str) -> Vec<i32> {
     vec![1, 3, 4, 10, 12]
 }
 
-/// A remote PostgreSQL and MariaDB with a table `sp` each (id int key, v
-/// text), and a local database with both as data sources `pgsrc`, `mysrc`.
-struct Sources {
-    remote: PgCluster,
-    maria: MariaDb,
-    _local: PgCluster,
-    db: Client,
-}
-
-fn sources() -> Sources {
-    let remote = PgCluster::start();
-    remote
-        .connect("postgres")
-        .batch_execute(&format!(
-            "CREATE ROLE remote_user LOGIN PASSWORD '{PASSWORD}';
-             CREATE TABLE public.sp (id int PRIMARY KEY, v text);
-             GRANT ALL ON public.sp TO remote_user;"
-        ))
-        .unwrap();
-    let maria = MariaDb::start();
-    maria.sql(&format!(
-        "CREATE DATABASE shop; CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';
-         GRANT ALL ON shop.* TO 'app'@'127.0.0.1';
-         CREATE TABLE shop.sp (id INT PRIMARY KEY, v TEXT) ENGINE=InnoDB;"
-    ));
-    let local = PgCluster::start();
-    let mut db = local.create_database("app");
-    let password = PASSWORD.replace('!', "%21");
-    for (name, url, schema) in [
-        (
-            "pgsrc",
-            format!(
-                "postgresql://remote_user:{password}@127.0.0.1:{}/postgres",
-                remote.port()
-            ),
-            "public",
-        ),
-        (
-            "mysrc",
-            format!("mysql://app:{password}@127.0.0.1:{}/shop", maria.port()),
-            "shop",
-        ),
-    ] {
-        db.execute(
-            "SELECT integration.add_data_source($1, $2, jsonb_build_object('remote_schema', $3::text))",
-            &[&name, &url, &schema],
-        )
-        .unwrap();
-    }
-    Sources {
-        remote,
-        maria,
-        _local: local,
-        db,
-    }
+/// Both remotes with a table `sp` (id int key, v text) each.
+fn sources() -> (Remotes, Client) {
+    Remotes::start(
+        "CREATE TABLE public.sp (id int PRIMARY KEY, v text);
+         GRANT ALL ON public.sp TO remote_user;",
+        "CREATE TABLE shop.sp (id INT PRIMARY KEY, v TEXT) ENGINE=InnoDB;",
+    )
 }
 
 #[test]
 fn rolled_back_subtransactions_undo_their_remote_writes() {
-    let Sources {
-        remote,
-        maria,
-        _local,
-        mut db,
-    } = sources();
+    let (servers, mut db) = sources();
     let want = write_with_subtransactions(&mut db, "pgsrc.sp");
-    let got: Vec<i32> = remote
+    let got: Vec<i32> = servers
+        .postgres
         .connect("postgres")
         .query("SELECT id FROM public.sp ORDER BY id", &[])
         .unwrap()
@@ -145,7 +91,8 @@ fn rolled_back_subtransactions_undo_their_remote_writes() {
     assert_eq!(got, want, "PostgreSQL remote");
 
     let want = write_with_subtransactions(&mut db, "mysrc.sp");
-    let got: Vec<i32> = maria
+    let got: Vec<i32> = servers
+        .maria
         .sql("SELECT id FROM shop.sp ORDER BY id")
         .lines()
         .map(|l| l.trim().parse().unwrap())
@@ -168,13 +115,9 @@ fn assert_cancelled(db: &mut Client, sql: &str) {
 
 #[test]
 fn a_cancelled_statement_stops_the_remote_one() {
-    let Sources {
-        remote,
-        maria,
-        _local,
-        mut db,
-    } = sources();
-    let mut remote_db = remote.connect("postgres");
+    let (servers, mut db) = sources();
+    let maria = &servers.maria;
+    let mut remote_db = servers.postgres.connect("postgres");
     remote_db
         .batch_execute(
             "CREATE VIEW public.slow AS SELECT g AS id, pg_sleep(0.05)::text AS s
