@@ -52,75 +52,112 @@ pub fn key_for_postgres(key: &Path) {
 
 /// [`make_certificate`] for the subjectAltName list `names`.
 pub fn make_certificate_for(dir: &Path, ca: &Path, cert: &Path, key: &Path, names: &str) {
-    let ca_key = dir.join("ca-key.pem");
-    let csr = dir.join("server.csr");
-    let ext = dir.join("server.ext");
-    fs::write(
-        &ext,
-        format!(
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth\nsubjectAltName={names}\n"
-        ),
-    )
-    .expect("write server.ext");
-    let openssl = |args: &[&std::ffi::OsStr], what: &str| {
-        run_checked(
-            Command::new("openssl").args(args).stderr(Stdio::null()),
-            what,
-        );
-    };
-    let os = |s: &'static str| std::ffi::OsStr::new(s);
     openssl(
         &[
-            os("req"),
-            os("-x509"),
-            os("-newkey"),
-            os("rsa:2048"),
-            os("-nodes"),
-            os("-days"),
-            os("2"),
-            os("-subj"),
-            os("/CN=pg_integration test CA"),
-            os("-keyout"),
-            ca_key.as_os_str(),
-            os("-out"),
-            ca.as_os_str(),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pg_integration test CA",
+            "-keyout",
+            path(&dir.join("ca-key.pem")),
+            "-out",
+            path(ca),
         ],
         "openssl: the test CA",
     );
+    sign(
+        dir,
+        ca,
+        "server",
+        "/CN=127.0.0.1",
+        &format!("extendedKeyUsage=serverAuth\nsubjectAltName={names}\n"),
+        (cert, key),
+    );
+}
+
+impl ServerCertificate {
+    /// A client certificate and key for `user` (its CN) signed by this CA,
+    /// the key given to the `postgres` OS user (the local server reads it).
+    pub fn client(&self, user: &str) -> (PathBuf, PathBuf) {
+        let dir = self.ca.parent().expect("the CA's folder");
+        let made = (
+            dir.join(format!("client-{user}.pem")),
+            dir.join(format!("client-{user}-key.pem")),
+        );
+        sign(
+            dir,
+            &self.ca,
+            &format!("client-{user}"),
+            &format!("/CN={user}"),
+            "extendedKeyUsage=clientAuth\n",
+            (&made.0, &made.1),
+        );
+        key_for_postgres(&made.1);
+        made
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+fn openssl(args: &[&str], what: &str) {
+    run_checked(
+        Command::new("openssl").args(args).stderr(Stdio::null()),
+        what,
+    );
+}
+
+/// A key and a certificate for `subject` with the extensions `ext`, signed
+/// by the CA `ca` (its key `ca-key.pem` beside it in `dir`).
+fn sign(dir: &Path, ca: &Path, name: &str, subject: &str, ext: &str, (cert, key): (&Path, &Path)) {
+    let csr = dir.join(format!("{name}.csr"));
+    let ext_file = dir.join(format!("{name}.ext"));
+    fs::write(
+        &ext_file,
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n{ext}"
+        ),
+    )
+    .expect("write the extensions file");
     openssl(
         &[
-            os("req"),
-            os("-newkey"),
-            os("rsa:2048"),
-            os("-nodes"),
-            os("-subj"),
-            os("/CN=127.0.0.1"),
-            os("-keyout"),
-            key.as_os_str(),
-            os("-out"),
-            csr.as_os_str(),
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            path(key),
+            "-out",
+            path(&csr),
         ],
-        "openssl: the server key",
+        "openssl: a key",
     );
     openssl(
         &[
-            os("x509"),
-            os("-req"),
-            os("-in"),
-            csr.as_os_str(),
-            os("-CA"),
-            ca.as_os_str(),
-            os("-CAkey"),
-            ca_key.as_os_str(),
-            os("-CAcreateserial"),
-            os("-days"),
-            os("2"),
-            os("-extfile"),
-            ext.as_os_str(),
-            os("-out"),
-            cert.as_os_str(),
+            "x509",
+            "-req",
+            "-in",
+            path(&csr),
+            "-CA",
+            path(ca),
+            "-CAkey",
+            path(&dir.join("ca-key.pem")),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            path(&ext_file),
+            "-out",
+            path(cert),
         ],
-        "openssl: the server certificate",
+        "openssl: a certificate",
     );
 }

@@ -99,6 +99,34 @@ impl PgCluster {
         ])
     }
 
+    /// Lets `user` in over TLS only, with a client certificate signed by
+    /// `ca` that names the user (`cert` authentication), and reloads.
+    pub fn require_client_certificate(&self, ca: &Path, user: &str) {
+        let hba_path = self.data().join("pg_hba.conf");
+        let hba = fs::read_to_string(&hba_path).expect("read pg_hba.conf");
+        fs::write(
+            &hba_path,
+            format!(
+                "hostssl all {user} 127.0.0.1/32 cert\nhost all {user} 127.0.0.1/32 reject\n{hba}"
+            ),
+        )
+        .expect("write pg_hba.conf");
+        let ca = ca.display().to_string();
+        let mut db = self.connect("postgres");
+        db.batch_execute(&format!("ALTER SYSTEM SET ssl_ca_file = '{ca}'"))
+            .expect("ssl_ca_file");
+        db.batch_execute("SELECT pg_reload_conf()").expect("reload");
+        // The postmaster reloads asynchronously; new sessions see it then.
+        for _ in 0..100 {
+            let row = self.connect("postgres").query_one("SHOW ssl_ca_file", &[]);
+            if row.is_ok_and(|r| r.get::<_, String>(0) == ca) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the server did not reload ssl_ca_file\n{}", self.log_tail());
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -68,6 +68,8 @@ pub struct Endpoint {
     pub port: u16,
     pub user: String,
     pub password: Option<String>,
+    /// Every option of the user mapping (client certificates).
+    pub mapping: HashMap<String, String>,
 }
 
 /// The [`Endpoint`] of `server` for the current user.
@@ -94,6 +96,7 @@ pub fn endpoint(server: &ForeignServer, default_port: u16) -> Result<Endpoint, P
             .cloned()
             .ok_or_else(|| problem("user", "the user mapping needs a user"))?,
         password: mapping.get("password").cloned(),
+        mapping,
     })
 }
 
@@ -121,6 +124,7 @@ pub fn positive(
 pub struct Allowed<'a> {
     pub server: &'a [&'a str],
     pub table: &'a [&'a str],
+    pub mapping: &'a [&'a str],
 }
 
 /// The validator shared by the wrappers.
@@ -132,7 +136,7 @@ pub fn validate(
     let names: &[&str] = match catalog {
         Some(FOREIGN_SERVER_RELATION_ID) => allowed.server,
         Some(FOREIGN_TABLE_RELATION_ID) => allowed.table,
-        Some(oid) if oid == pg_sys::UserMappingRelationId => &["user", "password"],
+        Some(oid) if oid == pg_sys::UserMappingRelationId => allowed.mapping,
         _ => return Ok(()),
     };
     for opt in options.iter().flatten() {

@@ -1,13 +1,14 @@
 //! TLS to remote servers, shared by the wrappers: the modes a server may ask
-//! for and the roots its certificate must chain to. Asking for TLS always
-//! verifies the certificate chain, and the host name too unless the mode is
-//! `verify-ca`; no mode falls back to plain text when the server has no TLS.
+//! for, the roots its certificate must chain to, and the client certificate
+//! a user mapping may present. Asking for TLS always verifies the
+//! certificate chain, and the host name too unless the mode is `verify-ca`;
+//! no mode falls back to plain text when the server has no TLS.
 
 use crate::fdw::statements::Problem;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
 use std::sync::Arc;
 
@@ -22,19 +23,33 @@ pub enum TlsMode {
     VerifyFull,
 }
 
-/// The TLS settings of one foreign server.
+/// The TLS settings of one foreign server and user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
     pub mode: TlsMode,
     /// A PEM file of the roots to trust instead of the system's.
     pub root_cert: Option<String>,
+    /// PEM files of the client certificate (chain) and its private key,
+    /// from the user mapping.
+    pub client: Option<(String, String)>,
 }
 
-/// The names each wrapper gives its two options and the mode values.
+/// The names each wrapper gives its options and the mode values.
 pub struct TlsOptionNames {
     pub mode: &'static str,
     pub root_cert: &'static str,
+    /// The user mapping's client certificate and key options.
+    pub client_cert: &'static str,
+    pub client_key: &'static str,
     pub values: &'static [(&'static str, TlsMode)],
+}
+
+/// A client certificate chain and its private key, read and checked.
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub certs: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
 }
 
 impl TlsOptionNames {
@@ -69,24 +84,86 @@ impl TlsOptionNames {
         Ok(())
     }
 
-    /// The settings in a server's options. A root certificate without a
-    /// mode that verifies is refused: it would suggest TLS where none is.
+    /// The settings in a server's options and a user mapping's. A root or
+    /// client certificate without a mode that uses TLS is refused: it would
+    /// suggest TLS where none is; a client certificate needs its key.
     pub fn settings(
         &self,
         server: &std::collections::HashMap<String, String>,
+        mapping: &std::collections::HashMap<String, String>,
     ) -> Result<TlsSettings, Problem> {
         let mode = match server.get(self.mode) {
             Some(value) => self.mode(value)?,
             None => TlsMode::Disable,
         };
+        let needs_tls = |option: &str| Problem::Option {
+            option: option.into(),
+            reason: format!("needs {} set to a mode that uses TLS", self.mode),
+        };
         let root_cert = server.get(self.root_cert).cloned();
         if root_cert.is_some() && mode == TlsMode::Disable {
-            return Err(Problem::Option {
-                option: self.root_cert.into(),
-                reason: format!("needs {} set to a mode that uses TLS", self.mode),
-            });
+            return Err(needs_tls(self.root_cert));
         }
-        Ok(TlsSettings { mode, root_cert })
+        let client = match (mapping.get(self.client_cert), mapping.get(self.client_key)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (Some(_), None) => return Err(self.pair_missing(self.client_key)),
+            (None, Some(_)) => return Err(self.pair_missing(self.client_cert)),
+        };
+        if client.is_some() && mode == TlsMode::Disable {
+            return Err(needs_tls(self.client_cert));
+        }
+        Ok(TlsSettings {
+            mode,
+            root_cert,
+            client,
+        })
+    }
+
+    fn pair_missing(&self, missing: &str) -> Problem {
+        Problem::Option {
+            option: missing.into(),
+            reason: format!(
+                "the user mapping gives {} or {} but not both",
+                self.client_cert, self.client_key
+            ),
+        }
+    }
+
+    /// The client certificate and key the settings name, read and parsed.
+    pub fn client_identity(
+        &self,
+        settings: &TlsSettings,
+    ) -> Result<Option<ClientIdentity>, Problem> {
+        let Some((cert_path, key_path)) = &settings.client else {
+            return Ok(None);
+        };
+        let read = |option: &str, path: &str| {
+            std::fs::read(path).map_err(|e| Problem::Option {
+                option: option.into(),
+                reason: format!("cannot read {path}: {e}"),
+            })
+        };
+        let cert_pem = read(self.client_cert, cert_path)?;
+        let key_pem = read(self.client_key, key_path)?;
+        let certs = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Problem::Option {
+                option: self.client_cert.into(),
+                reason: format!("{cert_path} is not a PEM certificate file"),
+            })?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| Problem::Option {
+            option: self.client_key.into(),
+            reason: format!("{key_path} holds no PEM private key"),
+        })?;
+        Ok(Some(ClientIdentity {
+            cert_pem,
+            key_pem,
+            certs,
+            key,
+        }))
     }
 }
 
@@ -124,8 +201,14 @@ pub fn roots(
     }
 }
 
-/// A rustls client configuration for `settings` (not `Disable`).
-pub fn client_config(settings: &TlsSettings, option: &str) -> Result<Arc<ClientConfig>, Problem> {
+/// A rustls client configuration for `settings` (not `Disable`), which
+/// presents the user mapping's client certificate when the server asks.
+pub fn client_config(
+    settings: &TlsSettings,
+    names: &TlsOptionNames,
+) -> Result<Arc<ClientConfig>, Problem> {
+    let option = names.root_cert;
+    let identity = names.client_identity(settings)?;
     let mut store = RootCertStore::empty();
     let (_, ignored) = store.add_parsable_certificates(roots(settings, option)?);
     if store.is_empty() {
@@ -145,15 +228,23 @@ pub fn client_config(settings: &TlsSettings, option: &str) -> Result<Arc<ClientC
         TlsMode::VerifyCa => Arc::new(AnyHostName(webpki)),
         _ => webpki,
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Problem::Option {
             option: option.into(),
             reason: e.to_string(),
         })?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder
+            .with_client_auth_cert(identity.certs, identity.key)
+            .map_err(|e| Problem::Option {
+                option: names.client_key.into(),
+                reason: format!("does not go with {}: {e}", names.client_cert),
+            })?,
+    };
     Ok(Arc::new(config))
 }
 

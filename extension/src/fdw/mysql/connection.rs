@@ -12,7 +12,7 @@ use crate::fdw::tls::{self, TlsMode, TlsOptionNames, TlsSettings};
 use crate::fdw::xact;
 pub use crate::fdw::ConnKey;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, SslOpts};
+use mysql_async::{ClientIdentity, Conn, OptsBuilder, SslOpts};
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,6 +40,8 @@ pub struct ConnectOptions {
 pub const TLS_OPTIONS: TlsOptionNames = TlsOptionNames {
     mode: "ssl_mode",
     root_cert: "ssl_ca",
+    client_cert: "ssl_cert",
+    client_key: "ssl_key",
     values: &[
         ("disabled", TlsMode::Disable),
         ("required", TlsMode::VerifyFull),
@@ -56,6 +58,7 @@ impl ConnectOptions {
             port,
             user,
             password,
+            mapping,
         } = options::endpoint(server_def, 3306)?;
         Ok(ConnectOptions {
             server_name: server_def.server_name.clone(),
@@ -64,7 +67,7 @@ impl ConnectOptions {
             dbname: server.get("dbname").cloned(),
             user,
             password,
-            tls: TLS_OPTIONS.settings(server)?,
+            tls: TLS_OPTIONS.settings(server, &mapping)?,
         })
     }
 }
@@ -101,10 +104,15 @@ fn ssl_opts(settings: &TlsSettings) -> Result<Option<SslOpts>> {
         return Ok(None);
     }
     let roots = tls::roots(settings, TLS_OPTIONS.root_cert)?;
+    let identity = TLS_OPTIONS.client_identity(settings)?.map(|id| {
+        // The PEM text as read: mysql_async parses it again.
+        ClientIdentity::new(id.cert_pem.into(), id.key_pem.into())
+    });
     Ok(Some(
         SslOpts::default()
             .with_disable_built_in_roots(true)
-            .with_root_certs(roots.into_iter().map(|c| c.to_vec().into()).collect()),
+            .with_root_certs(roots.into_iter().map(|c| c.to_vec().into()).collect())
+            .with_client_identity(identity),
     ))
 }
 
@@ -312,17 +320,33 @@ pub fn end_savepoints(level: i32, commit: bool) {
             }
             None => None,
         };
-        let failed = !matches!(outcome, Some(Ok(Ok(()))));
-        CONNS.with(|c| {
-            if let Some(e) = c.borrow_mut().get_mut(&key) {
-                e.depth = level - 1;
-                e.broken = !commit && failed;
-            }
-        });
-        if let (true, Some(Ok(Err(e)))) = (commit, outcome) {
+        // A held connection keeps its savepoint unreleased (harmless: its
+        // writes stay), but cannot roll back to it.
+        let ok = match &outcome {
+            Some(result) => matches!(result, Ok(Ok(()))),
+            None => commit,
+        };
+        // A failed release keeps the savepoint: the subtransaction aborts
+        // and rolls back to it.
+        if ok || !commit {
+            CONNS.with(|c| {
+                if let Some(e) = c.borrow_mut().get_mut(&key) {
+                    e.depth = level - 1;
+                    e.broken = !ok;
+                }
+            });
+        }
+        if commit && !ok {
             let server = crate::fdw::options::foreign_server(key.server).server_name;
-            let report: pgrx::pg_sys::panic::ErrorReport =
-                MysqlWrapperError::remote(&server, e).into();
+            let error = match outcome {
+                Some(Ok(Err(e))) => MysqlWrapperError::remote(&server, e),
+                _ => MysqlWrapperError::Remote {
+                    server: format!("remote server \"{server}\""),
+                    code: None,
+                    message: "RELEASE SAVEPOINT timed out".into(),
+                },
+            };
+            let report: pgrx::pg_sys::panic::ErrorReport = error.into();
             report.report(PgLogLevel::ERROR);
         }
     }

@@ -28,6 +28,7 @@ const SERVER_OPTIONS: &[&str] = &[
     "ssl_mode",
     "ssl_ca",
 ];
+const MAPPING_OPTIONS: &[&str] = &["user", "password", "ssl_cert", "ssl_key"];
 const TABLE_OPTIONS: &[&str] = &[
     "dbname",
     "table_name",
@@ -409,6 +410,7 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
         let allowed = Allowed {
             server: SERVER_OPTIONS,
             table: TABLE_OPTIONS,
+            mapping: MAPPING_OPTIONS,
         };
         options::validate(&options, catalog, &allowed)?;
         Ok(connection::TLS_OPTIONS.check(&options)?)

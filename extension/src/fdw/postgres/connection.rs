@@ -43,6 +43,8 @@ pub struct ConnectOptions {
 pub const TLS_OPTIONS: TlsOptionNames = TlsOptionNames {
     mode: "sslmode",
     root_cert: "sslrootcert",
+    client_cert: "sslcert",
+    client_key: "sslkey",
     values: &[
         ("disable", TlsMode::Disable),
         ("require", TlsMode::VerifyFull),
@@ -60,6 +62,7 @@ impl ConnectOptions {
             port,
             user,
             password,
+            mapping,
         } = options::endpoint(server_def, 5432)?;
         Ok(ConnectOptions {
             server_name: server_def.server_name.clone(),
@@ -77,7 +80,7 @@ impl ConnectOptions {
                 "connect_timeout",
                 10,
             )? as u64),
-            tls: TLS_OPTIONS.settings(server)?,
+            tls: TLS_OPTIONS.settings(server, &mapping)?,
         })
     }
 }
@@ -165,7 +168,7 @@ async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<(Client, Cancell
     let tls = match opts.tls.mode {
         TlsMode::Disable => None,
         TlsMode::VerifyCa | TlsMode::VerifyFull => {
-            Some(tls::client_config(&opts.tls, TLS_OPTIONS.root_cert)?)
+            Some(tls::client_config(&opts.tls, &TLS_OPTIONS)?)
         }
     };
     let client = match &tls {
@@ -313,16 +316,28 @@ pub fn end_savepoints(level: i32, commit: bool) {
         let outcome = rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(30), client.batch_execute(&sql)).await
         });
-        CONNS.with(|c| {
-            if let Some(conn) = c.borrow_mut().get_mut(&key) {
-                conn.depth = level - 1;
-                conn.broken = !commit && !matches!(outcome, Ok(Ok(())));
-            }
-        });
-        if let (true, Ok(Err(e))) = (commit, outcome) {
+        let ok = matches!(outcome, Ok(Ok(())));
+        // A failed release keeps the savepoint: the subtransaction aborts
+        // and rolls back to it.
+        if ok || !commit {
+            CONNS.with(|c| {
+                if let Some(conn) = c.borrow_mut().get_mut(&key) {
+                    conn.depth = level - 1;
+                    conn.broken = !ok;
+                }
+            });
+        }
+        if commit && !ok {
             let server = crate::fdw::options::foreign_server(key.server).server_name;
-            let report: pgrx::pg_sys::panic::ErrorReport =
-                PostgresWrapperError::remote(&server, e).into();
+            let error = match outcome {
+                Ok(Err(e)) => PostgresWrapperError::remote(&server, e),
+                _ => PostgresWrapperError::Remote {
+                    server: format!("remote server \"{server}\""),
+                    code: None,
+                    message: "RELEASE SAVEPOINT timed out".into(),
+                },
+            };
+            let report: pgrx::pg_sys::panic::ErrorReport = error.into();
             report.report(PgLogLevel::ERROR);
         }
     }

@@ -31,6 +31,7 @@ const SERVER_OPTIONS: &[&str] = &[
     "sslmode",
     "sslrootcert",
 ];
+const MAPPING_OPTIONS: &[&str] = &["user", "password", "sslcert", "sslkey"];
 const TABLE_OPTIONS: &[&str] = &[
     "schema_name",
     "table_name",
@@ -393,6 +394,7 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
         let allowed = Allowed {
             server: SERVER_OPTIONS,
             table: TABLE_OPTIONS,
+            mapping: MAPPING_OPTIONS,
         };
         options::validate(&options, catalog, &allowed)?;
         Ok(connection::TLS_OPTIONS.check(&options)?)
