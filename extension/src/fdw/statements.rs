@@ -20,7 +20,7 @@ pub enum Problem {
 }
 
 /// What a wrapper's dialect renders.
-pub trait RemoteSql {
+pub trait RemoteSql: Sized {
     type Error: From<Problem>;
     fn ident(name: &str) -> Result<String, Self::Error>;
     fn literal(text: &str) -> Result<String, Self::Error>;
@@ -37,6 +37,24 @@ pub trait RemoteSql {
     /// column's SELECT-list expression) already rendered; a wrapper that
     /// finishes an aggregate locally asks for more than one.
     fn aggregate(agg: &Aggregate, arg: Option<&str>) -> Vec<String>;
+    /// One row of a batched INSERT: the `cells` of the columns `names`;
+    /// by default `(literal, literal, …)`.
+    fn insert_row(_names: &[&str], cells: &[&Option<Cell>]) -> Result<String, Self::Error> {
+        let values = cells
+            .iter()
+            .map(|cell| value::<Self>(cell))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(format!("({})", values.join(", ")))
+    }
+    /// The INSERT of `rows` (each from [`RemoteSql::insert_row`]) into
+    /// `table`'s columns `quoted`; by default `INSERT … VALUES (…), (…)`.
+    fn insert_rows(table: &str, quoted: &[String], rows: &[String]) -> Result<String, Self::Error> {
+        Ok(format!(
+            "INSERT INTO {table} ({}) VALUES {}",
+            quoted.join(", "),
+            rows.join(", ")
+        ))
+    }
 }
 
 /// The primary key recorded by IMPORT FOREIGN SCHEMA.
@@ -283,7 +301,8 @@ pub struct InsertBatch {
     table: String,
     composite: bool,
     batch_size: usize,
-    columns: Option<String>,
+    /// The quoted columns of the rows pending.
+    columns: Option<Vec<String>>,
     pending: Vec<String>,
 }
 
@@ -303,40 +322,37 @@ impl InsertBatch {
     /// previous batch when this row names other columns).
     pub fn push<D: RemoteSql>(&mut self, row: &Row) -> Result<Vec<String>, D::Error> {
         let mut names = Vec::new();
-        let mut values = Vec::new();
+        let mut cells = Vec::new();
         for (name, cell) in row.iter() {
             if self.composite && name == COMPOSITE_ROWID {
                 continue;
             }
-            names.push(D::ident(name)?);
-            values.push(value::<D>(cell)?);
+            names.push(name.as_str());
+            cells.push(cell);
         }
-        let columns = format!("({})", names.join(", "));
+        let quoted = names
+            .iter()
+            .map(|n| D::ident(n))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut ready = Vec::new();
-        if self.columns.as_deref() != Some(columns.as_str()) {
-            ready.extend(self.flush());
-            self.columns = Some(columns);
+        if self.columns.as_ref() != Some(&quoted) {
+            ready.extend(self.flush::<D>()?);
+            self.columns = Some(quoted);
         }
-        self.pending.push(format!("({})", values.join(", ")));
+        self.pending.push(D::insert_row(&names, &cells)?);
         if self.pending.len() >= self.batch_size {
-            ready.extend(self.flush());
+            ready.extend(self.flush::<D>()?);
         }
         Ok(ready)
     }
 
     /// The statement for the rows not sent yet.
-    pub fn flush(&mut self) -> Option<String> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let columns = self.columns.as_deref()?;
-        let sql = format!(
-            "INSERT INTO {} {} VALUES {}",
-            self.table,
-            columns,
-            self.pending.join(", ")
-        );
+    pub fn flush<D: RemoteSql>(&mut self) -> Result<Option<String>, D::Error> {
+        let Some(columns) = self.columns.as_deref().filter(|_| !self.pending.is_empty()) else {
+            return Ok(None);
+        };
+        let sql = D::insert_rows(&self.table, columns, &self.pending)?;
         self.pending.clear();
-        Some(sql)
+        Ok(Some(sql))
     }
 }

@@ -385,7 +385,10 @@ impl ForeignDataWrapper<MysqlWrapperError> for MysqlWrapper {
     }
 
     fn end_modify(&mut self) -> Result<()> {
-        let last = self.modify.as_mut().and_then(|m| m.inserts.flush());
+        let last = match self.modify.as_mut() {
+            Some(modify) => modify.inserts.flush::<Mysql>()?,
+            None => None,
+        };
         if let Some(sql) = last {
             self.execute(sql)?;
         }

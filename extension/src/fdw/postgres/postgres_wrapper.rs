@@ -311,7 +311,7 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
             // values the remote stored.
             let (batched, single) = match self.modify.as_mut() {
                 Some(modify) => (
-                    modify.inserts.flush(),
+                    modify.inserts.flush::<Postgres>()?,
                     InsertBatch::new(modify.table.clone(), modify.key.len() > 1, 1)
                         .push::<Postgres>(row)?,
                 ),
@@ -372,7 +372,10 @@ impl ForeignDataWrapper<PostgresWrapperError> for PostgresWrapper {
     }
 
     fn end_modify(&mut self) -> Result<()> {
-        let last = self.modify.as_mut().and_then(|m| m.inserts.flush());
+        let last = match self.modify.as_mut() {
+            Some(modify) => modify.inserts.flush::<Postgres>()?,
+            None => None,
+        };
         if let Some(sql) = last {
             self.run_modify(&sql)?;
         }
