@@ -4,7 +4,9 @@
 //! be percent-encoded; the password never appears in an error message.
 //! TLS settings may come as URL parameters, under the names the engine's
 //! clients use (`?sslmode=verify-full&sslrootcert=…`, `?ssl-mode=required
-//! &ssl-ca=…`); any other parameter is refused rather than ignored.
+//! &ssl-ca=…`), the client certificate too (`sslcert`/`sslkey`,
+//! `ssl-cert`/`ssl-key`: user-mapping options); any other parameter is
+//! refused rather than ignored.
 
 use thiserror::Error;
 use url::Url;
@@ -25,16 +27,26 @@ impl Engine {
         }
     }
 
-    /// The URL parameters this engine takes and the server option each
-    /// one becomes.
-    fn url_parameters(self) -> &'static [(&'static str, &'static str)] {
+    /// The URL parameters this engine takes, the option each one becomes,
+    /// and whether that is a user-mapping option (a client certificate is
+    /// the user's, not the server's).
+    fn url_parameters(self) -> &'static [(&'static str, &'static str, bool)] {
         match self {
-            Engine::Postgres => &[("sslmode", "sslmode"), ("sslrootcert", "sslrootcert")],
+            Engine::Postgres => &[
+                ("sslmode", "sslmode", false),
+                ("sslrootcert", "sslrootcert", false),
+                ("sslcert", "sslcert", true),
+                ("sslkey", "sslkey", true),
+            ],
             Engine::Mysql => &[
-                ("ssl-mode", "ssl_mode"),
-                ("ssl_mode", "ssl_mode"),
-                ("ssl-ca", "ssl_ca"),
-                ("ssl_ca", "ssl_ca"),
+                ("ssl-mode", "ssl_mode", false),
+                ("ssl_mode", "ssl_mode", false),
+                ("ssl-ca", "ssl_ca", false),
+                ("ssl_ca", "ssl_ca", false),
+                ("ssl-cert", "ssl_cert", true),
+                ("ssl_cert", "ssl_cert", true),
+                ("ssl-key", "ssl_key", true),
+                ("ssl_key", "ssl_key", true),
             ],
         }
     }
@@ -65,6 +77,8 @@ pub struct SourceUrl {
     pub password: Option<String>,
     /// Server options from URL parameters, by option name.
     pub options: Vec<(String, String)>,
+    /// User-mapping options from URL parameters (client certificates).
+    pub mapping_options: Vec<(String, String)>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -132,23 +146,30 @@ pub fn parse_source_url(text: &str) -> Result<SourceUrl, SourceUrlError> {
         return Err(SourceUrlError::NoDatabase);
     }
     let mut options = Vec::new();
+    let mut mapping_options = Vec::new();
     for (name, value) in url.query_pairs() {
         let known = engine.url_parameters();
-        let Some((_, option)) = known.iter().find(|(param, _)| *param == name) else {
+        let Some((_, option, mapping)) = known.iter().find(|(param, _, _)| *param == name) else {
             return Err(SourceUrlError::Parameter {
                 name: name.into_owned(),
                 known: known
                     .iter()
-                    .map(|(param, _)| *param)
+                    .map(|(param, _, _)| *param)
                     .collect::<Vec<_>>()
                     .join(", "),
             });
         };
-        options.push((option.to_string(), value.into_owned()));
+        let into = if *mapping {
+            &mut mapping_options
+        } else {
+            &mut options
+        };
+        into.push((option.to_string(), value.into_owned()));
     }
     Ok(SourceUrl {
         engine,
         options,
+        mapping_options,
         port: url.port().unwrap_or(engine.default_port()),
         host,
         dbname,
@@ -205,13 +226,40 @@ mod tests {
     }
 
     #[test]
+    fn client_certificates_become_user_mapping_options() {
+        let u = parse_source_url(
+            "postgresql://u@h/db?sslmode=verify-full&sslcert=/c.pem&sslkey=%2Fk.pem",
+        )
+        .unwrap();
+        assert_eq!(u.options, vec![("sslmode".into(), "verify-full".into())]);
+        assert_eq!(
+            u.mapping_options,
+            vec![
+                ("sslcert".to_string(), "/c.pem".to_string()),
+                ("sslkey".to_string(), "/k.pem".to_string())
+            ]
+        );
+        let u = parse_source_url("mysql://u@h/db?ssl-mode=required&ssl-cert=/c.pem&ssl_key=/k.pem")
+            .unwrap();
+        assert_eq!(u.options, vec![("ssl_mode".into(), "required".into())]);
+        assert_eq!(
+            u.mapping_options,
+            vec![
+                ("ssl_cert".to_string(), "/c.pem".to_string()),
+                ("ssl_key".to_string(), "/k.pem".to_string())
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_parameters_are_refused_not_ignored() {
         let err = parse_source_url("mysql://u:secret@h/db?sslmode=require").unwrap_err();
         assert_eq!(
             err,
             SourceUrlError::Parameter {
                 name: "sslmode".into(),
-                known: "ssl-mode, ssl_mode, ssl-ca, ssl_ca".into()
+                known: "ssl-mode, ssl_mode, ssl-ca, ssl_ca, ssl-cert, ssl_cert, ssl-key, ssl_key"
+                    .into()
             }
         );
         assert!(!err.to_string().contains("secret"));

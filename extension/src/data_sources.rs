@@ -141,6 +141,9 @@ fn add_data_source(name: &str, url: &str, options: default!(JsonB, "'{}'")) -> S
     if let Some(password) = &source.password {
         mapping.push(format!("password {}", literal(password)));
     }
+    for (option, value) in &source.mapping_options {
+        mapping.push(format!("{option} {}", literal(value)));
+    }
     Spi::run(&format!(
         "CREATE USER MAPPING FOR CURRENT_USER SERVER {} OPTIONS ({})",
         ident(name),

@@ -1,7 +1,8 @@
 //! End-to-end: a user mapping's client certificate (`sslcert`/`sslkey`
 //! for postgres_wrapper, `ssl_cert`/`ssl_key` for mysql_wrapper) logs in
 //! to a remote that requires one; without it, or with one of another CA,
-//! the remote refuses; a certificate without its key is an option error.
+//! the remote refuses; a certificate without its key is an option error;
+//! add_data_source takes the certificate as URL parameters.
 
 use integration_tests::certs::ServerCertificate;
 use integration_tests::sql::{db_message, texts};
@@ -19,6 +20,16 @@ fn source(db: &mut Client, wrapper: &str, name: &str, server_options: &str, mapp
          CREATE FOREIGN TABLE {name} (id int, v text) SERVER {name} OPTIONS (table_name 't')"
     ))
     .unwrap();
+}
+
+/// add_data_source `by_url` for `url` (table `t` only) reads the row.
+fn by_url(db: &mut Client, url: &str) {
+    db.execute(
+        "SELECT integration.add_data_source('by_url', $1, '{\"tables\": [\"t\"]}')",
+        &[&url],
+    )
+    .unwrap_or_else(|e| panic!("{url}: {e:?}"));
+    assert_eq!(texts(db, "SELECT v FROM by_url.t"), ["sealed"]);
 }
 
 fn refused(db: &mut Client, table: &str, cause: &str) {
@@ -73,9 +84,19 @@ fn postgres_wrapper_logs_in_with_a_client_certificate() {
         certs.ca.display()
     );
     let names = ("sslcert", "sslkey");
-    let mine = identity("cert_user", names, &certs.client("cert_user"));
+    let client = certs.client("cert_user");
+    let mine = identity("cert_user", names, &client);
     source(&mut db, "postgres_wrapper", "with_cert", &server, &mine);
     assert_eq!(texts(&mut db, "SELECT v FROM with_cert"), ["sealed"]);
+    // add_data_source takes the certificate as URL parameters (libpq's).
+    let url = format!(
+        "postgresql://cert_user@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+        remote.port(),
+        certs.ca.display(),
+        client.0.display(),
+        client.1.display()
+    );
+    by_url(&mut db, &url);
     let dn = texts(
         &mut db,
         "SELECT q->>'client_dn' FROM integration.query('with_cert',
@@ -120,9 +141,18 @@ fn mysql_wrapper_logs_in_with_a_client_certificate() {
         certs.ca.display()
     );
     let names = ("ssl_cert", "ssl_key");
-    let mine = identity("cert_user", names, &certs.client("cert_user"));
+    let client = certs.client("cert_user");
+    let mine = identity("cert_user", names, &client);
     source(&mut db, "mysql_wrapper", "with_cert", &server, &mine);
     assert_eq!(texts(&mut db, "SELECT v FROM with_cert"), ["sealed"]);
+    let url = format!(
+        "mysql://cert_user@localhost:{}/shop?ssl-mode=verify_identity&ssl-ca={}&ssl-cert={}&ssl-key={}",
+        remote.port(),
+        certs.ca.display(),
+        client.0.display(),
+        client.1.display()
+    );
+    by_url(&mut db, &url);
 
     source(
         &mut db,
