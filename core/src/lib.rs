@@ -9,5 +9,6 @@ pub mod jwt;
 pub mod multipart;
 pub mod pg_numeric;
 pub mod sql_dialect;
+pub mod sql_names;
 pub mod sso;
 pub mod webhooks;

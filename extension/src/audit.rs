@@ -368,8 +368,12 @@ fn insert(batch: &[Event], dropped: u64) {
                     e.actor, e.action,
                     CASE WHEN e.id IS NULL THEN NULL ELSE 'api_key:' || e.id END,
                     false,
-                    jsonb_strip_nulls(jsonb_build_object('reason', e.reason, 'key_id', e.id))
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+                    pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('reason', e.reason, 'key_id', e.id))
+             FROM ROWS FROM (pg_catalog.unnest($1::bigint[]),
+                             pg_catalog.unnest($2::text[]),
+                             pg_catalog.unnest($3::text[]),
+                             pg_catalog.unnest($4::bigint[]),
+                             pg_catalog.unnest($5::text[]))
                   AS e(us, actor, action, id, reason)",
             &[
                 ats.into(),
@@ -387,8 +391,9 @@ fn insert(batch: &[Event], dropped: u64) {
         Spi::run_with_args(
             "UPDATE integration.api_key_store s
              SET last_used_at = GREATEST(s.last_used_at, u.at)
-             FROM (SELECT id, timestamptz '2000-01-01 00:00:00+00' + max(us) * interval '1 microsecond' AS at
-                   FROM unnest($1::bigint[], $2::bigint[]) AS x(id, us) GROUP BY id) u
+             FROM (SELECT id, timestamptz '2000-01-01 00:00:00+00' + pg_catalog.max(us) * interval '1 microsecond' AS at
+                   FROM ROWS FROM (pg_catalog.unnest($1::bigint[]),
+                                   pg_catalog.unnest($2::bigint[])) AS x(id, us) GROUP BY id) u
              WHERE s.id = u.id",
             &[ids.into(), ats.into()],
         )
@@ -411,7 +416,7 @@ fn insert(batch: &[Event], dropped: u64) {
     if dropped > 0 {
         Spi::run_with_args(
             "INSERT INTO integration.audit_log (actor, action, ok, detail)
-             VALUES ('pg_integration', 'audit.dropped', false, jsonb_build_object('events', $1::bigint))",
+             VALUES ('pg_integration', 'audit.dropped', false, pg_catalog.jsonb_build_object('events', $1::bigint))",
             &[(dropped as i64).into()],
         )
         .unwrap_or_else(|e| error!("insert audit.dropped row: {e}"));
@@ -439,11 +444,16 @@ const HTTP_CALLS_SQL: &str =
     "INSERT INTO integration.audit_log (at, actor, action, target, ok, detail)
     SELECT timestamptz '2000-01-01 00:00:00+00' + e.us * interval '1 microsecond',
            e.actor, 'http.request', e.host, e.status IS NOT NULL,
-           jsonb_strip_nulls(jsonb_build_object(
+           pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                'method', e.method, 'status', e.status,
-               'duration_ms', round(e.dur / 1000.0, 3), 'error', e.error))
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[],
-                $6::bigint[], $7::text[])
+               'duration_ms', pg_catalog.round(e.dur / 1000.0, 3), 'error', e.error))
+    FROM ROWS FROM (pg_catalog.unnest($1::bigint[]),
+                    pg_catalog.unnest($2::text[]),
+                    pg_catalog.unnest($3::text[]),
+                    pg_catalog.unnest($4::text[]),
+                    pg_catalog.unnest($5::int[]),
+                    pg_catalog.unnest($6::bigint[]),
+                    pg_catalog.unnest($7::text[]))
          AS e(us, actor, method, host, status, dur, error)";
 
 /// Writes `calls` to the audit log in the current transaction.

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod api_keys;
 mod audit;
 mod caller;
+mod contained;
 mod data_sources;
 mod errors;
 mod fdw;

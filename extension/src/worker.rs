@@ -249,10 +249,13 @@ fn start_helpers(database: u32) {
 
 fn installed(table: &str) -> bool {
     BackgroundWorker::transaction(|| {
-        Spi::get_one_with_args::<bool>("SELECT to_regclass($1) IS NOT NULL", &[table.into()])
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+        Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+            &[table.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
     })
 }
 
@@ -279,6 +282,8 @@ pub extern "C-unwind" fn pg_integration_db_worker(arg: pg_sys::Datum) {
         return;
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
+    pin_search_path();
+    let settings = session_settings();
     mark_running(&mut WORKERS.exclusive(), database, index);
     let has_audit = !helper && installed("integration.audit_log");
     let mut queue = if installed("integration.http_requests") {
@@ -300,6 +305,20 @@ pub extern "C-unwind" fn pg_integration_db_worker(arg: pg_sys::Datum) {
         }
         let wrote = !helper && audit::drain(database, has_audit);
         let activity = queue.as_mut().map(Deliverer::step).unwrap_or_default();
+        if activity.ran_callbacks {
+            if let Err(damage) = session_intact(&settings) {
+                pgrx::log!(
+                    "pg_integration: a queue callback left the worker's session changed \
+                     ({damage}); the worker restarts in a new session"
+                );
+                if let Some(queue) = queue {
+                    queue.stop();
+                }
+                WORKERS.exclusive().release(database, index);
+                start(database, index, false);
+                return;
+            }
+        }
         if wrote || activity.worked {
             idle = 0;
         } else {
@@ -338,6 +357,59 @@ pub extern "C-unwind" fn pg_integration_db_worker(arg: pg_sys::Datum) {
         queue.stop();
     }
     WORKERS.exclusive().release(database, index);
+}
+
+/// The worker's session is a superuser's: it finds every name in
+/// `pg_catalog` only, whatever a user puts on a `search_path`.
+fn pin_search_path() {
+    BackgroundWorker::transaction(|| {
+        Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
+            .unwrap_or_else(|e| error!("pin the worker's search_path: {e}"))
+    });
+}
+
+/// The settings this session has from its start (what a callback must
+/// not change), as one comparable text.
+fn session_settings() -> String {
+    BackgroundWorker::transaction(|| {
+        Spi::get_one::<String>(
+            "SELECT pg_catalog.string_agg(s.name || '=' || s.setting, ', ' ORDER BY s.name)
+             FROM pg_catalog.pg_settings s WHERE s.source = 'session'",
+        )
+        .unwrap_or_else(|e| error!("read the worker's settings: {e}"))
+        .unwrap_or_default()
+    })
+}
+
+/// Checks that the callbacks that ran left nothing behind in the session:
+/// callbacks run contained (see `contained.rs`), this is the second line.
+/// Returns what changed.
+fn session_intact(settings: &str) -> Result<(), String> {
+    let damage = BackgroundWorker::transaction(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT pg_catalog.concat_ws('; ',
+                 CASE WHEN now_settings IS DISTINCT FROM $1
+                      THEN 'settings ' || coalesce(now_settings, '') END,
+                 CASE WHEN pg_catalog.current_setting('transaction_read_only')::bool
+                      THEN 'read-only' END,
+                 CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_locks l
+                                   WHERE l.pid = pg_catalog.pg_backend_pid()
+                                     AND l.locktype = 'advisory')
+                      THEN 'advisory locks held' END,
+                 CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_listening_channels())
+                      THEN 'listening' END,
+                 CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_prepared_statements)
+                      THEN 'prepared statements' END)
+             FROM (SELECT pg_catalog.string_agg(s.name || '=' || s.setting, ', ' ORDER BY s.name)
+                   FROM pg_catalog.pg_settings s WHERE s.source = 'session') AS n(now_settings)",
+            &[settings.into()],
+        )
+    });
+    match damage {
+        Ok(Some(damage)) if damage.is_empty() => Ok(()),
+        Ok(damage) => Err(damage.unwrap_or_default()),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// The databases that accept connections, read from the shared catalog

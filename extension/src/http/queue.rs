@@ -11,7 +11,7 @@ use super::{header_list, headers_json, invalid, parse_url, timeout_of, BYTES};
 use crate::audit::{self, HttpCall};
 use crate::errors::raise;
 use crate::owner::{as_owner_saved_plan, current_user_name, saved_plan, SavedPlan};
-use crate::{settings, subxact, worker};
+use crate::{contained, settings, subxact, worker};
 use integration_core::http_retry::{self, Attempt};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::callconv::{Arg, ArgAbi};
@@ -357,6 +357,8 @@ pub struct Activity {
     pub pending: bool,
     /// When the next request becomes due.
     pub wait: Duration,
+    /// User code (callbacks) ran in the worker's session.
+    pub ran_callbacks: bool,
 }
 
 impl Default for Activity {
@@ -364,6 +366,7 @@ impl Default for Activity {
         Activity {
             worked: false,
             in_flight: 0,
+            ran_callbacks: false,
             pending: false,
             wait: Duration::from_secs(3600),
         }
@@ -709,6 +712,7 @@ impl Deliverer {
             in_flight: self.outstanding,
             pending: next.is_some() || self.outstanding > 0,
             wait: next.unwrap_or(Duration::from_secs(3600)),
+            ran_callbacks: !callbacks.is_empty(),
         }
     }
 
@@ -718,8 +722,8 @@ impl Deliverer {
             subxact::attempt(|| {
                 Spi::run(
                     "UPDATE integration.http_requests
-                     SET claimed_by = NULL, next_attempt_at = now()
-                     WHERE claimed_by = pg_backend_pid()",
+                     SET claimed_by = NULL, next_attempt_at = pg_catalog.now()
+                     WHERE claimed_by = pg_catalog.pg_backend_pid()",
                 )
                 .unwrap_or_else(|e| error!("{e}"))
             })
@@ -844,7 +848,7 @@ impl Deliverer {
 /// Gives back requests claimed by workers that no longer run.
 fn reclaim_vanished() {
     Spi::run(
-        "UPDATE integration.http_requests SET claimed_by = NULL, next_attempt_at = now()
+        "UPDATE integration.http_requests SET claimed_by = NULL, next_attempt_at = pg_catalog.now()
          WHERE claimed_by IS NOT NULL
            AND claimed_by NOT IN (SELECT pid FROM pg_catalog.pg_stat_get_activity(NULL))",
     )
@@ -859,7 +863,7 @@ fn remove_expired() {
     Spi::run_with_args(
         "DELETE FROM integration.http_responses WHERE id IN (
              SELECT id FROM integration.http_responses
-             WHERE completed_at < now() - $1 * interval '1 second' LIMIT 10000)",
+             WHERE completed_at < pg_catalog.now() - $1 * interval '1 second' LIMIT 10000)",
         &[ttl.into()],
     )
     .unwrap_or_else(|e| error!("remove expired HTTP responses: {e}"));
@@ -873,16 +877,17 @@ thread_local! {
 /// and scans the whole queue where the custom plan reads the index.
 const CLAIM_SQL: &str = "WITH candidates AS (
         SELECT id, host, next_attempt_at FROM integration.http_requests
-        WHERE next_attempt_at <= now() AND host <> ALL ($5::text[])
+        WHERE next_attempt_at <= pg_catalog.now() AND host <> ALL ($5::text[])
         ORDER BY next_attempt_at, id
         LIMIT $1 * 4
     ), chosen AS (
         SELECT id FROM (
             SELECT c.id, c.next_attempt_at,
-                   row_number() OVER (PARTITION BY c.host ORDER BY c.next_attempt_at, c.id) AS n,
+                   pg_catalog.row_number() OVER (PARTITION BY c.host ORDER BY c.next_attempt_at, c.id) AS n,
                    coalesce(b.places, $2) AS places
             FROM candidates c
-            LEFT JOIN unnest($3::text[], $4::int[]) AS b(host, places) ON b.host = c.host
+            LEFT JOIN ROWS FROM (pg_catalog.unnest($3::text[]),
+                                 pg_catalog.unnest($4::int[])) AS b(host, places) ON b.host = c.host
         ) ranked
         WHERE n <= places
         ORDER BY next_attempt_at, id
@@ -891,13 +896,13 @@ const CLAIM_SQL: &str = "WITH candidates AS (
         -- Only the chosen rows are locked; one that another
         -- worker holds or took meanwhile is skipped.
         SELECT q.id FROM integration.http_requests q
-        WHERE q.id IN (SELECT id FROM chosen) AND q.next_attempt_at <= now()
+        WHERE q.id IN (SELECT id FROM chosen) AND q.next_attempt_at <= pg_catalog.now()
         FOR UPDATE SKIP LOCKED
     )
     UPDATE integration.http_requests r
     SET attempts = r.attempts + 1,
-        claimed_by = pg_backend_pid(),
-        next_attempt_at = now() + r.timeout + interval '5 minutes'
+        claimed_by = pg_catalog.pg_backend_pid(),
+        next_attempt_at = pg_catalog.now() + r.timeout + interval '5 minutes'
     FROM locked WHERE r.id = locked.id
     RETURNING r.id, r.method, r.url, r.host, r.headers, r.body,
               (extract(epoch FROM r.timeout) * 1000000)::bigint AS timeout_us,
@@ -962,7 +967,7 @@ fn claim(free: usize, host_room: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
 /// when the queue is empty.
 fn next_due() -> Option<Duration> {
     Spi::get_one::<i64>(
-        "SELECT (extract(epoch FROM min(next_attempt_at) - now()) * 1000)::bigint
+        "SELECT (extract(epoch FROM pg_catalog.min(next_attempt_at) - pg_catalog.now()) * 1000)::bigint
          FROM integration.http_requests",
     )
     .unwrap_or_else(|e| error!("look at the HTTP queue: {e}"))
@@ -970,12 +975,17 @@ fn next_due() -> Option<Duration> {
 }
 
 const STORE_SQL: &str = "WITH f AS (
-        SELECT * FROM unnest($1::bigint[], $2::int[], $3::jsonb[], $4::bytea[],
-                             $5::text[], $6::text[], $7::bigint[])
+        SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bigint[]),
+                                 pg_catalog.unnest($2::int[]),
+                                 pg_catalog.unnest($3::jsonb[]),
+                                 pg_catalog.unnest($4::bytea[]),
+                                 pg_catalog.unnest($5::text[]),
+                                 pg_catalog.unnest($6::text[]),
+                                 pg_catalog.unnest($7::bigint[]))
             AS f(id, status, headers, body, content_type, error, elapsed_us)
     ), done AS (
         DELETE FROM integration.http_requests r USING f
-        WHERE r.id = f.id AND r.claimed_by = pg_backend_pid()
+        WHERE r.id = f.id AND r.claimed_by = pg_catalog.pg_backend_pid()
         RETURNING r.*
     ), stored AS (
         INSERT INTO integration.http_responses
@@ -988,7 +998,7 @@ const STORE_SQL: &str = "WITH f AS (
         ON CONFLICT (id) DO NOTHING
         RETURNING id, callback, created_by
     )
-    SELECT s.id, format('%I.%I', n.nspname, p.proname) AS function,
+    SELECT s.id, pg_catalog.format('%I.%I', n.nspname, p.proname) AS function,
            s.created_by::text AS role
     FROM stored s
     JOIN pg_catalog.pg_proc p ON p.oid = s.callback
@@ -1041,9 +1051,11 @@ fn store(verdicts: &[(Finished, Verdict)], calls: &[HttpCall]) -> Vec<Callback> 
         Spi::run_with_args(
             "UPDATE integration.http_requests r
              SET claimed_by = NULL, last_error = f.error,
-                 next_attempt_at = now() + f.after_ms * interval '1 millisecond'
-             FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS f(id, after_ms, error)
-             WHERE r.id = f.id AND r.claimed_by = pg_backend_pid()",
+                 next_attempt_at = pg_catalog.now() + f.after_ms * interval '1 millisecond'
+             FROM ROWS FROM (pg_catalog.unnest($1::bigint[]),
+                             pg_catalog.unnest($2::bigint[]),
+                             pg_catalog.unnest($3::text[])) AS f(id, after_ms, error)
+             WHERE r.id = f.id AND r.claimed_by = pg_catalog.pg_backend_pid()",
             &[retry_ids.into(), retry_after.into(), retry_errors.into()],
         )
         .unwrap_or_else(|e| error!("schedule HTTP retries: {e}"));
@@ -1080,40 +1092,22 @@ fn store(verdicts: &[(Finished, Verdict)], calls: &[HttpCall]) -> Vec<Callback> 
 
 /// Calls a callback with its response row, as the role that queued the
 /// request, in a transaction of its own; its error is kept on the row. The
-/// call is a security-restricted operation (as for index expressions and
-/// maintenance commands): the worker's session is a superuser's, so the
-/// callback must not be able to `SET ROLE` or `RESET ROLE` back to it.
+/// worker's session is a superuser's, so the callback is contained: it cannot
+/// `SET ROLE` back to it, and no setting it makes outlives the call.
 fn run_callback(callback: &Callback) {
     let outcome = BackgroundWorker::transaction(|| {
         subxact::attempt(|| {
-            let name = std::ffi::CString::new(callback.role.as_str()).unwrap_or_default();
-            // SAFETY: a catalog lookup that returns InvalidOid when missing.
-            let role = unsafe { pg_sys::get_role_oid(name.as_ptr(), true) };
-            if role == pg_sys::InvalidOid {
-                error!("role {} no longer exists", callback.role);
-            }
-            let (mut user, mut context) = (pg_sys::InvalidOid, 0);
-            // SAFETY: the switch fmgr_security_definer makes; an error rolls
-            // back the subtransaction, which restores the user and context.
-            unsafe {
-                pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-                pg_sys::SetUserIdAndSecContext(
-                    role,
-                    context
-                        | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                        | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-                );
-            }
-            let called = Spi::run_with_args(
-                &format!(
-                    "SELECT {}(r) FROM integration.http_responses r WHERE r.id = $1",
-                    callback.function
-                ),
-                &[callback.id.into()],
-            );
-            // SAFETY: restoring what was saved above.
-            unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
-            called.unwrap_or_else(|e| error!("{e}"))
+            let role = contained::role(&callback.role, "who queued the request");
+            contained::run_as(role, || {
+                Spi::run_with_args(
+                    &format!(
+                        "SELECT {}(r) FROM integration.http_responses r WHERE r.id = $1",
+                        callback.function
+                    ),
+                    &[callback.id.into()],
+                )
+            })
+            .unwrap_or_else(|e| error!("{e}"))
         })
     });
     if let Err(error) = outcome {
