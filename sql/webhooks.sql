@@ -127,6 +127,38 @@ BEGIN
 END
 $$;
 
+-- The rights a webhook's creator needs, checked when it is created or
+-- altered and again at every delivery: INSERT on a target other than the
+-- extension's own and membership in its owner (the insert runs as the
+-- table's owner, see _store_webhook_events); EXECUTE on the handler and
+-- membership in its owner (it runs as that owner). Running code as its
+-- owner, who is a role the creator belongs to, gives it no right that
+-- neither its author nor the creator had.
+CREATE FUNCTION integration._check_webhook_rights(webhook text, who name, target regclass, handler regprocedure)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = who) THEN
+        RAISE EXCEPTION 'role % of webhook % no longer exists', who, webhook
+            USING ERRCODE = '42501', HINT = 'Drop the webhook and create it again as an existing role.';
+    END IF;
+    IF target <> 'integration.webhook_events'::regclass
+       AND NOT (has_table_privilege(who, target, 'INSERT')
+                AND pg_has_role(who, (SELECT c.relowner FROM pg_class c WHERE c.oid = target), 'USAGE')) THEN
+        RAISE EXCEPTION 'role % may not insert into %, the target of webhook %', who, target, webhook
+            USING ERRCODE = '42501',
+                  HINT = 'The target must be a table owned by a role you belong to, with INSERT granted.';
+    END IF;
+    IF handler IS NOT NULL
+       AND NOT (has_function_privilege(who, handler, 'EXECUTE')
+                AND pg_has_role(who, (SELECT p.proowner FROM pg_proc p WHERE p.oid = handler), 'USAGE')) THEN
+        RAISE EXCEPTION 'role % may not execute %, the handler of webhook %', who, handler, webhook
+            USING ERRCODE = '42501',
+                  HINT = 'The handler must be a function owned by a role you belong to; it runs as that role.';
+    END IF;
+END
+$$;
+
 -- Checks what needs the caller's rights. The functions that call it are
 -- SECURITY DEFINER: `who` is the role that called them, proven by the
 -- `caller` token their default argument computes (see caller.rs), not
@@ -160,37 +192,16 @@ BEGIN
         RAISE EXCEPTION 'target % of webhook % has no unique index on (webhook, delivery_id)', w.target, w.name
             USING ERRCODE = '42P10';
     END IF;
-    -- Events go to the extension's own table, or to one the caller may fill.
-    IF w.target <> 'integration.webhook_events'::regclass
-       AND NOT has_table_privilege(who, w.target, 'INSERT') THEN
-        RAISE EXCEPTION 'role % may not insert into %, the target of webhook %', who, w.target, w.name
-            USING ERRCODE = '42501';
-    END IF;
     IF w.handler IS NOT NULL THEN
-        SELECT p.prorettype, p.pronargs, p.proargtypes[0] AS argtype, p.prosecdef, p.proowner,
-               p.prokind INTO proc
+        SELECT p.prorettype, p.pronargs, p.proargtypes[0] AS argtype, p.prokind INTO proc
           FROM pg_proc p WHERE p.oid = w.handler;
         IF proc.prokind <> 'f' OR proc.prorettype <> 'jsonb'::regtype OR proc.pronargs <> 1
            OR proc.argtype <> 'jsonb'::regtype THEN
             RAISE EXCEPTION 'handler % of webhook % must be a function (event jsonb) RETURNS jsonb', w.handler, w.name
                 USING ERRCODE = '42P13';
         END IF;
-        IF NOT has_function_privilege(who, w.handler, 'EXECUTE') THEN
-            RAISE EXCEPTION 'role % may not execute %, the handler of webhook %', who, w.handler, w.name
-                USING ERRCODE = '42501';
-        END IF;
-        -- The handler is called by a SECURITY DEFINER function; it must run
-        -- with its own owner's rights, never with the extension owner's.
-        IF NOT proc.prosecdef AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = who) THEN
-            RAISE EXCEPTION 'handler % of webhook % must be SECURITY DEFINER', w.handler, w.name
-                USING ERRCODE = '42501',
-                      HINT = 'It then runs with the rights of its owner, who must be a role you belong to.';
-        END IF;
-        IF NOT pg_has_role(who, proc.proowner, 'USAGE') THEN
-            RAISE EXCEPTION 'handler % of webhook % belongs to a role you are not a member of', w.handler, w.name
-                USING ERRCODE = '42501';
-        END IF;
     END IF;
+    PERFORM integration._check_webhook_rights(w.name, who, w.target, w.handler);
     IF w.json_schema IS NOT NULL AND jsonb_typeof(w.json_schema) NOT IN ('object', 'boolean') THEN
         RAISE EXCEPTION 'json_schema of webhook % must be a JSON Schema object', w.name
             USING ERRCODE = '22023';
@@ -319,6 +330,10 @@ BEGIN
                   HINT = 'Drop and create the webhook, or create a second one and switch the sender.';
     END IF;
     PERFORM integration._check_webhook(w, who);
+    -- Deliveries are checked against the creator's rights: they must hold too.
+    IF who <> w.created_by THEN
+        PERFORM integration._check_webhook_rights(w.name, w.created_by, w.target, w.handler);
+    END IF;
     UPDATE integration.webhooks x
        SET target = w.target, json_schema = w.json_schema, handler = w.handler,
            allowed_ips = w.allowed_ips, delivery_id = w.delivery_id,
@@ -404,9 +419,21 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    IF drop_events THEN
-        EXECUTE format('DELETE FROM %s WHERE webhook = $1', w.target) USING w.name;
+    IF drop_events AND w.target = 'integration.webhook_events'::regclass THEN
+        DELETE FROM integration.webhook_events e WHERE e.webhook = w.name;
         GET DIAGNOSTICS events = ROW_COUNT;
+    ELSIF drop_events THEN
+        -- Someone else's table: its triggers and rules run as its owner, contained.
+        IF NOT has_table_privilege(who, w.target, 'DELETE') THEN
+            RAISE EXCEPTION 'role % may not delete from %, the target of webhook %', who, w.target, w.name
+                USING ERRCODE = '42501', HINT = 'Drop it with drop_events => false and delete the events yourself.';
+        END IF;
+        SELECT n::bigint INTO events
+          FROM integration._run_as(
+                   (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = w.target),
+                   format('WITH d AS (DELETE FROM %s e WHERE e.webhook OPERATOR(pg_catalog.=) $1 RETURNING 1)
+                           SELECT pg_catalog.count(*)::text FROM d', w.target),
+                   w.name) AS n;
     END IF;
     DELETE FROM integration.webhooks x WHERE x.id = w.id;
     INSERT INTO integration.audit_log (actor, action, target, ok, detail)
@@ -416,12 +443,97 @@ BEGIN
 END
 $$;
 
+-- Deliveries for one target table, passed to
+-- integration._run_as as one value (see _store_webhook_events).
+CREATE TYPE integration._webhook_batch AS (
+    ords          integer[],
+    names         text[],
+    delivery_ids  text[],
+    headers       jsonb[],
+    payloads      jsonb[],
+    raw_bodies    bytea[],
+    content_types text[],
+    sources       inet[]
+);
+
+-- Stores `batch` in `target` and returns one row per event: its place in
+-- the sidecar's batch, its id, whether it was new. A table other than the
+-- extension's own belongs to someone else: the insert fires its triggers,
+-- defaults and rules, which its owner wrote, so it runs as that owner,
+-- contained (integration._run_as), as PostgreSQL runs a materialized view's
+-- query as the view's owner. A lookup of duplicates is a second statement,
+-- so that it sees a row another transaction committed while the insert waited.
+CREATE FUNCTION integration._store_webhook_events(batch integration._webhook_batch, target regclass)
+RETURNS TABLE (ord integer, event_id bigint, inserted boolean)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ours boolean := target = 'integration.webhook_events'::regclass;
+    owner name := (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = target);
+    insert_sql text := format(
+        'WITH input AS (
+             SELECT u.ord, pg_catalog.nextval(%L::regclass) AS id, u.name, u.delivery_id,
+                    coalesce(u.headers, ''{}'') AS headers, u.payload, u.raw_body,
+                    u.content_type, u.source
+               FROM ROWS FROM (pg_catalog.unnest(($1).ords), pg_catalog.unnest(($1).names),
+                               pg_catalog.unnest(($1).delivery_ids), pg_catalog.unnest(($1).headers),
+                               pg_catalog.unnest(($1).payloads), pg_catalog.unnest(($1).raw_bodies),
+                               pg_catalog.unnest(($1).content_types), pg_catalog.unnest(($1).sources))
+                    AS u(ord, name, delivery_id, headers, payload, raw_body, content_type, source)),
+         ins AS (
+             INSERT INTO %s AS e (id, webhook, delivery_id, headers, payload, raw_body, content_type, source)
+             OVERRIDING SYSTEM VALUE
+             SELECT id, name, delivery_id, headers, payload, raw_body, content_type, source
+               FROM input ORDER BY ord
+             ON CONFLICT (webhook, delivery_id) DO NOTHING
+             RETURNING e.id)
+         SELECT pg_catalog.concat_ws('','', i.ord, i.id)
+           FROM input i JOIN ins ON ins.id OPERATOR(pg_catalog.=) i.id',
+        pg_get_serial_sequence(target::text, 'id'), target);
+    lookup_sql text := format(
+        'SELECT pg_catalog.concat_ws('','', d.ord, e.id)
+           FROM ROWS FROM (pg_catalog.unnest(($1).ords), pg_catalog.unnest(($1).names),
+                           pg_catalog.unnest(($1).delivery_ids)) AS d(ord, name, delivery_id)
+           JOIN %s e ON e.webhook OPERATOR(pg_catalog.=) d.name
+                    AND e.delivery_id OPERATOR(pg_catalog.=) d.delivery_id', target);
+    contained text := 'SELECT * FROM integration._run_as($2, $3, $1)';
+    line text;
+    parts text[];
+    stored integer[] := '{}';
+BEGIN
+    -- Our own table has no user code: the insert runs as we do.
+    FOR line IN EXECUTE CASE WHEN ours THEN insert_sql ELSE contained END
+                  USING batch, owner, insert_sql LOOP
+        parts := string_to_array(line, ',');
+        ord := parts[1]::integer;
+        event_id := parts[2]::bigint;
+        inserted := true;
+        stored := stored || ord;
+        RETURN NEXT;
+    END LOOP;
+    IF cardinality(stored) < cardinality(batch.ords) THEN
+        -- Known (webhook, delivery_id): the original event's id.
+        FOR line IN EXECUTE CASE WHEN ours THEN lookup_sql ELSE contained END
+                      USING batch, owner, lookup_sql LOOP
+            parts := string_to_array(line, ',');
+            CONTINUE WHEN parts[1]::integer = ANY (stored);
+            ord := parts[1]::integer;
+            event_id := parts[2]::bigint;
+            inserted := false;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+END
+$$;
+
 -- Called by the sidecar with a batch of verified deliveries, in one
 -- transaction (group commit). Events of webhooks without a handler are
 -- stored with one INSERT per target table; events with a handler each get
 -- their own subtransaction, so a failing handler rolls back that event
--- alone. A known (webhook, delivery_id) is a duplicate: nothing is written
--- and the original id is returned. New events notify integration_webhook.
+-- alone. Targets other than integration.webhook_events and handlers run as
+-- their owners, contained; the creator's rights are checked again for every
+-- batch: a webhook whose creator lost them fails alone, audited. A
+-- known (webhook, delivery_id) is a duplicate: nothing is written and the
+-- original id is returned. New events notify integration_webhook.
 CREATE FUNCTION integration.ingest_webhook_events(
     webhook_ids bigint[],
     delivery_ids text[],
@@ -439,51 +551,50 @@ DECLARE
     responses jsonb[] := array_fill(NULL::jsonb, ARRAY[n]);
     errors text[] := array_fill('webhook_gone'::text, ARRAY[n]);
     w integration.webhooks;
-    t regclass;
+    g record;
     r record;
-    found_id bigint;
-    new_id bigint;
-    answer jsonb;
+    event jsonb;
+    answer text;
     i integer;
 BEGIN
-    -- Webhooks without a handler: one set-based INSERT per target. Ids are
-    -- drawn first so that inserted rows map back to their place in the batch.
-    FOR t IN SELECT DISTINCT x.target FROM integration.webhooks x
-              WHERE x.id = ANY (webhook_ids) AND x.enabled AND x.handler IS NULL LOOP
-        FOR r IN EXECUTE format(
-            'WITH input AS (
-                 SELECT u.ord::integer AS ord, nextval(%L) AS id, x.name, u.delivery_id,
-                        coalesce(u.headers, ''{}'') AS headers, u.payload, u.raw_body,
-                        u.content_type, u.source
-                   FROM unnest($1, $2, $3, $4, $5, $6, $7) WITH ORDINALITY
-                        AS u(webhook_id, delivery_id, headers, payload, raw_body, content_type, source, ord)
-                   JOIN integration.webhooks x ON x.id = u.webhook_id
-                  WHERE x.enabled AND x.handler IS NULL AND x.target = $8),
-             ins AS (
-                 INSERT INTO %s AS e (id, webhook, delivery_id, headers, payload, raw_body, content_type, source)
-                 OVERRIDING SYSTEM VALUE
-                 SELECT id, name, delivery_id, headers, payload, raw_body, content_type, source
-                   FROM input ORDER BY ord
-                 ON CONFLICT (webhook, delivery_id) DO NOTHING
-                 RETURNING e.id)
-             SELECT i.ord, i.id, i.name, i.delivery_id, ins.id IS NOT NULL AS inserted
-               FROM input i LEFT JOIN ins ON ins.id = i.id',
-            pg_get_serial_sequence(t::text, 'id'), t)
-          USING webhook_ids, delivery_ids, headers, payloads, raw_bodies, content_types, sources, t
-        LOOP
-            errors[r.ord] := NULL;
-            IF r.inserted THEN
-                ids[r.ord] := r.id;
-                PERFORM pg_notify('integration_webhook', r.id::text);
-            ELSE
-                -- A separate statement: it sees a row that a concurrent
-                -- transaction committed while this INSERT waited for it.
-                EXECUTE format('SELECT e.id FROM %s e WHERE e.webhook = $1 AND e.delivery_id = $2', t)
-                   INTO found_id USING r.name, r.delivery_id;
-                ids[r.ord] := found_id;
-                dups[r.ord] := true;
-            END IF;
-        END LOOP;
+    -- Webhooks without a handler: one set-based INSERT per target table.
+    FOR g IN
+        SELECT x.target, pg_catalog.array_agg(DISTINCT x.name) AS names,
+               ROW(pg_catalog.array_agg(u.ord::integer ORDER BY u.ord), pg_catalog.array_agg(x.name ORDER BY u.ord),
+                   pg_catalog.array_agg(u.delivery_id ORDER BY u.ord), pg_catalog.array_agg(u.headers ORDER BY u.ord),
+                   pg_catalog.array_agg(u.payload ORDER BY u.ord), pg_catalog.array_agg(u.raw_body ORDER BY u.ord),
+                   pg_catalog.array_agg(u.content_type ORDER BY u.ord), pg_catalog.array_agg(u.source ORDER BY u.ord)
+               )::integration._webhook_batch AS batch
+          FROM unnest(webhook_ids, delivery_ids, headers, payloads, raw_bodies, content_types, sources)
+               WITH ORDINALITY AS u(webhook_id, delivery_id, headers, payload, raw_body, content_type, source, ord)
+          JOIN integration.webhooks x ON x.id = u.webhook_id
+         WHERE x.enabled AND x.handler IS NULL
+         GROUP BY x.target
+    LOOP
+        BEGIN
+            FOR w IN SELECT * FROM integration.webhooks x WHERE x.name = ANY (g.names) LOOP
+                PERFORM integration._check_webhook_rights(w.name, w.created_by, w.target, NULL);
+            END LOOP;
+            FOR r IN SELECT * FROM integration._store_webhook_events(g.batch, g.target) LOOP
+                errors[r.ord] := NULL;
+                ids[r.ord] := r.event_id;
+                dups[r.ord] := NOT r.inserted;
+                IF r.inserted THEN
+                    PERFORM pg_notify('integration_webhook', r.event_id::text);
+                END IF;
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            FOR i IN SELECT unnest((g.batch).ords) LOOP
+                errors[i] := SQLSTATE || ': ' || SQLERRM;
+            END LOOP;
+            CONTINUE WHEN SQLSTATE NOT IN ('42501', '42704');
+            INSERT INTO integration.audit_log (actor, action, target, ok, detail)
+            SELECT x.created_by, 'webhook.store_failed', 'webhook:' || x.name, false,
+                   jsonb_build_object('target', g.target::text, 'events', d.events,
+                                      'sqlstate', SQLSTATE, 'error', SQLERRM)
+              FROM (SELECT v.name, count(*) AS events FROM unnest((g.batch).names) AS v(name) GROUP BY v.name) d
+              JOIN integration.webhooks x ON x.name = d.name;
+        END;
     END LOOP;
 
     -- Webhooks with a handler: one subtransaction per event.
@@ -493,39 +604,43 @@ BEGIN
          WHERE x.id = webhook_ids[i] AND x.enabled AND x.handler IS NOT NULL;
         CONTINUE WHEN NOT FOUND;
         BEGIN
-            new_id := NULL;
             answer := NULL;
-            EXECUTE format('INSERT INTO %s AS t (webhook, delivery_id, headers, payload, raw_body, content_type, source)
-                            VALUES ($1, $2, $3, $4, $5, $6, $7)
-                            ON CONFLICT (webhook, delivery_id) DO NOTHING RETURNING t.id', w.target)
-               INTO new_id
-              USING w.name, delivery_ids[i], coalesce(headers[i], '{}'), payloads[i], raw_bodies[i],
-                    content_types[i], sources[i];
-            IF new_id IS NULL THEN
-                EXECUTE format('SELECT t.id FROM %s t WHERE t.webhook = $1 AND t.delivery_id = $2', w.target)
-                   INTO new_id USING w.name, delivery_ids[i];
-                dups[i] := true;
-            ELSE
-                PERFORM pg_notify('integration_webhook', new_id::text);
-                EXECUTE format('SELECT %s($1)', w.handler::oid::regproc)
-                   INTO answer
-                  USING jsonb_build_object('id', new_id, 'webhook', w.name,
+            PERFORM integration._check_webhook_rights(w.name, w.created_by, w.target, w.handler);
+            SELECT * INTO r FROM integration._store_webhook_events(
+                ROW(ARRAY[i], ARRAY[w.name], ARRAY[delivery_ids[i]], ARRAY[headers[i]], ARRAY[payloads[i]],
+                    ARRAY[raw_bodies[i]], ARRAY[content_types[i]], ARRAY[sources[i]])::integration._webhook_batch,
+                w.target);
+            IF r.inserted THEN
+                PERFORM pg_notify('integration_webhook', r.event_id::text);
+                event := jsonb_build_object('id', r.event_id, 'webhook', w.name,
                             'delivery_id', delivery_ids[i], 'headers', headers[i],
                             'payload', payloads[i], 'content_type', content_types[i],
                             'source', host(sources[i]), 'received_at', now());
+                -- The handler's code is its owner's: it runs as that role,
+                -- contained, whatever SECURITY clause it has now.
+                SELECT h INTO answer FROM integration._run_as(
+                    (SELECT pg_get_userbyid(p.proowner) FROM pg_proc p WHERE p.oid = w.handler),
+                    format('SELECT (%s($1))::text', w.handler::oid::regproc), event) AS h;
             END IF;
-            ids[i] := new_id;
-            responses[i] := answer;
+            ids[i] := r.event_id;
+            dups[i] := NOT r.inserted;
+            responses[i] := answer::jsonb;
             errors[i] := NULL;
         EXCEPTION WHEN OTHERS THEN
             ids[i] := NULL;
             dups[i] := false;
             responses[i] := NULL;
             errors[i] := SQLSTATE || ': ' || SQLERRM;
+            IF SQLSTATE IN ('42501', '42704') THEN
+                INSERT INTO integration.audit_log (actor, action, target, ok, detail)
+                VALUES (w.created_by, 'webhook.store_failed', 'webhook:' || w.name, false,
+                        jsonb_build_object('target', w.target::text, 'handler', w.handler::text,
+                                           'events', 1, 'sqlstate', SQLSTATE, 'error', SQLERRM));
+            END IF;
         END;
     END LOOP;
 
-    RETURN QUERY SELECT g, ids[g], dups[g], responses[g], errors[g] FROM generate_series(1, n) g;
+    RETURN QUERY SELECT k, ids[k], dups[k], responses[k], errors[k] FROM generate_series(1, n) k;
 END
 $$;
 

@@ -8,7 +8,9 @@
 //! `REFRESH MATERIALIZED VIEW`.
 
 use crate::errors::raise;
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::AnyElement;
 use std::ffi::CString;
 
 /// The `search_path` user code starts with: what a new session of its role
@@ -67,4 +69,27 @@ pub fn role(name: &str, whose: &str) -> pg_sys::Oid {
         );
     }
     oid
+}
+
+/// Runs `statement` with `$1 = arg` as `role`, contained, and returns the
+/// first column of each row as text. For the extension's own SECURITY
+/// DEFINER functions (webhook targets and handlers): not executable by
+/// anyone else (finalize.sql revokes it from PUBLIC).
+#[pg_extern(volatile, parallel_unsafe, name = "_run_as")]
+fn run_as_sql(role: &str, statement: &str, arg: AnyElement) -> SetOfIterator<'static, String> {
+    let oid = self::role(role, "the role to run as");
+    let type_oid = arg.oid();
+    // SAFETY: the datum is the caller's argument, of type `type_oid`, alive
+    // for the whole call.
+    let args = [unsafe { DatumWithOid::new(arg, type_oid) }];
+    let rows = run_as(oid, || {
+        Spi::connect_mut(|client| {
+            let table = client.update(statement, None, &args)?;
+            table
+                .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+                .collect::<Result<Vec<String>, _>>()
+        })
+    })
+    .unwrap_or_else(|e| error!("{e}"));
+    SetOfIterator::new(rows)
 }

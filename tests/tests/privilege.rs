@@ -238,3 +238,190 @@ fn a_callback_that_breaks_the_session_restarts_the_worker() {
     );
     queue_still_serves_others(&cluster, &mut db, &server);
 }
+
+/// Stores one delivery per `(webhook, delivery id)` through the sidecar's
+/// function, as the sidecar does, in one batch; returns each event id or error.
+fn ingest(
+    cluster: &PgCluster,
+    db: &mut Client,
+    deliveries: &[(&str, &str)],
+) -> Vec<(Option<i64>, Option<String>)> {
+    let ids: Vec<i64> = deliveries
+        .iter()
+        .map(|(name, _)| {
+            db.query_one(
+                "SELECT id FROM integration.webhooks WHERE name = $1",
+                &[name],
+            )
+            .unwrap()
+            .get(0)
+        })
+        .collect();
+    let delivery_ids: Vec<&str> = deliveries.iter().map(|(_, d)| *d).collect();
+    let n = deliveries.len() as i32;
+    let mut sidecar = cluster.connect_as("app", "integration_sidecar");
+    sidecar
+        .query(
+            "SELECT event_id, error FROM integration.ingest_webhook_events(
+                 $1, $2, array_fill('{}'::jsonb, ARRAY[$3::int]), array_fill('{\"a\": 1}'::jsonb, ARRAY[$3::int]),
+                 array_fill('\\x7b7d'::bytea, ARRAY[$3::int]), array_fill('application/json'::text, ARRAY[$3::int]),
+                 array_fill('127.0.0.1'::inet, ARRAY[$3::int]))
+             ORDER BY ord",
+            &[&ids, &delivery_ids, &n],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[test]
+fn webhook_targets_and_handlers_run_as_their_owners_never_as_superuser() {
+    let cluster = PgCluster::start();
+    let mut db = cluster.create_database("app");
+    db.batch_execute(
+        "ALTER ROLE integration_sidecar LOGIN;
+         CREATE ROLE attacker LOGIN IN ROLE integration_admin;
+         CREATE ROLE team NOLOGIN;
+         GRANT team TO attacker;
+         CREATE SCHEMA app AUTHORIZATION attacker;",
+    )
+    .unwrap();
+    let supers = superusers(&mut db);
+    let mut attacker = cluster.connect_as("app", "attacker");
+    attacker.batch_execute(PLANTED).unwrap();
+    attacker
+        .batch_execute(
+            "CREATE TABLE app.events (LIKE integration.webhook_events INCLUDING ALL);
+             CREATE TABLE app.seen (what text, who name);
+             CREATE FUNCTION app.spy() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM app.escalate();
+                 INSERT INTO app.seen VALUES (TG_OP, current_user);
+                 RETURN coalesce(NEW, OLD);
+             END $$;
+             CREATE TRIGGER spy BEFORE INSERT OR DELETE ON app.events
+                 FOR EACH ROW EXECUTE FUNCTION app.spy();
+             CREATE FUNCTION app.handler(event jsonb) RETURNS jsonb
+                 LANGUAGE sql SECURITY DEFINER AS $$ SELECT NULL::jsonb $$;
+             SELECT * FROM integration.create_webhook('mine', 'none', target => 'app.events');
+             SELECT * FROM integration.create_webhook('handled', 'none', handler => 'app.handler(jsonb)');
+             -- Once the webhook exists, the handler becomes SECURITY INVOKER.
+             CREATE OR REPLACE FUNCTION app.handler(event jsonb) RETURNS jsonb
+                 LANGUAGE plpgsql SECURITY INVOKER AS $$
+             BEGIN
+                 PERFORM app.escalate();
+                 INSERT INTO app.seen VALUES ('handler', current_user);
+                 RETURN jsonb_build_object('status', 202);
+             END $$;",
+        )
+        .unwrap();
+    // A superuser's webhook into the attacker's table: the trigger is the
+    // attacker's code and runs as the attacker.
+    db.batch_execute(
+        "SELECT * FROM integration.create_webhook('theirs', 'none', target => 'app.events')",
+    )
+    .unwrap();
+    let stored = ingest(
+        &cluster,
+        &mut db,
+        &[("mine", "d1"), ("theirs", "d2"), ("handled", "d3")],
+    );
+    for (event, error) in &stored {
+        assert!(
+            event.is_some() && error.is_none(),
+            "{stored:?}\n{}",
+            cluster.log_tail()
+        );
+    }
+    let seen: Vec<(String, String)> = db
+        .query("SELECT what, who::text FROM app.seen ORDER BY 1, 2", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let attacker_did = |what: &str| (what.to_string(), "attacker".to_string());
+    assert_eq!(
+        seen,
+        [
+            attacker_did("INSERT"),
+            attacker_did("INSERT"),
+            attacker_did("handler")
+        ]
+    );
+    // Dropping a webhook with its events deletes as the table's owner too.
+    db.batch_execute("SELECT integration.drop_webhook('theirs', drop_events => true)")
+        .unwrap();
+    let deleted_as: Vec<String> = db
+        .query("SELECT who::text FROM app.seen WHERE what = 'DELETE'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(deleted_as, ["attacker"]);
+    assert_eq!(superusers(&mut db), supers, "{}", cluster.log_tail());
+
+    // The extension's own runner is not for its users.
+    let refused = attacker
+        .query_one("SELECT integration._run_as('postgres', 'SELECT 1', 1)", &[])
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+}
+
+#[test]
+fn a_webhook_whose_creator_lost_its_rights_fails_alone_and_is_audited() {
+    let cluster = PgCluster::start();
+    let mut db = cluster.create_database("app");
+    db.batch_execute(
+        "ALTER ROLE integration_sidecar LOGIN;
+         CREATE ROLE creator LOGIN IN ROLE integration_admin;
+         CREATE ROLE team NOLOGIN;
+         GRANT team TO creator;
+         CREATE SCHEMA app AUTHORIZATION team;
+         CREATE TABLE app.team_events (LIKE integration.webhook_events INCLUDING ALL);
+         ALTER TABLE app.team_events OWNER TO team;",
+    )
+    .unwrap();
+    let mut creator = cluster.connect_as("app", "creator");
+    creator
+        .batch_execute(
+            "SELECT * FROM integration.create_webhook('team', 'none', target => 'app.team_events');
+             SELECT * FROM integration.create_webhook('plain', 'none');",
+        )
+        .unwrap();
+    let first = ingest(&cluster, &mut db, &[("team", "t1"), ("plain", "p1")]);
+    assert!(
+        first.iter().all(|(id, e)| id.is_some() && e.is_none()),
+        "{first:?}"
+    );
+    db.batch_execute("REVOKE team FROM creator").unwrap();
+    let second = ingest(&cluster, &mut db, &[("team", "t2"), ("plain", "p2")]);
+    let (team_id, team_error) = &second[0];
+    assert_eq!(*team_id, None);
+    assert!(
+        team_error
+            .as_deref()
+            .is_some_and(|e| e.contains("may not insert into app.team_events")),
+        "{second:?}"
+    );
+    // The other webhook in the same batch is stored.
+    assert!(second[1].0.is_some() && second[1].1.is_none(), "{second:?}");
+    let audited: i64 = db
+        .query_one(
+            "SELECT count(*) FROM integration.audit_log
+             WHERE action = 'webhook.store_failed' AND target = 'webhook:team' AND NOT ok
+               AND actor = 'creator' AND detail->>'sqlstate' = '42501'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
+    let stored: i64 = db
+        .query_one("SELECT count(*) FROM app.team_events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1);
+}
