@@ -352,11 +352,12 @@ pub unsafe extern "C-unwind" fn verify_api_key_srf(
 
 /// Verifies `token` and switches to its role for the rest of the
 /// transaction (`SET LOCAL ROLE`), exposing the key id as
-/// `current_setting('integration.api_key_id')`. Meant for PostgREST's
-/// `db-pre-request`. Raises `28000` for any invalid key.
+/// `current_setting('integration.api_key_id')` while that role is current
+/// (`RESET ROLE` or `SET ROLE` empties it). Meant for PostgREST's
+/// `db-pre-request`. Raises `28000` for any invalid key, and for NULL.
 #[pg_extern(volatile, parallel_unsafe)]
-fn authenticate(token: &str) -> i64 {
-    let Some(key) = verify(token, None, Action::Authenticate) else {
+fn authenticate(token: Option<&str>) -> i64 {
+    let Some(key) = token.and_then(|token| verify(token, None, Action::Authenticate)) else {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             "invalid API key",
@@ -364,11 +365,7 @@ fn authenticate(token: &str) -> i64 {
         );
     };
     settings::set_local("role", &key.role, pg_sys::GucContext::PGC_USERSET);
-    settings::set_local(
-        "integration.api_key_id",
-        &key.id.to_string(),
-        pg_sys::GucContext::PGC_SUSET,
-    );
+    settings::set_api_key_id(key.id);
     key.id
 }
 
@@ -575,8 +572,10 @@ fn stored_key(id: i64) -> StoredKey {
 #[pg_extern(volatile, parallel_unsafe)]
 fn revoke_api_key(id: i64) -> bool {
     let caller = current_user_name();
+    let key = as_owner(|| stored_key(id));
+    // The rule of create and rotate: only members of the key's role.
+    check_grantable(&key.role);
     as_owner(|| {
-        let key = stored_key(id);
         if key.status == "revoked" {
             return false;
         }

@@ -425,3 +425,110 @@ fn a_webhook_whose_creator_lost_its_rights_fails_alone_and_is_audited() {
         .get(0);
     assert_eq!(stored, 1);
 }
+
+#[test]
+fn keys_are_revoked_only_by_members_of_their_role_and_authenticate_binds_to_its_role() {
+    let cluster = PgCluster::start();
+    let mut db = cluster.create_database("app");
+    db.batch_execute(
+        "CREATE ROLE admin_a LOGIN IN ROLE integration_admin;
+         CREATE ROLE api_role NOLOGIN;
+         GRANT api_role TO admin_a;
+         CREATE ROLE gate LOGIN IN ROLE integration_user;
+         CREATE ROLE other_role NOLOGIN;
+         GRANT api_role, other_role TO gate;",
+    )
+    .unwrap();
+    let superuser_key: String = db
+        .query_one(
+            "SELECT integration.create_api_key('root', current_user::text)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let superuser_key_id: i64 = db
+        .query_one(
+            "SELECT id FROM integration.api_keys WHERE name = 'root'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let mut admin = cluster.connect_as("app", "admin_a");
+    let refused = admin
+        .query_one(
+            "SELECT integration.revoke_api_key($1)",
+            &[&superuser_key_id],
+        )
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{refused}"
+    );
+    let still_valid: i64 = db
+        .query_one(
+            "SELECT count(*) FROM integration.verify_api_key($1)",
+            &[&superuser_key],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(still_valid, 1);
+    // A key of a role the admin belongs to: revoked.
+    let token: String = admin
+        .query_one("SELECT integration.create_api_key('svc', 'api_role')", &[])
+        .unwrap()
+        .get(0);
+    let key_id: i64 = admin
+        .query_one(
+            "SELECT id FROM integration.api_keys WHERE name = 'svc'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+
+    // authenticate's key id holds only while its role is current.
+    let mut gate = cluster.connect_as("app", "gate");
+    let mut tx = gate.transaction().unwrap();
+    let id: i64 = tx
+        .query_one("SELECT integration.authenticate($1)", &[&token])
+        .unwrap()
+        .get(0);
+    assert_eq!(id, key_id);
+    let shown = |tx: &mut postgres::Transaction| -> (String, String) {
+        let row = tx
+            .query_one(
+                "SELECT current_user::text, current_setting('integration.api_key_id', true)",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(shown(&mut tx), ("api_role".into(), key_id.to_string()));
+    tx.batch_execute("RESET ROLE").unwrap();
+    assert_eq!(shown(&mut tx), ("gate".into(), String::new()));
+    tx.batch_execute("SET LOCAL ROLE other_role").unwrap();
+    assert_eq!(shown(&mut tx), ("other_role".into(), String::new()));
+    tx.commit().unwrap();
+    let after: String = gate
+        .query_one(
+            "SELECT current_setting('integration.api_key_id', true)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(after, "");
+    let null = gate
+        .query_one("SELECT integration.authenticate(NULL)", &[])
+        .unwrap_err();
+    assert_eq!(
+        null.code(),
+        Some(&postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{:?}",
+        null.as_db_error()
+    );
+
+    assert!(admin
+        .query_one("SELECT integration.revoke_api_key($1)", &[&key_id])
+        .unwrap()
+        .get::<_, bool>(0));
+}
