@@ -5,11 +5,10 @@
 
 use crate::audit::{self, Action, Kind, Reason};
 use crate::errors::raise;
-use crate::owner::{as_owner, as_owner_saved_plan, current_user_name, saved_plan, SavedPlan};
+use crate::owner::{as_owner, as_owner_saved_plan, current_user_name};
 use crate::raw_datum::{Jsonb, Raw, TextArray};
 use crate::settings;
 use integration_core::api_keys::{self as keys, KeyHasher};
-use pgrx::datum::DatumWithOid;
 use pgrx::fcinfo::{
     pg_getarg, pg_return_null, srf_is_first_call, srf_return_done, srf_return_next,
 };
@@ -19,6 +18,7 @@ use pgrx::{pg_shmem_init, JsonB, PgAtomic};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bumped after every committed change to `api_key_store`.
@@ -203,59 +203,117 @@ fn with_key<R>(id: i64, check: impl FnOnce(Option<&KeyHasher>, Option<&mut KeyRo
 }
 
 thread_local! {
-    /// The lookup, planned once per backend.
-    static LOAD_PLAN: SavedPlan = const { SavedPlan::new() };
+    /// The lookup, planned once per backend and kept.
+    static LOAD_PLAN: Cell<pg_sys::SPIPlanPtr> = const { Cell::new(std::ptr::null_mut()) };
 }
 
-const LOAD_SQL: &str = "
+const LOAD_SQL: &CStr = c"
     SELECT (SELECT key FROM integration.hash_keys WHERE purpose = 'api_keys'),
            s.id IS NOT NULL, s.name, s.role::text, s.scopes, s.metadata,
            s.secret_hash, s.expires_at, s.revoked_at IS NOT NULL
     FROM (SELECT) AS one
     LEFT JOIN integration.api_key_store s ON s.id = $1";
 
+/// The lookup's plan, prepared as the extension owner under a safe
+/// `search_path`; Postgres re-plans it with that path when tables change.
+fn load_plan() -> pg_sys::SPIPlanPtr {
+    let kept = LOAD_PLAN.get();
+    if !kept.is_null() {
+        return kept;
+    }
+    let plan = as_owner(|| {
+        Spi::connect(|_| {
+            let mut types = [pg_sys::INT8OID];
+            // SAFETY: inside SPI_connect; the plan is kept for the backend's life.
+            unsafe {
+                let plan = pg_sys::SPI_prepare(LOAD_SQL.as_ptr(), 1, types.as_mut_ptr());
+                if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+                    let code = pg_sys::SPI_result;
+                    error!("prepare the API key lookup: SPI error {code}");
+                }
+                plan
+            }
+        })
+    });
+    LOAD_PLAN.set(plan);
+    plan
+}
+
+/// Reads key `id` as committed now, not as the transaction's snapshot saw
+/// it: a key revoked after a REPEATABLE READ transaction began is refused
+/// in that transaction too. [`with_key`] reads the generation before this,
+/// so a row is never filed under a generation newer than what it saw.
 fn load(id: i64) -> (Option<KeyHasher>, Option<KeyRow>) {
-    let args = [DatumWithOid::from(id)];
-    let plan = saved_plan(&LOAD_PLAN, LOAD_SQL, &args, false);
+    let plan = load_plan();
     as_owner_saved_plan(|| {
-        Spi::connect(|client| {
-            let table = client
-                .select(plan, Some(1), &args)
-                .unwrap_or_else(|e| error!("read API key {id}: {e}"))
-                .first();
-            let datum = |n| {
-                table
-                    .get_datum_by_ordinal(n)
-                    .unwrap_or_else(|e| error!("read API key {id}: {e}"))
-                    .unwrap_or_else(|| error!("API key {id}: column {n} is null"))
-            };
-            let hasher = table
-                .get::<Vec<u8>>(1)
-                .ok()
-                .flatten()
-                .map(|key| KeyHasher::new(&key));
-            let exists = table.get::<bool>(2).ok().flatten().unwrap_or(false);
-            let row = exists.then(|| KeyRow {
-                name: table.get(3).ok().flatten().unwrap_or_default(),
-                role: table.get(4).ok().flatten().unwrap_or_default(),
-                scopes: table
-                    .get::<Vec<String>>(5)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-                // SAFETY: NOT NULL columns of exactly these types.
-                scopes_raw: unsafe { Raw::copy_of(datum(5)) },
-                metadata: unsafe { Raw::copy_of(datum(6)) },
-                hash: table.get(7).ok().flatten().unwrap_or_default(),
-                expires_at: table
-                    .get::<TimestampWithTimeZone>(8)
-                    .ok()
-                    .flatten()
-                    .map(pg_sys::TimestampTz::from),
-                revoked: table.get(9).ok().flatten().unwrap_or(true),
-                last_reported_use: 0,
-            });
-            (hasher, row)
+        Spi::connect(|_| {
+            // SAFETY: inside SPI_connect; every value is copied out of the
+            // SPI result before Spi::connect finishes it.
+            unsafe {
+                // A parallel query's leader may not take new snapshots.
+                let snapshot = if pg_sys::IsInParallelMode() {
+                    pg_sys::GetActiveSnapshot()
+                } else {
+                    pg_sys::GetLatestSnapshot()
+                };
+                let mut values = [pg_sys::Datum::from(id)];
+                let nulls = [b' ' as std::ffi::c_char];
+                let status = pg_sys::SPI_execute_snapshot(
+                    plan,
+                    values.as_mut_ptr(),
+                    nulls.as_ptr(),
+                    snapshot,
+                    std::ptr::null_mut(),
+                    true,
+                    false,
+                    1,
+                );
+                if status != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
+                    error!("read API key {id}: SPI status {status}");
+                }
+                let table = &*pg_sys::SPI_tuptable;
+                let (tuple, desc) = (*table.vals, table.tupdesc);
+                let column = |n: i32| {
+                    let mut null = false;
+                    let datum = pg_sys::SPI_getbinval(tuple, desc, n, &mut null);
+                    (datum, null)
+                };
+                let value = |n: i32| {
+                    let (datum, null) = column(n);
+                    (!null).then_some(datum)
+                };
+                let hasher = value(1)
+                    .and_then(|d| Vec::<u8>::from_datum(d, false))
+                    .map(|key| KeyHasher::new(&key));
+                let exists = value(2).and_then(|d| bool::from_datum(d, false)) == Some(true);
+                let required =
+                    |n: i32| value(n).unwrap_or_else(|| error!("API key {id}: column {n} is null"));
+                let row = exists.then(|| KeyRow {
+                    name: value(3)
+                        .and_then(|d| String::from_datum(d, false))
+                        .unwrap_or_default(),
+                    role: value(4)
+                        .and_then(|d| String::from_datum(d, false))
+                        .unwrap_or_default(),
+                    scopes: value(5)
+                        .and_then(|d| Vec::<String>::from_datum(d, false))
+                        .unwrap_or_default(),
+                    // NOT NULL columns of exactly these types.
+                    scopes_raw: Raw::copy_of(required(5)),
+                    metadata: Raw::copy_of(required(6)),
+                    hash: value(7)
+                        .and_then(|d| Vec::<u8>::from_datum(d, false))
+                        .unwrap_or_default(),
+                    expires_at: value(8)
+                        .and_then(|d| TimestampWithTimeZone::from_datum(d, false))
+                        .map(pg_sys::TimestampTz::from),
+                    revoked: value(9)
+                        .and_then(|d| bool::from_datum(d, false))
+                        .unwrap_or(true),
+                    last_reported_use: 0,
+                });
+                (hasher, row)
+            }
         })
     })
 }

@@ -170,6 +170,57 @@ fn revocation_reaches_other_sessions_on_their_next_call() {
     assert!(verifies(&mut user, &rotated));
 }
 
+/// A revocation that commits while another session is inside a REPEATABLE
+/// READ transaction is seen by that transaction's next verification, with
+/// the cache cold or warm, and by every later one (issue 23, item 1).
+#[test]
+fn revocation_reaches_repeatable_read_transactions_at_once() {
+    let cluster = PgCluster::start();
+    let mut admin = cluster.create_database("app");
+    admin.batch_execute(SETUP).unwrap();
+    let mut user = cluster.connect_as("app", "app_user");
+    for warm in [false, true] {
+        let token = create_key(&mut admin, "web_user", "{}");
+        if warm {
+            assert!(verifies(&mut user, &token));
+        }
+        let mut tx = user
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .unwrap();
+        tx.batch_execute("SELECT 1").unwrap();
+        admin
+            .query_one("SELECT integration.revoke_api_key($1)", &[&key_id(&token)])
+            .unwrap();
+        let rows = tx
+            .query("SELECT * FROM integration.verify_api_key($1)", &[&token])
+            .unwrap();
+        assert!(
+            rows.is_empty(),
+            "warm cache {warm}: the revoked key verified"
+        );
+        tx.commit().unwrap();
+        assert!(
+            !verifies(&mut user, &token),
+            "warm cache {warm}: after commit"
+        );
+        assert_eq!(
+            sqlstate(user.query("SELECT integration.authenticate($1)", &[&token])),
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        );
+        let used_after_revoke: bool = admin
+            .query_one(
+                "SELECT coalesce(last_used_at > revoked_at, false)
+                 FROM integration.api_key_store WHERE id = $1",
+                &[&key_id(&token)],
+            )
+            .unwrap()
+            .get(0);
+        assert!(!used_after_revoke);
+    }
+}
+
 #[test]
 fn failed_verifications_in_read_only_transactions_reach_the_audit_log() {
     let cluster = PgCluster::start();
