@@ -681,3 +681,39 @@ fn shown(text: &str) -> String {
         None => text.to_owned(),
     }
 }
+
+/// `url` as it may appear in an error: without the user and password of
+/// its authority, and without its query and fragment, which often carry
+/// tokens. Works on text that does not parse as a URL: whatever stands
+/// before an `@` back to the previous `/` is hidden.
+pub fn redact_url(url: &str) -> String {
+    let cut = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..cut];
+    match url.rfind('@') {
+        Some(at) => {
+            let start = url[..at].rfind('/').map_or(0, |slash| slash + 1);
+            format!("{}***{}", &url[..start], &url[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Headers that carry credentials: the outbound client drops them when a
+/// redirect leaves the origin (as browsers and curl do for Authorization and Cookie; also any
+/// custom header whose name says it holds a key, token or secret).
+pub fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "auth",
+        "cookie",
+        "token",
+        "key",
+        "secret",
+        "session",
+        "password",
+        "signature",
+        "credential",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}

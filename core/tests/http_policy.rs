@@ -766,3 +766,33 @@ fn response_bodies_are_capped_at_ten_mebibytes_by_default() {
         "response body is larger than 10485760 bytes (the limit set by integration.http_max_response_bytes)"
     );
 }
+
+#[test]
+fn urls_in_errors_lose_their_credentials_query_and_fragment() {
+    use integration_core::http_policy::redact_url;
+    assert_eq!(
+        redact_url("https://user:pw@example.com/a?token=1#x"),
+        "https://***@example.com/a"
+    );
+    assert_eq!(redact_url("http://u:p@ss@h:80"), "http://***@h:80");
+    assert_eq!(redact_url("not a url user:pw@x"), "***@x");
+    assert_eq!(redact_url("ftp//x:y@host/p"), "ftp//***@host/p");
+    assert_eq!(redact_url("https://example.com/p"), "https://example.com/p");
+}
+
+#[test]
+fn credential_headers_are_recognised() {
+    use integration_core::http_policy::is_credential_header;
+    for name in [
+        "Authorization",
+        "X-Api-Key",
+        "Cookie",
+        "X-Auth-Token",
+        "Stripe-Signature",
+    ] {
+        assert!(is_credential_header(name), "{name}");
+    }
+    for name in ["Accept", "Content-Type", "X-Request-Id", "User-Agent"] {
+        assert!(!is_credential_header(name), "{name}");
+    }
+}

@@ -406,3 +406,62 @@ fn multipart_bodies_carry_fields_and_files() {
         "{content_type}"
     );
 }
+
+/// A redirect to another origin (here another port) drops credential
+/// headers, as browsers and curl do; no request carries a Referer; a
+/// caller's `Host` header is refused; an invalid URL's error shows no
+/// password or query (issue 23, item 2).
+#[test]
+fn redirects_to_other_origins_drop_credentials_and_errors_hide_urls_secrets() {
+    let (_cluster, mut db, bin) = setup();
+    let other = HttpBin::start();
+    let headers =
+        r#"{"X-Api-Key": "k-secret", "Authorization": "Bearer t-secret", "X-Trace": "kept"}"#;
+    let echoed = |db: &mut Client, url: String| -> Value {
+        json(
+            db,
+            "integration.http_get($1, headers => $2::text::jsonb)",
+            &[&url, &headers],
+        )["headers"]
+            .clone()
+    };
+    let same = echoed(
+        &mut db,
+        format!("{}?url=/headers&status_code=307", bin.url("/redirect-to")),
+    );
+    assert_eq!(same["X-Api-Key"], "k-secret", "{same}");
+    assert_eq!(same["Authorization"], "Bearer t-secret", "{same}");
+    assert!(same.get("Referer").is_none(), "{same}");
+    for status in [302, 307] {
+        let away = echoed(
+            &mut db,
+            format!(
+                "{}?url={}&status_code={status}",
+                bin.url("/redirect-to"),
+                other.url("/headers")
+            ),
+        );
+        assert!(away.get("X-Api-Key").is_none(), "{status}: {away}");
+        assert!(away.get("Authorization").is_none(), "{status}: {away}");
+        assert!(away.get("Referer").is_none(), "{status}: {away}");
+        assert_eq!(away["X-Trace"], "kept", "{status}: {away}");
+    }
+
+    let (code, message) = sqlstate(db.query_one(
+        "SELECT integration.http_get($1, headers => '{\"Host\": \"internal.example\"}')",
+        &[&bin.url("/headers")],
+    ));
+    assert_eq!(code, SqlState::INVALID_PARAMETER_VALUE);
+    assert!(message.contains("Host"), "{message}");
+
+    let (code, message) = sqlstate(db.query_one(
+        "SELECT integration.http_get('http://user:hunter2@exa mple.com/?token=tok-secret')",
+        &[],
+    ));
+    assert_eq!(code, SqlState::INVALID_PARAMETER_VALUE);
+    assert!(message.contains("invalid URL"), "{message}");
+    assert!(
+        !message.contains("hunter2") && !message.contains("tok-secret"),
+        "{message}"
+    );
+}

@@ -7,7 +7,7 @@
 //! call within about 50 ms.
 
 use super::policy::Rules;
-use integration_core::http_policy::{Policy, PolicyError};
+use integration_core::http_policy::{self, Policy, PolicyError};
 use pgrx::pg_sys;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::redirect;
@@ -144,10 +144,6 @@ impl Resolve for CheckedResolver {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("more than {0} redirects")]
-struct TooManyRedirects(u32);
-
 /// A client under `policy` that keeps up to `idle_per_host` idle
 /// connections to each host for reuse.
 pub fn build_client(
@@ -160,16 +156,15 @@ pub fn build_client(
         .dns_resolver(Arc::new(CheckedResolver {
             policy: Arc::clone(&policy),
         }))
+        // Every hop is checked against the policy here; `fetch` follows
+        // it itself, so that it can drop credentials across origins.
         .redirect(redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > hops.max_redirects as usize {
-                let limit = hops.max_redirects;
-                return attempt.error(TooManyRedirects(limit));
-            }
             match hops.check_url(attempt.url()) {
-                Ok(()) => attempt.follow(),
+                Ok(()) => attempt.stop(),
                 Err(e) => attempt.error(e),
             }
         }))
+        .referer(false)
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
@@ -200,14 +195,46 @@ pub async fn fetch(
     let timeout = request.timeout;
     let started = Instant::now();
     let call = async move {
-        let mut builder = client.request(request.method, request.url).timeout(timeout);
-        for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        if let Some(body) = request.body {
-            builder = builder.body(body);
-        }
-        let mut response = builder.send().await?;
+        let Request {
+            mut method,
+            mut url,
+            mut headers,
+            body,
+            ..
+        } = request;
+        let mut body = body.map(bytes::Bytes::from);
+        let mut hops = 0;
+        let mut response = loop {
+            // One deadline for the call, redirects included.
+            let left = timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1));
+            let mut builder = client.request(method.clone(), url.clone()).timeout(left);
+            for (name, value) in &headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            if let Some(body) = &body {
+                builder = builder.body(body.clone());
+            }
+            let response = builder.send().await.map_err(Failure::Http)?;
+            let Some(next) = redirect_target(&response, &url) else {
+                break response;
+            };
+            hops += 1;
+            if hops > max_redirects {
+                return Err(Failure::Redirects);
+            }
+            let status = response.status();
+            if matches!(status.as_u16(), 301..=303) && method != reqwest::Method::HEAD {
+                method = reqwest::Method::GET;
+                body = None;
+                headers.retain(|(name, _)| !is_body_header(name));
+            }
+            if next.origin() != url.origin() {
+                headers.retain(|(name, _)| !http_policy::is_credential_header(name));
+            }
+            url = next;
+        };
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -224,13 +251,13 @@ pub async fn fetch(
             .get(reqwest::header::CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
+        while let Some(chunk) = response.chunk().await.map_err(Failure::Http)? {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Ok(None);
             }
             body.extend_from_slice(&chunk);
         }
-        Ok::<_, reqwest::Error>(Some(Response {
+        Ok::<_, Failure>(Some(Response {
             status,
             headers,
             body,
@@ -241,8 +268,32 @@ pub async fn fetch(
     match call.await {
         Ok(Some(response)) => Ok(response),
         Ok(None) => Err(CallError::TooLarge { host, limit }),
-        Err(e) => Err(classify(e, host, timeout, max_redirects)),
+        Err(Failure::Redirects) => Err(CallError::Redirects {
+            host,
+            limit: max_redirects,
+        }),
+        Err(Failure::Http(e)) => Err(classify(e, host, timeout)),
     }
+}
+
+/// Why a call ended without a response.
+enum Failure {
+    Http(reqwest::Error),
+    Redirects,
+}
+
+/// Where a redirect answer points, when it is one that is followed.
+fn redirect_target(response: &reqwest::Response, from: &Url) -> Option<Url> {
+    if !matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = response.headers().get(reqwest::header::LOCATION)?;
+    from.join(location.to_str().ok()?).ok()
+}
+
+fn is_body_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("content-") || name == "transfer-encoding"
 }
 
 /// Sends `request` under `rules`, reusing this backend's client for the
@@ -285,23 +336,12 @@ pub fn send(request: Request, rules: &Rules, insecure: bool) -> Result<Response,
 }
 
 /// Turns a reqwest error into the cause a SQL user can act on.
-fn classify(
-    error: reqwest::Error,
-    host: String,
-    timeout: Duration,
-    max_redirects: u32,
-) -> CallError {
+fn classify(error: reqwest::Error, host: String, timeout: Duration) -> CallError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     let mut chain = Vec::new();
     while let Some(e) = source {
         if let Some(policy) = e.downcast_ref::<PolicyError>() {
             return CallError::Policy(policy.clone());
-        }
-        if e.downcast_ref::<TooManyRedirects>().is_some() {
-            return CallError::Redirects {
-                host,
-                limit: max_redirects,
-            };
         }
         chain.push(e.to_string());
         source = e.source();

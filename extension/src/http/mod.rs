@@ -11,6 +11,7 @@ pub mod queue;
 use crate::audit;
 use crate::errors::raise;
 use client::{CallError, Request, Response};
+use integration_core::http_policy;
 use integration_core::multipart::{self, Part};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -62,8 +63,12 @@ fn invalid(message: String) -> ! {
 }
 
 fn parse_url(url: &str, params: Option<&Value>) -> Url {
-    let mut parsed =
-        Url::parse(url).unwrap_or_else(|e| invalid(format!("invalid URL {url:?}: {e}")));
+    let mut parsed = Url::parse(url).unwrap_or_else(|e| {
+        invalid(format!(
+            "invalid URL {:?}: {e}",
+            http_policy::redact_url(url)
+        ))
+    });
     if let Some(params) = params {
         let Value::Object(map) = params else {
             invalid("params must be a JSON object".into());
@@ -91,12 +96,19 @@ fn parse_url(url: &str, params: Option<&Value>) -> Url {
 }
 
 /// Headers from a JSON object of names to strings (or arrays of strings).
+/// `Host` is refused: it comes from the URL, which the policy checked.
 fn header_list(headers: &Value) -> Result<Vec<(String, String)>, String> {
     let Value::Object(map) = headers else {
         return Err("headers must be a JSON object of names to strings".into());
     };
     let mut out = Vec::new();
     for (name, value) in map {
+        if name.eq_ignore_ascii_case("host") {
+            return Err(
+                "the Host header is set from the URL (which the policy checks); leave it out"
+                    .into(),
+            );
+        }
         match value {
             Value::String(s) => out.push((name.clone(), s.clone())),
             Value::Array(items) => {
