@@ -213,6 +213,8 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     p integration.sso_providers;
 BEGIN
+    -- It takes a secret: a failure is logged without the statement.
+    PERFORM integration._statement_carries_secret();
     PERFORM integration._check_actor(actor);
     IF EXISTS (SELECT FROM integration.sso_providers x WHERE x.name = _create_sso_provider.name) THEN
         RAISE EXCEPTION 'SSO provider % already exists', name USING ERRCODE = '42710',
@@ -265,6 +267,8 @@ DECLARE
     p integration.sso_providers;
     patch jsonb := coalesce(config, '{}');
 BEGIN
+    -- It takes a secret: a failure is logged without the statement.
+    PERFORM integration._statement_carries_secret();
     PERFORM integration._check_actor(actor);
     SELECT * INTO p FROM integration.sso_providers x WHERE x.name = _alter_sso_provider.name FOR UPDATE;
     IF NOT FOUND THEN

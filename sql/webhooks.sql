@@ -250,6 +250,8 @@ DECLARE
     generated boolean := secret IS NULL;
     the_secret text := coalesce(secret, integration._new_webhook_secret(signature));
 BEGIN
+    -- It takes a secret: a failure is logged without the statement.
+    PERFORM integration._statement_carries_secret();
     IF EXISTS (SELECT FROM integration.webhooks x WHERE x.name = create_webhook.name) THEN
         RAISE EXCEPTION 'webhook % already exists', name USING ERRCODE = '42710',
             HINT = 'Use integration.alter_webhook to change it.';
@@ -363,6 +365,8 @@ DECLARE
     w integration.webhooks := integration._webhook(name);
     the_secret text := coalesce(secret, integration._new_webhook_secret(w.signature));
 BEGIN
+    -- It takes a secret: a failure is logged without the statement.
+    PERFORM integration._statement_carries_secret();
     IF w.signature IN ('api-key', 'none') THEN
         RAISE EXCEPTION 'webhook % uses signature %, which has no secret to rotate', w.name, w.signature
             USING ERRCODE = '22023';

@@ -4,7 +4,7 @@
 //! generation counter in shared memory that every committed change bumps.
 
 use crate::audit::{self, Action, Kind, Reason};
-use crate::errors::raise;
+use crate::errors::{self, raise};
 use crate::owner::{as_owner, as_owner_saved_plan, current_user_name};
 use crate::raw_datum::{Jsonb, Raw, TextArray};
 use crate::settings;
@@ -386,6 +386,7 @@ pub unsafe extern "C-unwind" fn verify_api_key_srf(
             return pg_return_null(fcinfo);
         }
         let funcctx = pg_sys::init_MultiFuncCall(fcinfo);
+        errors::statement_carries_secret();
         let token = pg_getarg::<&str>(fcinfo, 0);
         let scope = pg_getarg::<&str>(fcinfo, 1);
         let Some(key) = token.and_then(|t| verify(t, scope, Action::Verify)) else {
@@ -415,6 +416,7 @@ pub unsafe extern "C-unwind" fn verify_api_key_srf(
 /// `db-pre-request`. Raises `28000` for any invalid key, and for NULL.
 #[pg_extern(volatile, parallel_unsafe)]
 fn authenticate(token: Option<&str>) -> i64 {
+    errors::statement_carries_secret();
     let Some(key) = token.and_then(|token| verify(token, None, Action::Authenticate)) else {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,

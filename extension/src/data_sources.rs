@@ -6,7 +6,7 @@
 //! statement runs with the invoker's rights; the password is written only
 //! into the user mapping and never into errors or the audit log.
 
-use crate::errors::raise;
+use crate::errors::{self, raise};
 use crate::fdw::{mysql, postgres};
 use crate::owner::{as_owner, current_user_name};
 use integration_core::data_sources::{parse_source_url, Engine};
@@ -89,6 +89,7 @@ fn option_text(options: &serde_json::Value, name: &str) -> Option<String> {
 /// limited to `options.tables` when given. Returns the local schema.
 #[pg_extern(volatile, parallel_unsafe)]
 fn add_data_source(name: &str, url: &str, options: default!(JsonB, "'{}'")) -> String {
+    errors::statement_carries_secret();
     require_admin();
     let options = options.0;
     let source = parse_source_url(url).unwrap_or_else(|e| invalid(&e.to_string()));

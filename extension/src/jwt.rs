@@ -3,7 +3,7 @@
 //! algorithm confusion are refused; errors carry SQLSTATE 28000 for bad
 //! tokens and 22023 for bad keys or arguments.
 
-use crate::errors::raise;
+use crate::errors::{self, raise};
 use integration_core::jwt::{self, JwtError, VerifyOptions};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -34,6 +34,7 @@ fn sign_jwt(
     expires_in: default!(Option<Interval>, "NULL"),
     kid: default!(Option<&str>, "NULL"),
 ) -> String {
+    errors::statement_carries_secret();
     let mut claims = claims.0;
     let Some(map) = claims.as_object_mut() else {
         raise(
@@ -73,6 +74,7 @@ fn verify_jwt(
     leeway: default!(i32, 30),
     require_exp: default!(bool, true),
 ) -> JsonB {
+    errors::statement_carries_secret();
     let options = VerifyOptions {
         leeway_secs: u64::try_from(leeway).unwrap_or_else(|_| {
             raise(

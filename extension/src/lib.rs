@@ -43,6 +43,7 @@ extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::init();
+    errors::init();
     audit::init();
     worker::init();
     api_keys::init();

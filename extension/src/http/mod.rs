@@ -9,7 +9,7 @@ mod policy;
 pub mod queue;
 
 use crate::audit;
-use crate::errors::raise;
+use crate::errors::{self, raise};
 use client::{CallError, Request, Response};
 use integration_core::http_policy;
 use integration_core::multipart::{self, Part};
@@ -152,6 +152,7 @@ fn call(
     body: Option<(Vec<u8>, &str)>,
     timeout: Option<Interval>,
 ) -> HttpResponse {
+    errors::statement_carries_secret();
     let method_upper = method.trim().to_ascii_uppercase();
     let method = reqwest::Method::from_bytes(method_upper.as_bytes())
         .unwrap_or_else(|_| invalid(format!("invalid HTTP method {method:?}")));

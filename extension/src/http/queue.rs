@@ -9,7 +9,7 @@ use super::client::{self, CallError, Request, Response};
 use super::policy::{self, Rules, Snapshot};
 use super::{header_list, headers_json, invalid, parse_url, timeout_of, BYTES};
 use crate::audit::{self, HttpCall};
-use crate::errors::raise;
+use crate::errors::{self, raise};
 use crate::owner::{as_owner_saved_plan, current_user_name, saved_plan, SavedPlan};
 use crate::{contained, settings, subxact, worker};
 use integration_core::http_retry::{self, Attempt};
@@ -194,6 +194,7 @@ fn http_enqueue(
     backoff: default!(Interval, "'1 second'"),
     callback: default!(Option<Regprocedure>, "NULL"),
 ) -> i64 {
+    errors::statement_carries_secret();
     if !settings::preloaded() {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
