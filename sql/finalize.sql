@@ -38,6 +38,12 @@ CREATE TRIGGER api_key_store_changed
         ON integration.api_key_store
     FOR EACH STATEMENT EXECUTE FUNCTION integration._api_keys_changed();
 
+-- Cancels (DELETE by callers) of queued requests are audited.
+CREATE TRIGGER http_requests_deleted_rows AFTER DELETE ON integration.http_requests
+    FOR EACH ROW EXECUTE FUNCTION integration._http_requests_deleted();
+CREATE TRIGGER http_requests_deleted AFTER DELETE ON integration.http_requests
+    FOR EACH STATEMENT EXECUTE FUNCTION integration._http_requests_deleted();
+
 GRANT EXECUTE ON FUNCTION
     integration.create_webhook(text, text, text, regclass, jsonb, regprocedure, cidr[], integer,
                                text, text, text, interval, boolean, text),

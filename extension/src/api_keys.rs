@@ -18,7 +18,7 @@ use pgrx::{pg_shmem_init, JsonB, PgAtomic};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bumped after every committed change to `api_key_store`.
@@ -424,6 +424,30 @@ fn authenticate(token: Option<&str>) -> i64 {
             None,
         );
     };
+    // SET ROLE would refuse a role the session may not take: say so in the
+    // audit log before it raises.
+    let role = CString::new(key.role.as_str()).unwrap_or_default();
+    // SAFETY: catalog lookups; get_role_oid returns InvalidOid when missing.
+    let allowed = unsafe {
+        let oid = pg_sys::get_role_oid(role.as_ptr(), true);
+        oid != pg_sys::InvalidOid && pg_sys::is_member_of_role(pg_sys::GetSessionUserId(), oid)
+    };
+    if !allowed {
+        let message = format!(
+            "the session may not SET ROLE to \"{}\", the role of API key {}",
+            key.role, key.id
+        );
+        audit::refuse(
+            "api_key.authenticate",
+            &format!("api_key:{}", key.id),
+            &message,
+        );
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            message,
+            None,
+        );
+    }
     settings::set_local("role", &key.role, pg_sys::GucContext::PGC_USERSET);
     settings::set_api_key_id(key.id);
     key.id
@@ -433,10 +457,15 @@ struct RoleInfo {
     superuser: bool,
 }
 
-/// Checks that the caller may issue a key acting as `role`: the role exists,
-/// the caller is a member of it (a key delegates the caller's own rights),
-/// and only superusers issue keys for superuser roles.
-fn check_grantable(role: &str) -> RoleInfo {
+/// Checks that the caller may issue (or rotate, or revoke) a key acting as
+/// `role`: the role exists, the caller is a member of it (a key delegates
+/// the caller's own rights), and only superusers manage keys of superuser
+/// roles. A refusal is audited as `action` on `target`.
+fn check_grantable(role: &str, action: &str, target: &str) -> RoleInfo {
+    let refuse = |code, message: String, hint: Option<&str>| -> ! {
+        audit::refuse(action, target, &message);
+        raise(code, message, hint)
+    };
     let info = Spi::get_two_with_args::<bool, bool>(
         "SELECT r.rolsuper, pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'MEMBER')
          FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
@@ -444,7 +473,7 @@ fn check_grantable(role: &str) -> RoleInfo {
     );
     let (superuser, member) = match info {
         Ok((Some(superuser), Some(member))) => (superuser, member),
-        _ => raise(
+        _ => refuse(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!("role \"{role}\" does not exist"),
             Some("Create the role first, or name an existing one."),
@@ -453,18 +482,18 @@ fn check_grantable(role: &str) -> RoleInfo {
     // SAFETY: reads the current user's superuser flag.
     let caller_is_superuser = unsafe { pg_sys::superuser() };
     if superuser && !caller_is_superuser {
-        raise(
+        refuse(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("only a superuser may issue API keys for superuser role \"{role}\""),
+            format!("only a superuser may manage API keys for superuser role \"{role}\""),
             None,
         );
     }
     if !member && !caller_is_superuser {
-        raise(
+        refuse(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("permission denied to issue an API key for role \"{role}\""),
+            format!("permission denied to manage API keys for role \"{role}\""),
             Some(&format!(
-                "Only members of role \"{role}\" may issue keys that act as it."
+                "Only members of role \"{role}\" may manage keys that act as it."
             )),
         );
     }
@@ -561,7 +590,7 @@ fn create_api_key(
     if expires_in.is_some_and(|i| !i.is_positive()) {
         invalid("expires_in must be a positive interval".into());
     }
-    let role_info = check_grantable(role);
+    let role_info = check_grantable(role, "api_key.create", &format!("role:{role}"));
     let caller = current_user_name();
     let expires_at = expires_in.map(expiry_from_now);
     as_owner(|| {
@@ -634,7 +663,7 @@ fn revoke_api_key(id: i64) -> bool {
     let caller = current_user_name();
     let key = as_owner(|| stored_key(id));
     // The rule of create and rotate: only members of the key's role.
-    check_grantable(&key.role);
+    check_grantable(&key.role, "api_key.revoke", &format!("api_key:{id}"));
     as_owner(|| {
         if key.status == "revoked" {
             return false;
@@ -670,7 +699,7 @@ fn rotate_api_key(id: i64, grace: default!(Interval, "'1 hour'")) -> String {
             key.status
         ));
     }
-    check_grantable(&key.role);
+    check_grantable(&key.role, "api_key.rotate", &format!("api_key:{id}"));
     let expires_at = key.lifetime.map(expiry_from_now);
     as_owner(|| {
         let (new_id, token) = insert_key(

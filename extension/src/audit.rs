@@ -164,6 +164,68 @@ unsafe impl PGRXSharedMemory for Ring {}
 
 static RING: PgLwLock<Ring> = unsafe { PgLwLock::new(c"pg_integration_audit_ring") };
 
+/// Refusals waiting to be written. A ring of their own: their text does not
+/// fit the events above, and each ring is built on the stack at startup.
+const REFUSAL_CAPACITY: usize = 512;
+
+#[derive(Copy, Clone)]
+struct Refusal {
+    database: u32,
+    at: i64,
+    actor: [u8; 64],
+    action: [u8; 32],
+    target: [u8; 96],
+    reason: [u8; 160],
+}
+
+#[derive(Copy, Clone)]
+struct Refusals {
+    items: [Refusal; REFUSAL_CAPACITY],
+    len: usize,
+    dropped: u64,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals {
+            items: [Refusal {
+                database: 0,
+                at: 0,
+                actor: [0; 64],
+                action: [0; 32],
+                target: [0; 96],
+                reason: [0; 160],
+            }; REFUSAL_CAPACITY],
+            len: 0,
+            dropped: 0,
+        }
+    }
+}
+
+// SAFETY: plain old data without pointers.
+unsafe impl PGRXSharedMemory for Refusals {}
+
+static REFUSALS: PgLwLock<Refusals> = unsafe { PgLwLock::new(c"pg_integration_audit_refusals") };
+
+impl Refusals {
+    /// Removes up to `max` refusals of `database`, keeping the others in order.
+    fn take(&mut self, database: u32, max: usize) -> Vec<Refusal> {
+        let mut taken = Vec::new();
+        let mut kept = 0;
+        for i in 0..self.len {
+            let item = self.items[i];
+            if item.database == database && taken.len() < max {
+                taken.push(item);
+            } else {
+                self.items[kept] = item;
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        taken
+    }
+}
+
 impl Ring {
     /// Removes up to `max` events of `database`, keeping the others in order.
     fn take(&mut self, database: u32, max: usize) -> Vec<Event> {
@@ -192,6 +254,7 @@ impl Ring {
 pub fn init() {
     if settings::preloaded() {
         pg_shmem_init!(RING);
+        pg_shmem_init!(REFUSALS);
     }
 }
 
@@ -250,6 +313,40 @@ pub fn record_http(
     push(event);
 }
 
+/// Records a refused request: `action` as `audit_log.action` (such as
+/// `http.enqueue`), its target and why. Written by the worker, so the row
+/// survives the error that the refusal raises next. Never pass a secret.
+pub fn refuse(action: &str, target: &str, reason: &str) {
+    if !settings::preloaded() {
+        pgrx::log!("pg_integration: {action} on {target:?} refused: {reason}");
+        return;
+    }
+    let Event {
+        database,
+        at,
+        actor,
+        ..
+    } = event(Kind::Refused);
+    {
+        let mut ring = REFUSALS.exclusive();
+        if ring.len < REFUSAL_CAPACITY {
+            let len = ring.len;
+            ring.items[len] = Refusal {
+                database,
+                at,
+                actor,
+                action: fixed(action),
+                target: fixed(target),
+                reason: fixed(reason),
+            };
+            ring.len += 1;
+        } else {
+            ring.dropped += 1;
+        }
+    }
+    worker::ensure(database);
+}
+
 /// Records an event for the current database and makes sure a writer runs.
 pub fn record(kind: Kind, action: Action, reason: Option<Reason>, key_id: Option<i64>) {
     let event = Event {
@@ -287,46 +384,65 @@ fn push(event: Event) {
     worker::ensure(event.database);
 }
 
-/// True when events of `database` wait in the ring.
+/// True when events of `database` wait in the rings.
 pub fn has_events(database: u32) -> bool {
-    let ring = RING.share();
-    ring.events[..ring.len]
-        .iter()
-        .any(|e| e.database == database)
+    let waiting = {
+        let ring = RING.share();
+        ring.events[..ring.len]
+            .iter()
+            .any(|e| e.database == database)
+    };
+    waiting || {
+        let refusals = REFUSALS.share();
+        refusals.items[..refusals.len]
+            .iter()
+            .any(|r| r.database == database)
+    }
 }
 
 /// Drops the events of `database` (its worker cannot run); returns how many.
 pub fn forget(database: u32) -> usize {
-    RING.exclusive().forget(database)
+    let refusals = REFUSALS.exclusive().take(database, REFUSAL_CAPACITY).len();
+    RING.exclusive().forget(database) + refusals
 }
 
 /// Writes a batch of `database`'s events (called by its worker, outside a
 /// transaction); false when there was nothing to write. `installed` says
 /// whether the extension exists in that database.
 pub fn drain(database: u32, installed: bool) -> bool {
-    let (batch, dropped) = {
+    let (batch, mut dropped) = {
         let mut ring = RING.exclusive();
         let batch = ring.take(database, BATCH);
         (batch, std::mem::take(&mut ring.dropped))
     };
-    if batch.is_empty() && dropped == 0 {
+    let refusals = {
+        let mut ring = REFUSALS.exclusive();
+        dropped += std::mem::take(&mut ring.dropped);
+        ring.take(database, BATCH)
+    };
+    if batch.is_empty() && refusals.is_empty() && dropped == 0 {
         return false;
     }
     if !installed {
         pgrx::log!(
             "pg_integration: {} audit events for database {database} dropped: the extension is not installed there",
-            batch.len()
+            batch.len() + refusals.len()
         );
         return true;
     }
-    write(&batch, dropped);
+    write(&batch, &refusals, dropped);
     true
 }
 
 /// Writes one batch in its own transaction; a failure is logged, not retried.
-fn write(batch: &[Event], dropped: u64) {
-    let count = batch.len();
-    let outcome = BackgroundWorker::transaction(|| subxact::attempt(|| insert(batch, dropped)));
+fn write(batch: &[Event], refusals: &[Refusal], dropped: u64) {
+    let count = batch.len() + refusals.len();
+    let outcome = BackgroundWorker::transaction(|| {
+        subxact::attempt(|| {
+            insert_refusals(refusals);
+            insert(batch, dropped)
+        })
+    });
     if dropped > 0 {
         pgrx::log!("pg_integration: {dropped} audit events dropped: the ring was full");
     }
@@ -335,6 +451,36 @@ fn write(batch: &[Event], dropped: u64) {
             "pg_integration: writing {count} audit events failed, they are lost: {error}"
         );
     }
+}
+
+/// Writes refusals to the audit log (`ok` false, the reason in `detail`).
+fn insert_refusals(refusals: &[Refusal]) {
+    if refusals.is_empty() {
+        return;
+    }
+    let ats: Vec<i64> = refusals.iter().map(|r| r.at).collect();
+    let actors: Vec<String> = refusals.iter().map(|r| unfixed(&r.actor)).collect();
+    let actions: Vec<String> = refusals.iter().map(|r| unfixed(&r.action)).collect();
+    let targets: Vec<String> = refusals.iter().map(|r| unfixed(&r.target)).collect();
+    let reasons: Vec<String> = refusals.iter().map(|r| unfixed(&r.reason)).collect();
+    Spi::run_with_args(
+        "INSERT INTO integration.audit_log (at, actor, action, target, ok, detail)
+         SELECT timestamptz '2000-01-01 00:00:00+00' + e.us * interval '1 microsecond',
+                e.actor, e.action, NULLIF(e.target, ''), false,
+                pg_catalog.jsonb_build_object('reason', e.reason)
+         FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),
+                         pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[]),
+                         pg_catalog.unnest($5::text[]))
+              AS e(us, actor, action, target, reason)",
+        &[
+            ats.into(),
+            actors.into(),
+            actions.into(),
+            targets.into(),
+            reasons.into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("insert audit rows of refusals: {e}"));
 }
 
 fn insert(batch: &[Event], dropped: u64) {

@@ -3,6 +3,7 @@
 //! algorithm confusion are refused; errors carry SQLSTATE 28000 for bad
 //! tokens and 22023 for bad keys or arguments.
 
+use crate::audit;
 use crate::errors::{self, raise};
 use integration_core::jwt::{self, JwtError, VerifyOptions};
 use pgrx::prelude::*;
@@ -65,7 +66,7 @@ fn sign_jwt(
 /// certificate, a JWK or a JWKS) and returns its claims. `exp` is required
 /// unless `require_exp` is false; `aud` and `iss` are checked when given, and
 /// a token carrying an `aud` needs `audience`. Raises 28000 with the reason.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_restricted)]
 fn verify_jwt(
     token: &str,
     key: &str,
@@ -90,7 +91,10 @@ fn verify_jwt(
     };
     match jwt::verify(token, key, &options) {
         Ok(claims) => JsonB(claims),
-        Err(e) => raise(sqlstate(&e), format!("invalid JWT: {e}"), None),
+        Err(e) => {
+            audit::refuse("jwt.verify", "", &e.to_string());
+            raise(sqlstate(&e), format!("invalid JWT: {e}"), None)
+        }
     }
 }
 

@@ -54,7 +54,10 @@ COMMENT ON TYPE integration.http_file IS
 /// their signatures for pgrx to see the type.
 type HttpResponse = pgrx::composite_type!('static, "integration.http_response");
 
+/// Refuses a request (audited, then raised as 22023). `message` must not
+/// hold a secret: URLs in it are redacted.
 fn invalid(message: String) -> ! {
+    audit::refuse("http.refused", "", &message);
     raise(
         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         message,

@@ -10,7 +10,7 @@ use super::policy::{self, Rules, Snapshot};
 use super::{header_list, headers_json, invalid, parse_url, timeout_of, BYTES};
 use crate::audit::{self, HttpCall};
 use crate::errors::{self, raise};
-use crate::owner::{as_owner_saved_plan, current_user_name, saved_plan, SavedPlan};
+use crate::owner::{as_owner, as_owner_saved_plan, current_user_name, saved_plan, SavedPlan};
 use crate::{contained, settings, subxact, worker};
 use integration_core::http_retry::{self, Attempt};
 use pgrx::bgworkers::BackgroundWorker;
@@ -211,6 +211,11 @@ fn http_enqueue(
     let policy_json = serde_json::to_value(&snapshot).unwrap_or(Value::Null);
     let rules = policy::parsed(snapshot);
     rules.policy.check_url(&url).unwrap_or_else(|e| {
+        audit::refuse(
+            "http.enqueue",
+            url.host_str().unwrap_or_default(),
+            &e.to_string(),
+        );
         raise(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             e.to_string(),
@@ -269,6 +274,47 @@ fn http_enqueue(
     });
     wake_worker_at_commit();
     id
+}
+
+thread_local! {
+    /// Queued requests deleted by the running statement (not by a worker
+    /// storing their outcome), audited when the statement ends.
+    static CANCELED: std::cell::RefCell<Vec<i64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `DELETE` on `http_requests` (a caller cancelling its requests): each
+/// row is noted, and the statement writes one `http.cancel` audit row with
+/// the ids, under the caller's name. A worker deleting the requests it
+/// claimed (their outcome is stored) is not a cancel.
+#[pg_trigger]
+fn _http_requests_deleted<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+    if let Some(old) = trigger.old() {
+        // SAFETY: a global set at process start.
+        let me = unsafe { pg_sys::MyProcPid };
+        let claimed_by = old.get_by_name::<i32>("claimed_by").ok().flatten();
+        if claimed_by != Some(me) {
+            if let Ok(Some(id)) = old.get_by_name::<i64>("id") {
+                CANCELED.with_borrow_mut(|ids| ids.push(id));
+            }
+        }
+        return Ok(None);
+    }
+    let ids = CANCELED.with_borrow_mut(std::mem::take);
+    if !ids.is_empty() {
+        let caller = current_user_name();
+        let shown: Vec<i64> = ids.iter().copied().take(1000).collect();
+        as_owner(|| {
+            audit::write_now(
+                &caller,
+                "http.cancel",
+                "http_requests",
+                serde_json::json!({"requests": ids.len(), "ids": shown}),
+            )
+        });
+    }
+    Ok(None)
 }
 
 /// The response of queued request `id`, waiting up to `wait` for it; NULL
@@ -1120,8 +1166,18 @@ fn run_callback(callback: &Callback) {
         BackgroundWorker::transaction(|| {
             let _ = subxact::attempt(|| {
                 Spi::run_with_args(
-                    "UPDATE integration.http_responses SET callback_error = $2 WHERE id = $1",
-                    &[callback.id.into(), error.as_str().into()],
+                    "WITH failed AS (
+                         UPDATE integration.http_responses SET callback_error = $2 WHERE id = $1
+                     )
+                     INSERT INTO integration.audit_log (actor, action, target, ok, detail)
+                     VALUES ($3, 'http.callback', 'http_request:' || $1, false,
+                             pg_catalog.jsonb_build_object('function', $4, 'error', $2))",
+                    &[
+                        callback.id.into(),
+                        error.as_str().into(),
+                        callback.role.as_str().into(),
+                        callback.function.as_str().into(),
+                    ],
                 )
             });
         });
