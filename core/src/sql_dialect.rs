@@ -164,55 +164,124 @@ impl LocalType {
 /// `json` becomes `jsonb`, `varchar(n)`/`char(n)` `text`; enums, domains of other schemas, ranges,
 /// network and geometric types and anything unknown become `text`, read
 /// through the remote type's own text output, so no value changes.
+/// The remote's text is never copied into the result: it is parsed against
+/// a fixed grammar and the local type is written by us (a hostile server
+/// answering `integer) INHERITS (public.victim` gets `text`).
 pub fn postgres_local_type(format_type: &str, in_pg_catalog: bool, typtype: char) -> LocalType {
     if !in_pg_catalog || typtype != 'b' {
         return LocalType::text();
     }
     let t = format_type.trim();
-    let (base, array) = match t.strip_suffix("[]") {
-        Some(base) => (base, true),
-        None => (t, false),
-    };
-    let name = base.split('(').next().unwrap_or(base).trim();
-    let scalar_exact = matches!(
-        name,
-        "boolean"
-            | "smallint"
-            | "integer"
-            | "bigint"
-            | "real"
-            | "double precision"
-            | "numeric"
-            | "text"
-            | "date"
-            | "time without time zone"
-            | "timestamp without time zone"
-            | "timestamp with time zone"
-            | "interval"
-            | "jsonb"
-            | "bytea"
-            | "uuid"
-    ) || base.starts_with("time(") && base.ends_with("without time zone")
-        || base.starts_with("timestamp(")
-        || base.starts_with("interval");
-    if array {
+    if t.ends_with("[]") {
         // Arrays travel in their text form: supabase-wrappers reads a NULL
         // array of an INSERT as a value.
         return LocalType::text();
     }
-    if name == "character varying" || name == "character" {
-        // supabase-wrappers 0.1.28 turns a varchar/bpchar value of an
-        // INSERT into NULL; the remote column still enforces the length.
-        return LocalType::exact("text");
+    parse_postgres_type(t).unwrap_or_else(LocalType::text)
+}
+
+/// `format_type` text that matches one of the decoded types exactly, as a
+/// type we write ourselves; None for anything else.
+fn parse_postgres_type(t: &str) -> Option<LocalType> {
+    const PLAIN: &[&str] = &[
+        "boolean",
+        "smallint",
+        "integer",
+        "bigint",
+        "real",
+        "double precision",
+        "numeric",
+        "text",
+        "date",
+        "time without time zone",
+        "timestamp without time zone",
+        "timestamp with time zone",
+        "interval",
+        "jsonb",
+        "bytea",
+        "uuid",
+    ];
+    if let Some(plain) = PLAIN.iter().find(|p| **p == t) {
+        return Some(LocalType::exact(*plain));
     }
-    if name == "json" {
-        return LocalType::exact("jsonb");
+    if t == "json" {
+        return Some(LocalType::exact("jsonb"));
     }
-    if scalar_exact {
-        LocalType::exact(t)
-    } else {
-        LocalType::text()
+    // supabase-wrappers 0.1.28 turns a varchar/bpchar value of an INSERT
+    // into NULL; the remote column still enforces the length.
+    for name in ["character varying", "character"] {
+        let length = t.strip_prefix(name).and_then(modifiers);
+        if t == name || length.is_some_and(|m| m.len() == 1) {
+            return Some(LocalType::exact("text"));
+        }
     }
+    if let Some(rest) = t.strip_prefix("numeric") {
+        return match modifiers(rest)?.as_slice() {
+            [p] if (1..=1000).contains(p) => Some(LocalType::exact(format!("numeric({p})"))),
+            [p, s] if (1..=1000).contains(p) && (-1000..=1000).contains(s) => {
+                Some(LocalType::exact(format!("numeric({p},{s})")))
+            }
+            _ => None,
+        };
+    }
+    for (prefix, suffix) in [
+        ("time", " without time zone"),
+        ("timestamp", " without time zone"),
+        ("timestamp", " with time zone"),
+    ] {
+        if let Some(middle) = t.strip_prefix(prefix).and_then(|r| r.strip_suffix(suffix)) {
+            if let Some([p]) = modifiers(middle).as_deref() {
+                if (0..=6).contains(p) {
+                    return Some(LocalType::exact(format!("{prefix}({p}){suffix}")));
+                }
+            }
+        }
+    }
+    let fields = t.strip_prefix("interval")?;
+    let (fields, precision) = match fields.rfind('(') {
+        Some(open) => match modifiers(&fields[open..]).as_deref() {
+            Some([p]) if (0..=6).contains(p) => (&fields[..open], Some(*p)),
+            _ => return None,
+        },
+        None => (fields, None),
+    };
+    const FIELDS: &[&str] = &[
+        "",
+        " year",
+        " month",
+        " day",
+        " hour",
+        " minute",
+        " second",
+        " year to month",
+        " day to hour",
+        " day to minute",
+        " day to second",
+        " hour to minute",
+        " hour to second",
+        " minute to second",
+    ];
+    let fields = FIELDS.iter().find(|f| **f == fields)?;
+    Some(LocalType::exact(match precision {
+        Some(p) => format!("interval{fields}({p})"),
+        None => format!("interval{fields}"),
+    }))
+}
+
+/// `(a)` or `(a,b)` of integers, as `format_type` writes type modifiers;
+/// None for anything else.
+fn modifiers(text: &str) -> Option<Vec<i64>> {
+    let inner = text.strip_prefix('(')?.strip_suffix(')')?;
+    inner
+        .split(',')
+        .map(|n| {
+            let n = n.trim();
+            let digits = n.strip_prefix('-').unwrap_or(n);
+            (!digits.is_empty() && digits.len() <= 4 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| n.parse().ok())
+                .flatten()
+        })
+        .collect()
 }
 
 /// A column as MySQL/MariaDB's `information_schema.COLUMNS` describes it.
@@ -235,19 +304,27 @@ pub struct MySqlColumn<'a> {
 pub fn mysql_local_type(col: &MySqlColumn<'_>) -> LocalType {
     let column_type = col.column_type.to_ascii_lowercase();
     let unsigned = column_type.contains("unsigned");
+    // The modifiers, only as integers we parsed (COLUMN_TYPE is the
+    // remote's text and never reaches the DDL we write).
     let args = column_type
         .find('(')
         .and_then(|open| {
-            column_type[open + 1..]
+            column_type[open..]
                 .find(')')
-                .map(|close| &column_type[open + 1..open + 1 + close])
+                .map(|close| &column_type[open..=open + close])
         })
-        .unwrap_or("");
+        .map(|text| modifiers(text).ok_or(()))
+        .transpose();
+    let Ok(args) = args else {
+        return LocalType::text();
+    };
+    let args = args.unwrap_or_default();
     if col.is_json {
         return LocalType::exact("jsonb");
     }
     let exact = |s: &str| LocalType::exact(s);
-    match col.data_type.to_ascii_lowercase().as_str() {
+    let data_type = col.data_type.to_ascii_lowercase();
+    match data_type.as_str() {
         "tinyint" => exact("smallint"),
         "smallint" if unsigned => exact("integer"),
         "smallint" => exact("smallint"),
@@ -256,11 +333,17 @@ pub fn mysql_local_type(col: &MySqlColumn<'_>) -> LocalType {
         "int" | "integer" => exact("integer"),
         "bigint" if unsigned => exact("numeric(20,0)"),
         "bigint" => exact("bigint"),
-        "decimal" | "numeric" if !args.is_empty() => exact(&format!("numeric({args})")),
-        "decimal" | "numeric" => exact("numeric(10,0)"),
+        "decimal" | "numeric" => match args.as_slice() {
+            [] => exact("numeric(10,0)"),
+            [p] if (1..=1000).contains(p) => exact(&format!("numeric({p},0)")),
+            [p, s] if (1..=1000).contains(p) && (0..=*p).contains(s) => {
+                exact(&format!("numeric({p},{s})"))
+            }
+            _ => LocalType::text(),
+        },
         "float" => exact("real"),
         "double" | "real" => exact("double precision"),
-        "bit" if args.is_empty() || args == "1" => exact("boolean"),
+        "bit" if args.is_empty() || args == [1] => exact("boolean"),
         "bit" => exact("bigint"),
         "year" => exact("smallint"),
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => exact("text"),
@@ -268,10 +351,18 @@ pub fn mysql_local_type(col: &MySqlColumn<'_>) -> LocalType {
         "json" => exact("jsonb"),
         "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => exact("bytea"),
         "date" => exact("date"),
-        "datetime" if !args.is_empty() => exact(&format!("timestamp({args}) without time zone")),
-        "datetime" => exact("timestamp(0) without time zone"),
-        "timestamp" if !args.is_empty() => exact(&format!("timestamp({args}) with time zone")),
-        "timestamp" => exact("timestamp(0) with time zone"),
+        "datetime" | "timestamp" => {
+            let zone = if data_type == "datetime" {
+                "without"
+            } else {
+                "with"
+            };
+            match args.as_slice() {
+                [] => exact(&format!("timestamp(0) {zone} time zone")),
+                [p] if (0..=6).contains(p) => exact(&format!("timestamp({p}) {zone} time zone")),
+                _ => LocalType::text(),
+            }
+        }
         "time" => exact("interval"),
         "uuid" => exact("uuid"),
         _ => LocalType::text(),
@@ -381,6 +472,50 @@ mod tests {
         assert_eq!(t("bytea").sql, "bytea");
         assert_eq!(t("integer[]"), LocalType::text());
         assert_eq!(t("json"), LocalType::exact("jsonb"));
+    }
+
+    #[test]
+    fn hostile_type_text_never_reaches_the_ddl() {
+        let t = |s| postgres_local_type(s, true, 'b');
+        for hostile in [
+            "integer) INHERITS (public.victim",
+            "numeric(10,2) INHERITS (victim)",
+            "numeric(1,2,3)",
+            "numeric(99999)",
+            "timestamp(3) with time zone, x int",
+            "interval day to second(9)",
+            "character varying(1); DROP TABLE t",
+            "integer ",
+        ] {
+            let local = t(hostile);
+            assert!(
+                local == LocalType::text()
+                    || !local.sql.contains(['(', ')', ';', ','])
+                    || hostile.trim() == local.sql,
+                "{hostile:?} -> {local:?}"
+            );
+            assert!(
+                !local.sql.contains("victim") && !local.sql.contains("DROP"),
+                "{hostile:?}"
+            );
+        }
+        assert_eq!(t("integer) INHERITS (public.victim"), LocalType::text());
+        assert_eq!(
+            t("interval day to second(3)").sql,
+            "interval day to second(3)"
+        );
+        assert_eq!(t("numeric(5)").sql, "numeric(5)");
+        // Only the integers are kept: the rest of the remote text is dropped.
+        assert_eq!(
+            my("decimal", "decimal(10,2)) inherits (victim"),
+            "numeric(10,2)"
+        );
+        assert_eq!(my("decimal", "decimal(x)"), "text");
+        assert_eq!(my("datetime", "datetime(7)"), "text");
+        assert_eq!(
+            my("datetime", "datetime(6)"),
+            "timestamp(6) without time zone"
+        );
     }
 
     #[test]
