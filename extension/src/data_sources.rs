@@ -58,12 +58,28 @@ fn require_admin() {
     }
 }
 
-/// The foreign server `name` and the wrapper it uses.
+/// The foreign server `name` and the wrapper it uses. The caller needs
+/// USAGE on it, as dblink and postgres_fdw require (a PUBLIC user mapping
+/// is no permission to use the server).
 fn server(name: &str) -> (ForeignServer, String) {
     let cname = CString::new(name).unwrap_or_else(|_| invalid("the name contains a NUL byte"));
     // SAFETY: raises when the server does not exist; the structs are palloc'd.
     unsafe {
         let server = pg_sys::GetForeignServerByName(cname.as_ptr(), false);
+        let usage = pg_sys::pg_foreign_server_aclcheck(
+            (*server).serverid,
+            pg_sys::GetUserId(),
+            pg_sys::ACL_USAGE as pg_sys::AclMode,
+        );
+        if usage != pg_sys::AclResult::ACLCHECK_OK {
+            let message = format!("permission denied for foreign server {name}");
+            crate::audit::refuse("data_source.use", name, &message);
+            raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                message,
+                Some("GRANT USAGE ON FOREIGN SERVER to the role that queries it."),
+            );
+        }
         let fdw = pg_sys::GetForeignDataWrapper((*server).fdwid);
         let wrapper = CStr::from_ptr((*fdw).fdwname)
             .to_string_lossy()

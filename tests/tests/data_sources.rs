@@ -216,4 +216,37 @@ fn a_data_source_is_one_call_and_answers_queries_with_bound_parameters() {
         "{err:?}"
     );
     assert!(db_message(&err).contains("integration_admin"), "{err:?}");
+    admin.batch_execute("RESET ROLE").unwrap();
+
+    // Another admin without USAGE on the server is refused, even though a
+    // PUBLIC user mapping exists (issue 24, item 6).
+    admin
+        .batch_execute(&format!(
+            "CREATE USER MAPPING FOR PUBLIC SERVER erp OPTIONS (user 'remote_user', password '{PASSWORD}')"
+        ))
+        .unwrap();
+    postgres
+        .batch_execute("CREATE ROLE admin_two LOGIN IN ROLE integration_admin")
+        .unwrap();
+    let mut other = local.connect_as("app", "admin_two");
+    for sql in [
+        "SELECT integration.test_data_source('erp')",
+        "SELECT integration.query('erp', 'SELECT 1')",
+    ] {
+        let err = other.query_one(sql, &[]).unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err:?}"
+        );
+        assert!(db_message(&err).contains("foreign server erp"), "{err:?}");
+    }
+    admin
+        .batch_execute("GRANT USAGE ON FOREIGN SERVER erp TO admin_two")
+        .unwrap();
+    let status: Value = other
+        .query_one("SELECT integration.test_data_source('erp')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status["reachable"], json!(true), "{status}");
 }
