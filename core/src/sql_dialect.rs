@@ -17,7 +17,9 @@ pub enum Dialect {
     /// MySQL and MariaDB. `no_backslash_escapes` mirrors the session's
     /// `NO_BACKSLASH_ESCAPES` SQL mode, under which `\` is an ordinary
     /// character and must not be doubled.
-    MySql { no_backslash_escapes: bool },
+    /// MySQL and MariaDB. Literals are written to read the same whatever
+    /// the session's `sql_mode` (with or without NO_BACKSLASH_ESCAPES).
+    MySql,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -38,7 +40,7 @@ pub fn quote_ident(dialect: Dialect, name: &str) -> Result<String, DialectError>
     }
     let quote = match dialect {
         Dialect::Postgres => '"',
-        Dialect::MySql { .. } => '`',
+        Dialect::MySql => '`',
     };
     let mut out = String::with_capacity(name.len() + 2);
     out.push(quote);
@@ -81,14 +83,19 @@ pub fn quote_literal(dialect: Dialect, value: &str) -> Result<String, DialectErr
                 }
             }
         }
-        Dialect::MySql {
-            no_backslash_escapes,
-        } => {
+        Dialect::MySql => {
+            // A backslash means one thing under NO_BACKSLASH_ESCAPES and
+            // another without it, and a pass-through `SET sql_mode` can
+            // change the mode: such a value travels as hex, which reads the
+            // same under both.
+            if value.contains('\\') {
+                let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+                return Ok(format!("_utf8mb4 X'{hex}'"));
+            }
             out.push('\'');
             for c in value.chars() {
                 match c {
                     '\'' => out.push_str("''"),
-                    '\\' if !no_backslash_escapes => out.push_str("\\\\"),
                     c => out.push(c),
                 }
             }
@@ -107,7 +114,7 @@ pub fn bytes_literal(dialect: Dialect, bytes: &[u8]) -> String {
     }
     match dialect {
         Dialect::Postgres => format!("'\\x{hex}'::bytea"),
-        Dialect::MySql { .. } => format!("X'{hex}'"),
+        Dialect::MySql => format!("X'{hex}'"),
     }
 }
 
@@ -374,12 +381,7 @@ mod tests {
     use super::*;
 
     const PG: Dialect = Dialect::Postgres;
-    const MY: Dialect = Dialect::MySql {
-        no_backslash_escapes: false,
-    };
-    const MY_NBE: Dialect = Dialect::MySql {
-        no_backslash_escapes: true,
-    };
+    const MY: Dialect = Dialect::MySql;
 
     #[test]
     fn identifiers_double_their_quote_character() {
@@ -422,10 +424,12 @@ mod tests {
     }
 
     #[test]
-    fn mysql_literals_follow_no_backslash_escapes() {
-        // With backslash escapes on, `\'` would end the escaping: doubled.
-        assert_eq!(quote_literal(MY, "a\\'b").unwrap(), "'a\\\\''b'");
-        assert_eq!(quote_literal(MY_NBE, "a\\'b").unwrap(), "'a\\''b'");
+    fn mysql_literals_read_the_same_under_any_sql_mode() {
+        // `'a\'b'` would end the literal early without NO_BACKSLASH_ESCAPES.
+        assert_eq!(
+            quote_literal(MY, "a\\'); DROP TABLE t; -- ").unwrap(),
+            "_utf8mb4 X'615c27293b2044524f50205441424c4520743b202d2d20'"
+        );
         assert_eq!(quote_literal(MY, "it's").unwrap(), "'it''s'");
         assert_eq!(
             quote_literal(MY, "a\0b"),

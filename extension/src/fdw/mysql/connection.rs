@@ -92,9 +92,10 @@ pub fn runtime() -> Result<Rc<Runtime>> {
 }
 
 /// Session settings every statement relies on: UTF-8, UTC for TIMESTAMP
-/// columns, and backslashes as ordinary characters (the quoting in
-/// `integration_core::sql_dialect` assumes NO_BACKSLASH_ESCAPES).
-const SESSION_INIT: &str = "SET NAMES utf8mb4, time_zone = '+00:00', \
+/// columns, and backslashes as ordinary characters (literals from
+/// `integration_core::sql_dialect` read the same either way; LIKE patterns
+/// do not). Set at connect and again after every pass-through statement.
+pub const SESSION_INIT: &str = "SET NAMES utf8mb4, time_zone = '+00:00', \
      sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')";
 
 /// mysql_async's TLS options for `settings`: only our roots, never its

@@ -1,5 +1,5 @@
 //! Remote SQL for `mysql_wrapper`. Literals are quoted by
-//! `integration_core::sql_dialect` for a session with NO_BACKSLASH_ESCAPES.
+//! `integration_core::sql_dialect`, whose literals read the same under any sql_mode.
 //! Only conditions MySQL evaluates exactly as PostgreSQL are pushed: numbers,
 //! dates and times. Text comparisons stay local (MySQL's usual collations
 //! ignore case and trailing spaces), and an ORDER BY key is pushed only
@@ -12,9 +12,7 @@ use pgrx::datum::ToIsoString;
 use pgrx::pg_sys;
 use supabase_wrappers::prelude::{Aggregate, AggregateKind, Cell, Column, Qual, Sort, Value};
 
-pub const D: Dialect = Dialect::MySql {
-    no_backslash_escapes: true,
-};
+pub const D: Dialect = Dialect::MySql;
 
 pub fn ident(name: &str) -> Result<String> {
     quote_ident(D, name).map_err(|e| MysqlWrapperError::Value(format!("{e}: {name:?}")))

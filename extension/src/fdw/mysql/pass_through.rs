@@ -87,6 +87,11 @@ pub fn query(
                     .collect();
                 rows.push(serde_json::Value::Object(object));
             }
+            drop(result);
+            // The statement may have changed the session (`SET sql_mode`,
+            // `SET NAMES`, `time_zone`): the wrapper's statements rely on
+            // these, so they are set again.
+            conn.query_drop(connection::SESSION_INIT).await?;
             Ok(rows)
         },
     )
