@@ -4,8 +4,15 @@
 //! local backend.
 
 use integration_tests::{MariaDb, PgCluster};
+use postgres::error::SqlState;
 use postgres::Client;
 use serde_json::Value;
+
+/// The server survived: no backend was killed by a signal.
+fn assert_no_crash(cluster: &PgCluster) {
+    let log = cluster.log();
+    assert!(!log.contains("terminated by signal"), "{log}");
+}
 
 /// MariaDB with database `shop` (tables `notes` and `canary`) and a local
 /// database with it as data source `my`.
@@ -69,4 +76,56 @@ fn a_pass_through_set_cannot_turn_a_value_into_sql() {
         mode["m"].as_str().unwrap().contains("NO_BACKSLASH_ESCAPES"),
         "{mode}"
     );
+}
+
+/// Columns declared with local types the remote values do not have: each
+/// value goes through the local type's input function, so it is either a
+/// valid value of that type or an error, never bytes read as another type
+/// (item 4: a blob declared `int8[]` gave an array of heap pointers).
+#[test]
+fn declared_local_types_get_checked_conversions_not_raw_bytes() {
+    let (maria, local, mut db) = maria_source();
+    maria.sql(
+        "CREATE TABLE shop.odd (id INT PRIMARY KEY, bl BLOB, price DECIMAL(10,2), t TIME, t2 TIME,
+                                short VARCHAR(10));
+         INSERT INTO shop.odd VALUES (1, X'00FF0102', 12.50, '10:30:00', '-838:59:59', 'toolong');",
+    );
+    db.batch_execute(
+        "CREATE FOREIGN TABLE public.odd (id int, bl int8[], price money, t time, t2 time,
+                                          short varchar(3))
+             SERVER my OPTIONS (table_name 'odd');",
+    )
+    .unwrap();
+    let row = db
+        .query_one("SELECT price::text, t::text FROM public.odd", &[])
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "$12.50");
+    assert_eq!(row.get::<_, String>(1), "10:30:00");
+    for (column, codes) in [
+        (
+            "bl",
+            &[
+                SqlState::FDW_INVALID_DATA_TYPE,
+                SqlState::INVALID_TEXT_REPRESENTATION,
+            ][..],
+        ),
+        (
+            "t2",
+            &[
+                SqlState::DATETIME_FIELD_OVERFLOW,
+                SqlState::INVALID_TIME_ZONE_DISPLACEMENT_VALUE,
+            ][..],
+        ),
+        ("short", &[SqlState::STRING_DATA_RIGHT_TRUNCATION][..]),
+    ] {
+        let error = db
+            .query_one(&format!("SELECT {column} FROM public.odd"), &[])
+            .unwrap_err();
+        let code = error.code().cloned();
+        assert!(
+            code.as_ref().is_some_and(|c| codes.contains(c)),
+            "{column}: {error:?}"
+        );
+    }
+    assert_no_crash(&local);
 }

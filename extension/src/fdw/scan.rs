@@ -423,8 +423,16 @@ pub unsafe fn iterate<R: RemoteRows>(
         if matches!(found, Ok(true)) {
             let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
             std::slice::from_raw_parts_mut((*slot).tts_isnull, natts).fill(true);
+            let desc = (*slot).tts_tupleDescriptor;
             for (col, cell) in run.plan.columns.iter().zip(run.cells.drain(..)) {
-                if let Some(datum) = cell.and_then(|c| c.into_datum()) {
+                let attribute = &(*desc).attrs.as_slice(natts)[col.num - 1];
+                let datum = match cell {
+                    Some(Cell::String(text)) if attribute.atttypid != pg_sys::TEXTOID => {
+                        Some(text_into(attribute, &text))
+                    }
+                    cell => cell.and_then(|c| c.into_datum()),
+                };
+                if let Some(datum) = datum {
                     *(*slot).tts_values.add(col.num - 1) = datum;
                     *(*slot).tts_isnull.add(col.num - 1) = false;
                 }
@@ -435,6 +443,29 @@ pub unsafe fn iterate<R: RemoteRows>(
         raise(found);
         slot
     }
+}
+
+/// A remote value read as text, for a local column of another type: it
+/// goes through that type's input function with the column's modifier, a
+/// checked conversion. Stored as it is, a text value in a column declared
+/// `int8[]`, `money` or `time` would be read as that type's bytes.
+unsafe fn text_into(attribute: &pg_sys::FormData_pg_attribute, text: &str) -> pg_sys::Datum {
+    let column = CStr::from_ptr(attribute.attname.data.as_ptr()).to_string_lossy();
+    let text = raise(CString::new(text).map_err(|_| {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_UNTRANSLATABLE_CHARACTER,
+            format!("column \"{column}\": the remote value holds a NUL byte"),
+            "",
+        )
+    }));
+    let (mut input, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+    pg_sys::getTypeInputInfo(attribute.atttypid, &mut input, &mut ioparam);
+    pg_sys::OidInputFunctionCall(
+        input,
+        text.as_ptr().cast_mut(),
+        ioparam,
+        attribute.atttypmod,
+    )
 }
 
 /// ReScanForeignScan: the rows are read again, with the parameters' values
