@@ -129,3 +129,101 @@ fn declared_local_types_get_checked_conversions_not_raw_bytes() {
     }
     assert_no_crash(&local);
 }
+
+/// Runs `setup` (several statements) then `sql` in a session of its own
+/// and returns the outcome, failing the test if it has not returned after
+/// a minute (the backend hung).
+fn within_a_minute(
+    cluster: &PgCluster,
+    setup: &str,
+    sql: &str,
+) -> Result<Vec<postgres::Row>, postgres::Error> {
+    let mut client = cluster.connect("app");
+    let (setup, sql) = (setup.to_string(), sql.to_string());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shown = sql.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            client
+                .batch_execute(&setup)
+                .and_then(|()| client.query(&sql, &[])),
+        );
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("the backend hung on: {shown}\n{}", cluster.log_tail()))
+}
+
+/// A scan stopped early (LIMIT over a local filter) of a remote result
+/// that never ends: the rest is not read (it would never be), the remote
+/// statement is stopped, and the connection serves the next statement
+/// (item 3).
+#[test]
+fn a_limit_over_an_endless_remote_result_returns() {
+    let (maria, local, _db) = maria_source();
+    maria.sql("CREATE VIEW shop.endless AS SELECT seq AS a FROM shop.seq_1_to_1000000000000;");
+    let mut db = local.connect("app");
+    db.batch_execute(
+        "CREATE FOREIGN TABLE public.endless (a bigint) SERVER my OPTIONS (table_name 'endless');
+         ALTER DATABASE app SET statement_timeout = '30s';",
+    )
+    .unwrap();
+    let rows = within_a_minute(
+        &local,
+        "",
+        "SELECT a FROM public.endless WHERE md5(a::text) <> '' LIMIT 1",
+    )
+    .unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    let rows = within_a_minute(
+        &local,
+        "BEGIN; SELECT a FROM public.endless WHERE md5(a::text) <> '' LIMIT 2;
+         SELECT count(*) FROM my.notes; COMMIT;",
+        "SELECT 1",
+    );
+    assert!(rows.is_ok(), "{rows:?}");
+    assert_no_crash(&local);
+}
+
+/// A PostgreSQL "server" that accepts connections and never answers: the
+/// handshake is bounded by connect_timeout, and a statement_timeout or a
+/// cancel ends the wait sooner (item 3).
+#[test]
+fn a_silent_server_cannot_hold_the_backend() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&held);
+    std::thread::spawn(move || {
+        for stream in silent.incoming().flatten() {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    let local = PgCluster::start();
+    let mut db = local.create_database("app");
+    db.batch_execute(&format!(
+        "CREATE SERVER silent FOREIGN DATA WRAPPER postgres_wrapper
+             OPTIONS (host '127.0.0.1', port '{port}', dbname 'x', connect_timeout '2');
+         CREATE SERVER patient FOREIGN DATA WRAPPER postgres_wrapper
+             OPTIONS (host '127.0.0.1', port '{port}', dbname 'x', connect_timeout '600');
+         CREATE USER MAPPING FOR PUBLIC SERVER silent OPTIONS (user 'u', password 'p');
+         CREATE USER MAPPING FOR PUBLIC SERVER patient OPTIONS (user 'u', password 'p');
+         CREATE FOREIGN TABLE public.quiet (a int) SERVER silent OPTIONS (table_name 't');
+         CREATE FOREIGN TABLE public.quieter (a int) SERVER patient OPTIONS (table_name 't');"
+    ))
+    .unwrap();
+    let error = within_a_minute(&local, "", "SELECT * FROM public.quiet").unwrap_err();
+    let message = error.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains("handshake")),
+        "{error:?}"
+    );
+    let error = within_a_minute(
+        &local,
+        "SET statement_timeout = '1s'",
+        "SELECT * FROM public.quieter",
+    )
+    .unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED), "{error:?}");
+    assert!(!held.lock().unwrap().is_empty(), "the server was reached");
+    assert_no_crash(&local);
+}

@@ -207,7 +207,7 @@ fn ensure(key: ConnKey, opts: &ConnectOptions, rt: &Runtime) -> Result<()> {
         }
         _ => {}
     }
-    let mut conn = rt.block_on(connect(opts))?;
+    let mut conn = crate::fdw::wait_cancellable(rt, connect(opts), async {})?;
     rt.block_on(run_all(&mut conn, &begin)).map_err(remote)?;
     put(key, conn, level);
     Ok(())
@@ -272,7 +272,10 @@ pub fn lend(key: ConnKey, opts: &ConnectOptions) -> Result<(Conn, bool)> {
     ensure(key, opts, &rt)?;
     match take_raw(key) {
         Some(conn) => Ok((conn, true)),
-        None => Ok((rt.block_on(connect(opts))?, false)),
+        None => Ok((
+            crate::fdw::wait_cancellable(&rt, connect(opts), async {})?,
+            false,
+        )),
     }
 }
 
@@ -286,6 +289,21 @@ pub fn give_back(key: ConnKey, conn: Conn, cached: bool) {
     } else if let Ok(rt) = runtime() {
         let _ = rt.block_on(conn.disconnect());
     }
+}
+
+/// The transaction's connection, lent to a scan, did not come back (its
+/// remote statement would not stop): a remote transaction on it is lost,
+/// so the local one must not commit.
+pub fn lost(key: ConnKey) {
+    CONNS.with(|c| {
+        let mut conns = c.borrow_mut();
+        match conns.get_mut(&key) {
+            Some(e) if e.depth > 0 => e.broken = true,
+            _ => {
+                conns.remove(&key);
+            }
+        }
+    });
 }
 
 /// True while a remote transaction of this backend is open.

@@ -16,6 +16,7 @@ use mysql_async::{Conn, Value};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 use supabase_wrappers::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,6 +60,8 @@ enum Rows {
         rows: mpsc::Receiver<std::result::Result<RemoteRow, mysql_async::Error>>,
         conn: Option<oneshot::Receiver<Conn>>,
         cached: bool,
+        /// The task reading the result, aborted when it cannot be stopped.
+        task: tokio::task::JoinHandle<()>,
     },
     /// The whole result, for scans under UPDATE/DELETE, which need the
     /// connection while the scan is open.
@@ -102,7 +105,7 @@ impl RemoteRows for Reading {
             let (tx, rx) = mpsc::channel(plan.fetch_size);
             let (conn_tx, conn_rx) = oneshot::channel();
             let rt = connection::runtime()?;
-            rt.spawn(async move {
+            let task = rt.spawn(async move {
                 if let Err(e) = stream(&mut conn, sql, &tx).await {
                     let _ = tx.send(Err(e)).await;
                 }
@@ -112,6 +115,7 @@ impl RemoteRows for Reading {
                 rows: rx,
                 conn: Some(conn_rx),
                 cached,
+                task,
             }
         };
         Ok(Reading {
@@ -163,19 +167,46 @@ impl RemoteRows for Reading {
         Ok(true)
     }
 
-    /// Reads what is left of a streamed result (the protocol needs it) and
-    /// hands the connection back.
+    /// Hands the connection back. A result read to its end gives it back
+    /// at once. The rest of one the scan stopped early (a LIMIT, a local
+    /// filter that found enough) is not waited for, as it may never end:
+    /// the remote statement is killed, and a connection that is not back
+    /// within a few seconds is dropped (a remote transaction on it is lost:
+    /// the local commit then fails).
     fn close(self) -> Result<()> {
-        if let Rows::Stream {
+        let Rows::Stream {
             rows,
-            conn: Some(conn),
+            conn: Some(mut conn),
             cached,
+            task,
         } = self.source
-        {
-            drop(rows);
-            let rt = connection::runtime()?;
-            if let Ok(conn) = rt.block_on(conn) {
-                connection::give_back(self.key, conn, cached);
+        else {
+            return Ok(());
+        };
+        drop(rows);
+        let back = match conn.try_recv() {
+            Ok(conn) => Some(conn),
+            Err(oneshot::error::TryRecvError::Closed) => None,
+            Err(oneshot::error::TryRecvError::Empty) => {
+                let rt = connection::runtime()?;
+                let kill = connection::kill_query(self.opts.clone(), self.connection_id);
+                let stopped = async {
+                    kill.await;
+                    tokio::time::timeout(Duration::from_secs(5), conn)
+                        .await
+                        .ok()?
+                        .ok()
+                };
+                crate::fdw::wait_cancellable(&rt, stopped, async {})
+            }
+        };
+        match back {
+            Some(conn) => connection::give_back(self.key, conn, cached),
+            None => {
+                task.abort();
+                if cached {
+                    connection::lost(self.key);
+                }
             }
         }
         Ok(())

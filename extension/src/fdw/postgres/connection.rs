@@ -171,17 +171,31 @@ async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<(Client, Cancell
             Some(tls::client_config(&opts.tls, &TLS_OPTIONS)?)
         }
     };
-    let client = match &tls {
-        None => {
-            config.ssl_mode(SslMode::Disable);
-            open(&config, NoTls, rt).await
+    let handshake = async {
+        match &tls {
+            None => {
+                config.ssl_mode(SslMode::Disable);
+                open(&config, NoTls, rt).await
+            }
+            Some(tls_config) => {
+                config.ssl_mode(SslMode::Require);
+                open(&config, RustlsConnect(tls_config.clone()), rt).await
+            }
         }
-        Some(tls_config) => {
-            config.ssl_mode(SslMode::Require);
-            open(&config, RustlsConnect(tls_config.clone()), rt).await
-        }
-    }
-    .map_err(|e| connect_failed(opts, e))?;
+    };
+    // connect_timeout bounds the TCP connect only: a server that accepts
+    // and then says nothing would hold the backend for ever.
+    let client = tokio::time::timeout(opts.connect_timeout, handshake)
+        .await
+        .map_err(|_| PostgresWrapperError::Remote {
+            server: crate::fdw::remote_at(&opts.server_name, &opts.host, opts.port),
+            code: None,
+            message: format!(
+                "no answer to the connection handshake within {} s (connect_timeout)",
+                opts.connect_timeout.as_secs()
+            ),
+        })?
+        .map_err(|e| connect_failed(opts, e))?;
     let canceller = Canceller {
         token: client.cancel_token(),
         tls,
@@ -252,7 +266,7 @@ pub fn in_transaction(key: ConnKey, opts: &ConnectOptions) -> Result<Rc<Client>>
         }
         CONNS.with(|c| c.borrow_mut().remove(&key));
     }
-    let (client, canceller) = rt.block_on(connect(opts, &rt))?;
+    let (client, canceller) = crate::fdw::wait_cancellable(&rt, connect(opts, &rt), async {})?;
     let client = Rc::new(client);
     rt.block_on(client.batch_execute(&begin)).map_err(remote)?;
     mark(key, client.clone(), canceller, level);

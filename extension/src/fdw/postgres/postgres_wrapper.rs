@@ -75,12 +75,18 @@ impl RemoteRows for Cursor {
         let seq = CURSOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("pg_integration_c{seq}");
         let remote = |e| PostgresWrapperError::remote(&server.server_name, e);
-        let rt = connection::runtime()?;
-        rt.block_on(client.batch_execute(&format!("DECLARE {name} NO SCROLL CURSOR FOR {sql}")))
-            .map_err(remote)?;
-        let fetch = rt
-            .block_on(client.prepare(&format!("FETCH {} FROM {name}", plan.fetch_size)))
-            .map_err(remote)?;
+        // DECLARE plans the query remotely, which can take long: a local
+        // cancel reaches it, as it reaches each FETCH.
+        connection::wait(
+            key,
+            client.batch_execute(&format!("DECLARE {name} NO SCROLL CURSOR FOR {sql}")),
+        )?
+        .map_err(remote)?;
+        let fetch = connection::wait(
+            key,
+            client.prepare(&format!("FETCH {} FROM {name}", plan.fetch_size)),
+        )?
+        .map_err(remote)?;
         Ok(Cursor {
             server: server.server_name,
             key,
@@ -112,8 +118,10 @@ impl RemoteRows for Cursor {
     fn close(self) -> Result<()> {
         // The remote transaction ends the cursor anyway; closing it early
         // frees the remote memory of long transactions.
-        let rt = connection::runtime()?;
-        let _ = rt.block_on(self.client.batch_execute(&format!("CLOSE {}", self.name)));
+        let _ = connection::wait(
+            self.key,
+            self.client.batch_execute(&format!("CLOSE {}", self.name)),
+        )?;
         Ok(())
     }
 }
