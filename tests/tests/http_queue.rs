@@ -682,3 +682,65 @@ fn old_responses_expire() {
         Duration::from_secs(20),
     );
 }
+
+/// Intervals are bounded when a request is queued, and a row that holds a
+/// huge one anyway (queued before the bound) cannot stall the queue: the
+/// claim step once overflowed `now() + timeout` for every user (issue 27,
+/// item 1).
+#[test]
+fn huge_intervals_are_refused_and_cannot_stall_the_queue() {
+    let cluster = PgCluster::start();
+    let server = TestServer::start();
+    let mut db = database(&cluster, "app");
+    for (arguments, what) in [
+        (
+            "timeout => '106751000 days'",
+            "timeout must be at most 1 day",
+        ),
+        (
+            "backoff => '1000 years'",
+            "backoff must be between 0 and 1 day",
+        ),
+    ] {
+        let (code, message) = db_error(db.query_one(
+            &format!("SELECT integration.http_enqueue('GET', $1, {arguments})"),
+            &[&server.url("/x")],
+        ));
+        assert_eq!(code, SqlState::INVALID_PARAMETER_VALUE);
+        assert!(message.contains(what), "{message}");
+    }
+    let mut tx = db.transaction().unwrap();
+    let old: i64 = tx
+        .query_one(
+            "SELECT integration.http_enqueue('GET', $1)",
+            &[&server.url("/old")],
+        )
+        .unwrap()
+        .get(0);
+    tx.execute(
+        "UPDATE integration.http_requests SET timeout = '106751000 days' WHERE id = $1",
+        &[&old],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let ids: Vec<i64> = (0..3)
+        .map(|_| {
+            db.query_one(
+                "SELECT integration.http_enqueue('GET', $1)",
+                &[&server.url("/y")],
+            )
+            .unwrap()
+            .get(0)
+        })
+        .collect();
+    for id in ids.iter().chain([&old]) {
+        let status: Option<i32> = db
+            .query_one(
+                "SELECT status FROM integration.http_result($1, '20 seconds')",
+                &[id],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(status, Some(200), "request {id}\n{}", cluster.log_tail());
+    }
+}

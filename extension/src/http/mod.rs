@@ -137,11 +137,19 @@ fn has_header(headers: &[(String, String)], name: &str) -> bool {
     headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
 }
 
+/// The longest `timeout` (and queue `backoff`) a request may have: longer
+/// ones overflowed the queue's timestamps and stalled it for everyone.
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 fn timeout_of(timeout: Option<Interval>) -> Duration {
     match timeout {
         None => policy::default_timeout(),
         Some(i) if i.is_positive() => {
-            Duration::from_micros(u64::try_from(i.as_micros()).unwrap_or(u64::MAX))
+            let timeout = Duration::from_micros(u64::try_from(i.as_micros()).unwrap_or(u64::MAX));
+            if timeout > MAX_INTERVAL {
+                invalid("timeout must be at most 1 day".into());
+            }
+            timeout
         }
         Some(_) => invalid("timeout must be a positive interval".into()),
     }

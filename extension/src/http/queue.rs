@@ -7,7 +7,7 @@
 
 use super::client::{self, CallError, Request, Response};
 use super::policy::{self, Rules, Snapshot};
-use super::{header_list, headers_json, invalid, parse_url, timeout_of, BYTES};
+use super::{header_list, headers_json, invalid, parse_url, timeout_of, BYTES, MAX_INTERVAL};
 use crate::audit::{self, HttpCall};
 use crate::errors::{self, raise};
 use crate::owner::{as_owner, as_owner_saved_plan, current_user_name, saved_plan, SavedPlan};
@@ -236,8 +236,8 @@ fn http_enqueue(
     if !(0..=100).contains(&retries) {
         invalid("retries must be between 0 and 100".into());
     }
-    if backoff.as_micros() < 0 {
-        invalid("backoff must not be negative".into());
+    if !(0..=MAX_INTERVAL.as_micros() as i128).contains(&backoff.as_micros()) {
+        invalid("backoff must be between 0 and 1 day".into());
     }
     let timeout = timeout_of(timeout);
     if let Some(callback) = &callback {
@@ -949,7 +949,7 @@ const CLAIM_SQL: &str = "WITH candidates AS (
     UPDATE integration.http_requests r
     SET attempts = r.attempts + 1,
         claimed_by = pg_catalog.pg_backend_pid(),
-        next_attempt_at = pg_catalog.now() + r.timeout + interval '5 minutes'
+        next_attempt_at = pg_catalog.now() + LEAST(r.timeout, interval '1 day') + interval '5 minutes'
     FROM locked WHERE r.id = locked.id
     RETURNING r.id, r.method, r.url, r.host, r.headers, r.body,
               (extract(epoch FROM r.timeout) * 1000000)::bigint AS timeout_us,
