@@ -4,8 +4,10 @@
 //! them to a ring in shared memory; the database's background worker
 //! (`worker.rs`) writes them to `integration.audit_log` and
 //! `api_key_store.last_used_at`.
-//! Events are lost only when the ring is full (counted and reported as an
-//! `audit.dropped` row) or when the server stops before the next flush
+//! Identical refusals close together are counted in one event. A backend
+//! that finds a ring full waits up to 5 s for the worker to make room; only
+//! then is an event lost (counted per database and reported as an
+//! `audit.dropped` row), or when the server stops before the next flush
 //! (about 200 ms).
 
 use crate::owner::{saved_plan, SavedPlan};
@@ -107,6 +109,8 @@ struct Event {
     status: u16,
     duration_us: u64,
     error: [u8; 12],
+    /// How many identical refusals this event stands for (coalesced).
+    count: u32,
 }
 
 impl Event {
@@ -123,6 +127,7 @@ impl Event {
         status: 0,
         duration_us: 0,
         error: [0; 12],
+        count: 1,
     };
 }
 
@@ -146,7 +151,7 @@ fn unfixed(bytes: &[u8]) -> String {
 struct Ring {
     events: [Event; CAPACITY],
     len: usize,
-    dropped: u64,
+    dropped: Dropped,
 }
 
 impl Default for Ring {
@@ -154,9 +159,75 @@ impl Default for Ring {
         Ring {
             events: [Event::EMPTY; CAPACITY],
             len: 0,
-            dropped: 0,
+            dropped: Dropped::default(),
         }
     }
+}
+
+/// Events dropped per database, so that each database's audit log says
+/// what it lost (database 0 counts those of databases past the slots).
+#[derive(Copy, Clone, Default)]
+struct Dropped {
+    slots: [(u32, u64); 16],
+}
+
+impl Dropped {
+    fn add(&mut self, database: u32) {
+        let slot = match self
+            .slots
+            .iter()
+            .position(|(d, n)| *d == database && *n > 0)
+        {
+            Some(i) => i,
+            None => match self.slots.iter().position(|(_, n)| *n == 0) {
+                Some(i) => {
+                    self.slots[i].0 = database;
+                    i
+                }
+                None => self.slots.iter().position(|(d, _)| *d == 0).unwrap_or(0),
+            },
+        };
+        self.slots[slot].1 += 1;
+    }
+
+    /// Takes the count of `database`, and the unattributed one with it.
+    fn take(&mut self, database: u32) -> u64 {
+        self.slots
+            .iter_mut()
+            .filter(|(d, _)| *d == database || *d == 0)
+            .map(|(_, n)| std::mem::take(n))
+            .sum()
+    }
+}
+
+/// How far back a refusal looks for an identical one to count instead.
+const COALESCE_WINDOW: usize = 64;
+/// How long a backend waits for room before it drops an event.
+const FULL_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether a backend that found a ring full may still wait for room: not
+/// past [`FULL_WAIT`], and not the worker itself, which cannot wait for
+/// itself. The flooding backend is the one slowed down.
+fn may_wait(started: std::time::Instant) -> bool {
+    // SAFETY: a global set at process start.
+    let background = unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_BG_WORKER };
+    !background && started.elapsed() < FULL_WAIT
+}
+
+/// Wakes `database`'s worker and sleeps a moment (interrupts still work).
+fn nap(database: u32) {
+    worker::wake(database);
+    // SAFETY: the documented way to sleep in a backend.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            10,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pgrx::check_for_interrupts!();
 }
 
 // SAFETY: plain old data without pointers.
@@ -182,7 +253,7 @@ struct Refusal {
 struct Refusals {
     items: [Refusal; REFUSAL_CAPACITY],
     len: usize,
-    dropped: u64,
+    dropped: Dropped,
 }
 
 impl Default for Refusals {
@@ -197,7 +268,7 @@ impl Default for Refusals {
                 reason: [0; 160],
             }; REFUSAL_CAPACITY],
             len: 0,
-            dropped: 0,
+            dropped: Dropped::default(),
         }
     }
 }
@@ -327,22 +398,30 @@ pub fn refuse(action: &str, target: &str, reason: &str) {
         actor,
         ..
     } = event(Kind::Refused);
-    {
-        let mut ring = REFUSALS.exclusive();
-        if ring.len < REFUSAL_CAPACITY {
-            let len = ring.len;
-            ring.items[len] = Refusal {
-                database,
-                at,
-                actor,
-                action: fixed(action),
-                target: fixed(target),
-                reason: fixed(reason),
-            };
-            ring.len += 1;
-        } else {
-            ring.dropped += 1;
+    let refusal = Refusal {
+        database,
+        at,
+        actor,
+        action: fixed(action),
+        target: fixed(target),
+        reason: fixed(reason),
+    };
+    let started = std::time::Instant::now();
+    loop {
+        {
+            let mut ring = REFUSALS.exclusive();
+            if ring.len < REFUSAL_CAPACITY {
+                let len = ring.len;
+                ring.items[len] = refusal;
+                ring.len += 1;
+                break;
+            }
+            if !may_wait(started) {
+                ring.dropped.add(database);
+                break;
+            }
         }
+        nap(database);
     }
     worker::ensure(database);
 }
@@ -370,16 +449,46 @@ pub fn record(kind: Kind, action: Action, reason: Option<Reason>, key_id: Option
     push(event);
 }
 
+/// Two refusals the audit log may count as one row.
+fn same_refusal(a: &Event, b: &Event) -> bool {
+    a.kind == Kind::Refused as u8
+        && b.kind == a.kind
+        && a.database == b.database
+        && a.action == b.action
+        && a.reason == b.reason
+        && a.key_id == b.key_id
+        && a.actor == b.actor
+}
+
+/// Adds `event` to the ring: a refusal identical to a recent one is counted
+/// there; when the ring is full the backend waits briefly for the worker,
+/// and drops the event (counted for its database) only after that.
 fn push(event: Event) {
-    {
-        let mut ring = RING.exclusive();
-        if ring.len < CAPACITY {
+    let started = std::time::Instant::now();
+    loop {
+        {
+            let mut ring = RING.exclusive();
             let len = ring.len;
-            ring.events[len] = event;
-            ring.len += 1;
-        } else {
-            ring.dropped += 1;
+            let recent = len.saturating_sub(COALESCE_WINDOW)..len;
+            if let Some(same) = ring.events[recent]
+                .iter_mut()
+                .rev()
+                .find(|e| same_refusal(e, &event))
+            {
+                same.count = same.count.saturating_add(1);
+                break;
+            }
+            if len < CAPACITY {
+                ring.events[len] = event;
+                ring.len += 1;
+                break;
+            }
+            if !may_wait(started) {
+                ring.dropped.add(event.database);
+                break;
+            }
         }
+        nap(event.database);
     }
     worker::ensure(event.database);
 }
@@ -413,11 +522,11 @@ pub fn drain(database: u32, installed: bool) -> bool {
     let (batch, mut dropped) = {
         let mut ring = RING.exclusive();
         let batch = ring.take(database, BATCH);
-        (batch, std::mem::take(&mut ring.dropped))
+        (batch, ring.dropped.take(database))
     };
     let refusals = {
         let mut ring = REFUSALS.exclusive();
-        dropped += std::mem::take(&mut ring.dropped);
+        dropped += ring.dropped.take(database);
         ring.take(database, BATCH)
     };
     if batch.is_empty() && refusals.is_empty() && dropped == 0 {
@@ -508,25 +617,33 @@ fn insert(batch: &[Event], dropped: u64) {
                     .to_string()
             })
             .collect();
+        // Identical refusals in a row are one row with their count.
+        let counts: Vec<Option<i64>> = refused
+            .iter()
+            .map(|e| (e.count > 1).then_some(i64::from(e.count)))
+            .collect();
         Spi::run_with_args(
             "INSERT INTO integration.audit_log (at, actor, action, target, ok, detail)
              SELECT timestamptz '2000-01-01 00:00:00+00' + e.us * interval '1 microsecond',
                     e.actor, e.action,
                     CASE WHEN e.id IS NULL THEN NULL ELSE 'api_key:' || e.id END,
                     false,
-                    pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('reason', e.reason, 'key_id', e.id))
+                    pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                        'reason', e.reason, 'key_id', e.id, 'count', e.n))
              FROM ROWS FROM (pg_catalog.unnest($1::bigint[]),
                              pg_catalog.unnest($2::text[]),
                              pg_catalog.unnest($3::text[]),
                              pg_catalog.unnest($4::bigint[]),
-                             pg_catalog.unnest($5::text[]))
-                  AS e(us, actor, action, id, reason)",
+                             pg_catalog.unnest($5::text[]),
+                             pg_catalog.unnest($6::bigint[]))
+                  AS e(us, actor, action, id, reason, n)",
             &[
                 ats.into(),
                 actors.into(),
                 actions.into(),
                 ids.into(),
                 reasons.into(),
+                counts.into(),
             ],
         )
         .unwrap_or_else(|e| error!("insert audit rows: {e}"));

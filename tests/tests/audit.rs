@@ -166,3 +166,70 @@ fn every_refusal_cancel_and_callback_error_is_audited() {
     assert_eq!(target, Some(format!("http_request:{id}")));
     assert!(error.contains("callback says no"), "{error}");
 }
+
+/// A flood of refusals cannot push other events out of the audit log:
+/// identical ones are counted in one row, and a full ring slows the
+/// flooding backend down instead of dropping events (issue 27, item 3).
+#[test]
+fn a_flood_of_refusals_is_counted_and_hides_nothing() {
+    let cluster = PgCluster::start();
+    let mut db = cluster.create_database("app");
+    db.batch_execute("CREATE ROLE u1 LOGIN IN ROLE integration_user")
+        .unwrap();
+    let mut user = cluster.connect_as("app", "u1");
+    let found: i64 = user
+        .query_one(
+            "SELECT count(*) FROM generate_series(1, 8000) g
+             WHERE EXISTS (SELECT FROM integration.verify_api_key('x' || g))",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(found, 0);
+    let error = user
+        .batch_execute("SELECT integration.http_get('http://127.0.0.1:1/after-the-flood')")
+        .unwrap_err();
+    assert!(error.as_db_error().is_some(), "{error}");
+    audited(
+        &cluster,
+        &mut db,
+        "action = 'http.request' AND actor = 'u1' AND target = '127.0.0.1' AND NOT ok",
+    );
+    let start = Instant::now();
+    loop {
+        let counted: i64 = db
+            .query_one(
+                "SELECT coalesce(sum(coalesce((detail->>'count')::bigint, 1)), 0)::bigint
+                 FROM integration.audit_log
+                 WHERE action = 'api_key.verify' AND actor = 'u1' AND detail->>'reason' = 'malformed'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if counted == 8000 {
+            break;
+        }
+        assert!(
+            counted < 8000 && start.elapsed() < Duration::from_secs(30),
+            "{counted} refusals audited\n{}",
+            cluster.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rows: i64 = db
+        .query_one(
+            "SELECT count(*) FROM integration.audit_log WHERE action = 'api_key.verify'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(rows < 8000, "{rows} rows for 8000 identical refusals");
+    let dropped: i64 = db
+        .query_one(
+            "SELECT count(*) FROM integration.audit_log WHERE action = 'audit.dropped'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(dropped, 0);
+}
