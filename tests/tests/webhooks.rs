@@ -1411,3 +1411,101 @@ fn admin_functions_act_as_the_calling_role_not_the_login_role() {
         .collect();
     assert_eq!(actors, ["hooks_admin", "hooks_admin"]);
 }
+
+/// A signed body PostgreSQL cannot store (NUL in JSON, text or a form).
+fn poison(n: usize) -> (&'static str, Vec<u8>) {
+    match n % 3 {
+        0 => (
+            "application/json",
+            format!(r#"{{"n":{n},"a":"\u0000"}}"#).into_bytes(),
+        ),
+        1 => ("text/plain", format!("poison {n}\0end").into_bytes()),
+        _ => (
+            "application/x-www-form-urlencoded",
+            format!("n={n}&a=%00").into_bytes(),
+        ),
+    }
+}
+
+#[test]
+fn a_nul_in_one_body_fails_only_that_delivery() {
+    const VALID_THREADS: usize = 6;
+    const VALID_EACH: usize = 25;
+    const POISON_THREADS: usize = 3;
+    const POISON_EACH: usize = 10;
+    let (cluster, mut admin) = setup();
+    let secret = create(&mut admin, "'load', 'standard'").1.expect("secret");
+    let sidecar = Arc::new(start_sidecar(&cluster));
+    let send = |sidecar: &Sidecar, id: &str, content_type: &str, body: &[u8]| {
+        post(
+            sidecar,
+            "load",
+            content_type,
+            &standard(&secret, id, now(), body),
+            body,
+        )
+        .unwrap_or_else(|e| panic!("POST {id}: {e}\n{}", sidecar.log()))
+    };
+    let statuses: Vec<(bool, String, u16, Value)> = thread::scope(|scope| {
+        let mut threads = Vec::new();
+        for t in 0..VALID_THREADS {
+            let (sidecar, send) = (sidecar.clone(), &send);
+            threads.push(scope.spawn(move || {
+                (0..VALID_EACH)
+                    .map(|n| {
+                        let id = format!("valid-{t}-{n}");
+                        let body = format!(r#"{{"t":{t},"n":{n}}}"#).into_bytes();
+                        let a = send(&sidecar, &id, "application/json", &body);
+                        (true, id, a.status, a.body)
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        for t in 0..POISON_THREADS {
+            let (sidecar, send) = (sidecar.clone(), &send);
+            threads.push(scope.spawn(move || {
+                (0..POISON_EACH)
+                    .map(|n| {
+                        let id = format!("poison-{t}-{n}");
+                        let (content_type, body) = poison(t * POISON_EACH + n);
+                        let a = send(&sidecar, &id, content_type, &body);
+                        (false, id, a.status, a.body)
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    let wrong: Vec<_> = statuses
+        .iter()
+        .filter(|(valid, _, status, _)| *status != if *valid { 200 } else { 422 })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answers are wrong (valid must be 200, poison 422): {:?}",
+        wrong.len(),
+        statuses.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    let rows = admin
+        .query(
+            "SELECT delivery_id, count(*) FROM integration.webhook_events
+              WHERE webhook = 'load' GROUP BY delivery_id",
+            &[],
+        )
+        .expect("events");
+    let stored: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let valid: BTreeMap<String, i64> = statuses
+        .iter()
+        .filter(|(valid, ..)| *valid)
+        .map(|(_, id, ..)| (id.clone(), 1))
+        .collect();
+    assert_eq!(valid.len(), VALID_THREADS * VALID_EACH);
+    assert_eq!(
+        stored, valid,
+        "every valid delivery is stored exactly once and no poison is"
+    );
+}

@@ -211,6 +211,16 @@ async fn receive(
                 "the webhook's handler or target table failed; nothing was stored",
             )
         }
+        commit::Outcome::Refused(error) => {
+            state
+                .metrics
+                .count_webhook(&webhook.name, "invalid_payload");
+            tracing::warn!(webhook = %webhook.name, error = %error, "webhook event refused by the database");
+            json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the database cannot store this payload; nothing was stored",
+            )
+        }
         commit::Outcome::Gone => {
             state.metrics.count_webhook(&webhook.name, "not_found");
             json_error(StatusCode::NOT_FOUND, format!("no webhook named {name}"))
