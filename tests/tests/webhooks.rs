@@ -1509,3 +1509,83 @@ fn a_nul_in_one_body_fails_only_that_delivery() {
         "every valid delivery is stored exactly once and no poison is"
     );
 }
+
+#[test]
+fn numbers_are_stored_and_validated_exactly_as_sent() {
+    let (cluster, mut admin) = setup();
+    // 12345678901234567890 and …891 are one f64: rounded, the first is
+    // refused by exclusiveMaximum and the second accepted.
+    create(
+        &mut admin,
+        r#"'exact', 'none', delivery_id => '/id', json_schema =>
+           '{"properties":{"big":{"exclusiveMaximum":12345678901234567891}}}'"#,
+    );
+    let sidecar = Arc::new(start_sidecar(&cluster));
+    let send = |body: &str| {
+        post(&sidecar, "exact", "application/json", &[], body.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}\n{}", sidecar.log()))
+    };
+    let exact = r#"{"id":"exact","big":12345678901234567890,"neg0":-0,
+                    "huge":1e400,"tiny":0.1000000000000000000001,"id_num":900719925474099312}"#;
+    let a = send(exact);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = send(r#"{"id":"over","big":12345678901234567891}"#);
+    assert_eq!(a.status, 422, "the schema sees the exact value: {}", a.body);
+    let row = admin
+        .query_one(
+            "SELECT payload->>'big', payload->>'neg0', (payload->>'huge')::numeric = 1e400,
+                    payload->>'tiny', payload->>'id_num'
+               FROM integration.webhook_events WHERE delivery_id = 'exact'",
+            &[],
+        )
+        .expect("the exact event");
+    assert_eq!(row.get::<_, String>(0), "12345678901234567890");
+    // jsonb keeps numbers as numeric, which has no negative zero.
+    assert_eq!(row.get::<_, String>(1), "0");
+    assert!(row.get::<_, bool>(2), "1e400 is stored as 10^400");
+    assert_eq!(row.get::<_, String>(3), "0.1000000000000000000001");
+    assert_eq!(row.get::<_, String>(4), "900719925474099312");
+
+    // Numbers past PostgreSQL's numeric range parse as JSON but cannot be
+    // stored: they are refused alone while concurrent valid deliveries of
+    // the same batches are stored.
+    let answers: Vec<(String, u16)> = thread::scope(|scope| {
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let send = &send;
+                scope.spawn(move || {
+                    (0..20)
+                        .map(|n| {
+                            let id = format!("n-{t}-{n}");
+                            let body = if t % 3 == 0 {
+                                format!(r#"{{"id":"{id}","huge":1e999999}}"#)
+                            } else {
+                                format!(r#"{{"id":"{id}","big":{n}}}"#)
+                            };
+                            (id, send(&body).status)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    for (id, status) in &answers {
+        let expected = if id.starts_with("n-0-") || id.starts_with("n-3-") {
+            422
+        } else {
+            200
+        };
+        assert_eq!(*status, expected, "{id}\n{}", sidecar.log());
+    }
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM integration.webhook_events WHERE delivery_id LIKE 'n-%'"
+        ),
+        80
+    );
+}
