@@ -1589,3 +1589,82 @@ fn numbers_are_stored_and_validated_exactly_as_sent() {
         80
     );
 }
+
+#[test]
+fn a_slow_schema_pattern_does_not_stall_other_requests() {
+    const SLOW_REQUESTS: usize = 3;
+    let (cluster, mut admin) = setup();
+    // Backtracks up to the regex engine's limit on every string of "a"s
+    // (each string differs: the validator skips a subject it gave up on).
+    create(
+        &mut admin,
+        r#"'slow', 'none', json_schema => '{"properties":{"s":{"type":"array",
+             "items":{"type":"string","pattern":"^(?:(a|a)+(?=\\1)b|a)"}}}}'"#,
+    );
+    let sidecar = start_sidecar(&cluster);
+    let strings: Vec<String> = (0..1000)
+        .map(|i| format!("{}{i}", "a".repeat(30)))
+        .collect();
+    let body = serde_json::to_vec(&json!({ "s": strings })).expect("a body");
+    let running = AtomicUsize::new(SLOW_REQUESTS);
+    let started = Instant::now();
+    let (answers, probes) = thread::scope(|scope| {
+        let slow: Vec<_> = (0..SLOW_REQUESTS)
+            .map(|_| {
+                let (sidecar, body, running) = (&sidecar, &body, &running);
+                scope.spawn(move || {
+                    let answer = sidecar
+                        .client
+                        .post(sidecar.url("/webhooks/slow"))
+                        .header("content-type", "application/json")
+                        .timeout(Duration::from_secs(600))
+                        .body(body.clone())
+                        .send()
+                        .and_then(|r| Ok((r.status().as_u16(), r.text()?)));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    answer
+                })
+            })
+            .collect();
+        // /healthz answers, again and again, while the validations run.
+        let mut probes = 0;
+        while running.load(Ordering::SeqCst) > 0 {
+            let health = sidecar
+                .client
+                .get(sidecar.url("/healthz"))
+                .timeout(Duration::from_secs(5))
+                .send();
+            let still_running = running.load(Ordering::SeqCst) > 0;
+            match health {
+                Ok(r) if r.status().is_success() => probes += usize::from(still_running),
+                other => panic!("/healthz failed while a slow schema ran: {other:?}"),
+            }
+            sleep(Duration::from_millis(100));
+        }
+        let answers: Vec<_> = slow
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        (answers, probes)
+    });
+    eprintln!("slow validations took {:?}", started.elapsed());
+    for answer in &answers {
+        let (status, text) = answer.as_ref().expect("an answer");
+        assert!(
+            *status == 422 && text.contains("took more than"),
+            "a validation over its budget is refused: {status} {}",
+            &text[..text.len().min(600)]
+        );
+    }
+    assert!(
+        probes >= 10,
+        "/healthz answered only {probes} times while the validations ran"
+    );
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM integration.webhook_events"
+        ),
+        0
+    );
+}
