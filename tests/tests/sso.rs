@@ -1342,3 +1342,87 @@ fn oidc_over_https_trusts_the_configured_ca_and_nothing_else() {
         untrusted.body
     );
 }
+
+/// Peak resident memory of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("read /proc/PID/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmHWM line")
+}
+
+#[test]
+fn a_login_post_is_checked_for_its_provider_and_size_before_its_body_is_parsed() {
+    let (cluster, mut admin) = setup();
+    // Neither server exists: nothing here may get as far as contacting one.
+    admin
+        .batch_execute(
+            "SELECT integration.create_sso_provider('generic', 'oauth2',
+                 jsonb_build_object('authorize_url', 'http://127.0.0.1:9/auth',
+                     'token_url', 'http://127.0.0.1:9/token', 'userinfo_url', 'http://127.0.0.1:9/me',
+                     'client_id', 'c', 'client_secret', 's'),
+                 default_role => 'app_user');
+             SELECT integration.create_sso_provider('dir', 'ldap',
+                 jsonb_build_object('url', 'ldap://127.0.0.1:9',
+                                    'user_dn_template', 'uid={username},ou=people,dc=x'),
+                 default_role => 'app_user');",
+        )
+        .expect("providers");
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=2"));
+    let post = |provider: &str, body: Vec<u8>| {
+        answer(
+            client()
+                .post(sidecar.url(&format!("/auth/{provider}/login")))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .unwrap_or_else(|e| panic!("POST login: {e}\n{}", sidecar.log())),
+        )
+    };
+    // ~1 MiB of tiny objects: parsed, each costs far more than its 7 bytes.
+    let mut amplifier = b"[".to_vec();
+    while amplifier.len() < 1_000_000 {
+        amplifier.extend_from_slice(br#"{"":0},"#);
+    }
+    amplifier.extend_from_slice(br#"{"":0}]"#);
+    let peak_before = peak_rss_kib(sidecar.pid());
+    for _ in 0..4 {
+        let a = post("generic", amplifier.clone());
+        assert_eq!(a.status, 400, "{}", a.text);
+        assert!(
+            a.body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("GET /auth/{provider}/login")),
+            "a browser provider says how it logs in: {}",
+            a.text
+        );
+        let a = post("dir", amplifier.clone());
+        assert_eq!(
+            a.status, 413,
+            "a login body is a few KB at most: {}",
+            a.text
+        );
+    }
+    let peak_after = peak_rss_kib(sidecar.pid());
+    eprintln!(
+        "sidecar peak RSS: {peak_before} KiB before, {peak_after} KiB after 8 MiB of login bodies"
+    );
+    assert!(
+        peak_after < peak_before + 32 * 1024,
+        "login bodies were parsed: peak RSS went from {peak_before} to {peak_after} KiB"
+    );
+    // A small form still reaches the directory (which is not there).
+    let a = post(
+        "dir",
+        serde_json::to_vec(&json!({"username": "ada", "password": "x"})).expect("json"),
+    );
+    assert!(
+        ![400, 413].contains(&a.status),
+        "a small login is not refused for its size: {} {}",
+        a.status,
+        a.text
+    );
+}

@@ -15,7 +15,7 @@ pub mod session;
 
 use crate::errors::json_error;
 use crate::state::AppState;
-use axum::body::Bytes;
+use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -94,6 +94,12 @@ pub trait Protocol: Send + Sync {
         _kept: &'a Value,
     ) -> BoxFuture<'a, Result<Identity, SsoError>> {
         refuse(PASSWORD_ONLY)
+    }
+
+    /// Whether this protocol logs in with a username and password (a
+    /// `POST /auth/{provider}/login` form); checked before the body is read.
+    fn takes_password(&self) -> bool {
+        false
     }
 
     /// Checks a username and password.
@@ -241,6 +247,10 @@ fn provider(state: &AppState, name: &str) -> Result<Arc<Provider>, SsoError> {
     }
 }
 
+/// Largest password-login body read: a username, a password and a
+/// redirect URL fit, and nothing larger is parsed before authentication.
+const MAX_LOGIN_BODY_BYTES: usize = 8 * 1024;
+
 /// The fields of a password login, from a JSON or form body.
 fn login_fields(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, SsoError> {
     let content_type = headers
@@ -271,11 +281,27 @@ async fn password_login(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let provider = match provider(&state, &name) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
+    };
+    // The provider's kind first: a browser provider never reads the body.
+    let refused = match &provider.protocol {
+        Ok(protocol) if protocol.takes_password() => None,
+        Ok(_) => Some(SsoError::BadRequest(BROWSER_ONLY.into())),
+        Err(e) => Some(SsoError::Unavailable(e.clone())),
+    };
+    if let Some(e) = refused {
+        record_failure(&state, &provider.name, &e, None).await;
+        return e.into_response();
+    }
+    let Ok(body) = to_bytes(body, MAX_LOGIN_BODY_BYTES).await else {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a login body holds at most {MAX_LOGIN_BODY_BYTES} bytes"),
+        );
     };
     let fields = match login_fields(&headers, &body) {
         Ok(fields) => fields,
