@@ -1668,3 +1668,66 @@ fn a_slow_schema_pattern_does_not_stall_other_requests() {
         0
     );
 }
+
+#[test]
+fn database_errors_are_logged_with_a_request_id_not_answered() {
+    let (cluster, mut admin) = setup();
+    admin
+        .batch_execute("CREATE ROLE app NOLOGIN")
+        .expect("role");
+    create(&mut admin, "'keyed', 'api-key'");
+    let token: String = admin
+        .query_one(
+            "SELECT integration.create_api_key('sender', 'app', ARRAY['webhooks:keyed'])",
+            &[],
+        )
+        .expect("an API key")
+        .get(0);
+    let sidecar = start_sidecar(&cluster);
+    // The sidecar's role loses its login: every new connection fails with
+    // "FATAL: role … is not permitted to log in".
+    admin
+        .batch_execute(
+            "ALTER ROLE integration_sidecar NOLOGIN;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE usename = 'integration_sidecar';",
+        )
+        .expect("NOLOGIN");
+    let leaks = |text: &str| {
+        ["FATAL", "not permitted", "integration_sidecar", "db error"]
+            .iter()
+            .any(|leak| text.contains(leak))
+    };
+    let (_, ready) = sidecar.wait_for("/readyz", 503, Duration::from_secs(10));
+    assert!(!leaks(&ready.to_string()), "/readyz: {ready}");
+    let response = sidecar
+        .client
+        .post(sidecar.url("/webhooks/keyed"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(r#"{"n":1}"#)
+        .send()
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 503);
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("an X-Request-Id header");
+    let text = response.text().expect("a body");
+    assert!(
+        !leaks(&text),
+        "the database error reached the client: {text}"
+    );
+    let body: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(body["request_id"], header_id.as_str(), "{body}");
+    assert!(
+        sidecar
+            .log()
+            .lines()
+            .any(|l| l.contains(&header_id) && l.contains("not permitted to log in")),
+        "no log line gives the detail with request id {header_id}:\n{}",
+        sidecar.log()
+    );
+}

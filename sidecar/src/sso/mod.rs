@@ -150,6 +150,9 @@ pub enum SsoError {
     Upstream(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A database failure: logged, answered only as unavailable.
+    #[error("{0}")]
+    Database(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -162,7 +165,7 @@ impl SsoError {
             SsoError::NoRole(_) => StatusCode::FORBIDDEN,
             SsoError::NotFound(_) => StatusCode::NOT_FOUND,
             SsoError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            SsoError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SsoError::Unavailable(_) | SsoError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             SsoError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -176,7 +179,7 @@ impl SsoError {
             SsoError::NoRole(_) => "no_role",
             SsoError::NotFound(_) => "not_found",
             SsoError::Upstream(_) => "upstream",
-            SsoError::Unavailable(_) => "unavailable",
+            SsoError::Unavailable(_) | SsoError::Database(_) => "unavailable",
             SsoError::Internal(_) => "internal",
         }
     }
@@ -186,6 +189,7 @@ impl SsoError {
         match self {
             SsoError::BadCredentials(_) => "invalid username or password".into(),
             SsoError::Rejected(_) => "the login was refused; start again".into(),
+            SsoError::Database(_) => crate::errors::DATABASE_UNAVAILABLE.into(),
             other => other.to_string(),
         }
     }
@@ -193,6 +197,9 @@ impl SsoError {
 
 impl IntoResponse for SsoError {
     fn into_response(self) -> Response {
+        if let SsoError::Database(detail) = &self {
+            tracing::warn!(error = %detail, "SSO: database error");
+        }
         json_error(self.status(), self.public_message())
     }
 }
@@ -465,7 +472,7 @@ async fn record_login(
         .db
         .client()
         .await
-        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+        .map_err(|e| SsoError::Database(e.to_string()))?;
     let row = client
         .query_one(
             "SELECT integration.sso_record_login($1, $2, $3, $4, $5, $6, $7::text::name)",
@@ -481,7 +488,7 @@ async fn record_login(
         )
         .await
         .map_err(|e| {
-            SsoError::Unavailable(format!(
+            SsoError::Database(format!(
                 "cannot record the login: {}",
                 crate::db::describe(&e)
             ))
@@ -531,12 +538,12 @@ async fn ended(state: &AppState, claims: &Value) -> Result<bool, SsoError> {
         .db
         .client()
         .await
-        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+        .map_err(|e| SsoError::Database(e.to_string()))?;
     let jti = claims["jti"].as_str().unwrap_or_default();
     let row = client
         .query_one("SELECT integration.session_ended($1)", &[&jti])
         .await
-        .map_err(|e| SsoError::Unavailable(crate::db::describe(&e)))?;
+        .map_err(|e| SsoError::Database(crate::db::describe(&e)))?;
     Ok(row.get(0))
 }
 
@@ -594,7 +601,7 @@ async fn end_session(state: &AppState, claims: &Value) -> Result<(), SsoError> {
         .db
         .client()
         .await
-        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+        .map_err(|e| SsoError::Database(e.to_string()))?;
     let jti = claims["jti"].as_str().unwrap_or_default();
     let exp = claims["exp"].as_f64().unwrap_or_default();
     let idp = claims["idp"].as_str().unwrap_or_default();
@@ -605,7 +612,7 @@ async fn end_session(state: &AppState, claims: &Value) -> Result<(), SsoError> {
             &[&jti, &exp, &idp, &sub],
         )
         .await
-        .map_err(|e| SsoError::Unavailable(crate::db::describe(&e)))?;
+        .map_err(|e| SsoError::Database(crate::db::describe(&e)))?;
     Ok(())
 }
 

@@ -271,26 +271,14 @@ async fn verify(
     if webhook.scheme == Scheme::ApiKey {
         let token = api_key(headers).unwrap_or_default();
         let scope = format!("webhooks:{}", webhook.name);
-        let client = state.db.client().await.map_err(|e| {
-            Refused::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?;
+        let client = state.db.client().await.map_err(|e| database_refused(&e))?;
         let rows = client
             .query(
                 "SELECT 1 FROM integration.verify_api_key($1, $2)",
                 &[&token, &scope],
             )
             .await
-            .map_err(|e| {
-                Refused::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    crate::db::describe(&e),
-                )
-            })?;
+            .map_err(|e| database_refused(&crate::db::describe(&e)))?;
         if rows.is_empty() {
             return Err(Refused::new(
                 StatusCode::UNAUTHORIZED,
@@ -350,6 +338,16 @@ fn schema_timeout() -> Refused {
              its patterns may need to backtrack too much on this payload",
             SCHEMA_BUDGET.as_secs()
         ),
+    )
+}
+
+/// A 503 for a database failure: the detail is logged, not answered.
+fn database_refused(detail: &dyn std::fmt::Display) -> Refused {
+    tracing::warn!(error = %detail, "cannot verify an API key: database error");
+    Refused::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        crate::errors::DATABASE_UNAVAILABLE,
     )
 }
 
