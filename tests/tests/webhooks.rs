@@ -1731,3 +1731,71 @@ fn database_errors_are_logged_with_a_request_id_not_answered() {
         sidecar.log()
     );
 }
+
+#[test]
+fn delivery_ids_are_kept_exactly_or_refused_never_dropped() {
+    let (cluster, mut admin) = setup();
+    create(&mut admin, "'ids', 'none', delivery_id => '/id'");
+    create(&mut admin, "'hdr', 'none', delivery_id => 'X-Delivery'");
+    let sidecar = start_sidecar(&cluster);
+    let send = |body: Value| {
+        post(
+            &sidecar,
+            "ids",
+            "application/json",
+            &[],
+            body.to_string().as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", sidecar.log()))
+    };
+    let stored = |body: Value| {
+        let a = send(body.clone());
+        assert_eq!(a.status, 200, "{body}: {}", a.body);
+        a.body["duplicate"].as_bool().expect("duplicate")
+    };
+    // Kept exactly: spaces inside a JSON string count; a number is its JSON text.
+    assert!(!stored(json!({"id": " 42 "})));
+    assert!(
+        !stored(json!({"id": "42"})),
+        "\" 42 \" and \"42\" are two ids"
+    );
+    assert!(
+        stored(json!({"id": 42})),
+        "42 and \"42\" are one id (README)"
+    );
+    assert!(!stored(json!({"id": "évènement"})));
+    assert!(stored(json!({"id": "évènement"})));
+    assert!(!stored(json!({"id": "x".repeat(500)})));
+    assert!(stored(json!({"id": "x".repeat(500)})));
+    // Refused, never stored without an id.
+    for body in [json!({"id": "x".repeat(501)}), json!({"id": ""})] {
+        let a = send(body.clone());
+        assert_eq!(a.status, 400, "{}", a.body);
+    }
+    let response = sidecar
+        .client
+        .post(sidecar.url("/webhooks/hdr"))
+        .header("content-type", "application/json")
+        .header(
+            "x-delivery",
+            reqwest::header::HeaderValue::from_bytes(b"\xe9v\xe9nement").expect("obs-text"),
+        )
+        .body("{}")
+        .send()
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 400, "a non-ASCII header id");
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM integration.webhook_events WHERE delivery_id IS NULL"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM integration.webhook_events"
+        ),
+        4
+    );
+}

@@ -69,6 +69,10 @@ impl Headers for RequestHeaders<'_> {
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(|v| v.to_str().ok())
     }
+
+    fn present(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
 }
 
 /// A refusal: its status, a metrics/audit reason and the message sent back.
@@ -145,10 +149,12 @@ async fn receive(
         let payload = body::parse(content_type.as_deref(), &raw)
             .map_err(|(status, reason, message)| Refused::new(status, reason, message))?;
         let payload = validate(&webhook, payload).await?;
-        let delivery_id = webhook
-            .delivery_id
-            .as_ref()
-            .and_then(|d| d.extract(&headers, payload.as_ref()));
+        let delivery_id = match &webhook.delivery_id {
+            Some(d) => d.extract(&headers, payload.as_ref()).map_err(|e| {
+                Refused::new(StatusCode::BAD_REQUEST, "bad_delivery_id", e.to_string())
+            })?,
+            None => None,
+        };
         Ok(commit::Event {
             webhook: webhook.id,
             delivery_id,
@@ -170,7 +176,8 @@ async fn receive(
             let delivery_id = webhook
                 .delivery_id
                 .as_ref()
-                .and_then(|d| d.extract(&RequestHeaders(&parts.headers), None));
+                .and_then(|d| d.extract(&RequestHeaders(&parts.headers), None).ok())
+                .flatten();
             webhooks.refusals.record(
                 &webhook.name,
                 refused.status.as_u16(),
