@@ -1426,3 +1426,59 @@ fn a_login_post_is_checked_for_its_provider_and_size_before_its_body_is_parsed()
         a.text
     );
 }
+
+#[test]
+fn logout_checks_the_origin_and_never_claims_success_without_the_database() {
+    let (cluster, mut admin, _slapd) = ldap_setup();
+    let sidecar = start_sidecar(&cluster);
+    let token = token(&sidecar, "corp", "ada", "ada-secret");
+    let logout = |origin: Option<&str>| {
+        let mut request = client()
+            .post(sidecar.url("/auth/logout"))
+            .header("cookie", format!("pg_integration_session={token}"));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        answer(request.send().expect("logout"))
+    };
+    // Another origin, even on the same host, cannot log the user out.
+    for origin in ["http://evil.example", "http://127.0.0.1:9"] {
+        let a = logout(Some(origin));
+        assert_eq!(a.status, 403, "{origin}: {}", a.text);
+        assert!(a.cookies.is_empty(), "{origin}: the cookie was cleared");
+    }
+    assert_eq!(session(&sidecar, &token).status, 200);
+
+    // The database is unavailable: the end of the session cannot be recorded.
+    admin
+        .batch_execute(
+            "ALTER ROLE integration_sidecar NOLOGIN;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE usename = 'integration_sidecar';",
+        )
+        .expect("NOLOGIN");
+    let a = logout(Some(&sidecar.base_url));
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_ne!(a.body["logged_out"], true, "{}", a.text);
+    assert!(
+        a.cookies.is_empty(),
+        "the cookie was cleared: {:?}",
+        a.cookies
+    );
+
+    admin
+        .batch_execute("ALTER ROLE integration_sidecar LOGIN")
+        .expect("LOGIN");
+    // Pooled connections the server ended are dropped as they are noticed.
+    let mut last = None;
+    wait_until(|| {
+        let a = logout(Some(&sidecar.base_url));
+        let done = a.status != 503;
+        last = Some(a);
+        done
+    });
+    let a = last.expect("an answer");
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["session_ended"], true, "{}", a.text);
+    assert_eq!(session(&sidecar, &token).status, 401);
+}

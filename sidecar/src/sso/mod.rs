@@ -568,16 +568,31 @@ async fn current_session(State(state): State<AppState>, headers: HeaderMap) -> R
 /// `POST /auth/logout`: ends the session (its token is refused from now on
 /// by `/auth/session` and `integration.verify_jwt(token)`), clears the cookie
 /// and, when the session came from a provider with RP-initiated logout, says
-/// where to end it there too.
+/// where to end it there too. A browser may post it only from the sidecar's
+/// own origin (`PUBLIC_URL`): another page, even a same-site one, cannot log
+/// a user out. When the end of the session cannot be recorded the answer is
+/// 503 and the cookie is kept: the token would stay valid, so nothing may say
+/// the user is logged out.
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let ours = url::Url::parse(&state.sso.issuer)
+            .ok()
+            .map(|u| u.origin().ascii_serialization());
+        if ours.as_deref() != Some(origin.to_str().unwrap_or_default()) {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "a logout may be posted only from the sidecar's own origin (PUBLIC_URL)",
+            );
+        }
+    }
     let claims = request_session(&state, &headers).ok();
     let mut ended = false;
     let mut end_session_url = None;
     if let Some(claims) = &claims {
-        match end_session(&state, claims).await {
-            Ok(()) => ended = true,
-            Err(e) => tracing::warn!(error = %e, "cannot record the end of a session"),
+        if let Err(e) = end_session(&state, claims).await {
+            return e.into_response();
         }
+        ended = true;
         let idp = claims["idp"].as_str().unwrap_or_default();
         if let Lookup::Found(provider) = state.sso.cache.provider(idp) {
             if let Ok(protocol) = &provider.protocol {
