@@ -1799,3 +1799,139 @@ fn delivery_ids_are_kept_exactly_or_refused_never_dropped() {
         4
     );
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("read /proc/PID/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
+/// One round of hostile input from several threads beside valid signed
+/// deliveries: NUL bodies, numbers past `numeric`, unusable delivery ids,
+/// 1 MiB login bodies, half-sent request heads. Returns the valid ids sent.
+fn hostile_round(sidecar: &Sidecar, secret: &str, round: usize) -> Vec<String> {
+    use std::io::Write;
+    let addr = sidecar.base_url.trim_start_matches("http://").to_owned();
+    let half_open: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            s.write_all(b"POST /webhooks/load HTTP/1.1\r\nHost: a\r\n")
+                .expect("send");
+            s
+        })
+        .collect();
+    let mut amplifier = b"[".to_vec();
+    while amplifier.len() < 1_000_000 {
+        amplifier.extend_from_slice(br#"{"":0},"#);
+    }
+    amplifier.extend_from_slice(br#"{"":0}]"#);
+    let valid = thread::scope(|scope| {
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let amplifier = &amplifier;
+                scope.spawn(move || {
+                    let mut valid = Vec::new();
+                    for n in 0..40 {
+                        let signed = |id: &str, content_type: &str, body: &[u8]| {
+                            post(
+                                sidecar,
+                                "load",
+                                content_type,
+                                &standard(secret, id, now(), body),
+                                body,
+                            )
+                            .unwrap_or_else(|e| panic!("{id}: {e}\n{}", sidecar.log()))
+                        };
+                        let id = format!("r{round}-t{t}-{n}");
+                        let (expected, a) = match (t, n % 4) {
+                            (0, _) => {
+                                let (content_type, body) = poison(n);
+                                (422, signed(&id, content_type, &body))
+                            }
+                            (1, 0) => (400, signed(&"x".repeat(501), "application/json", b"{}")),
+                            (1, 1) => (422, signed(&id, "application/json", br#"{"n":1e999999}"#)),
+                            (1, _) => {
+                                let a = answer_of(
+                                    sidecar
+                                        .client
+                                        .post(sidecar.url("/auth/generic/login"))
+                                        .header("content-type", "application/json")
+                                        .body(amplifier.clone()),
+                                );
+                                (400, a)
+                            }
+                            _ => {
+                                let body =
+                                    format!(r#"{{"t":{t},"n":{n},"big":12345678901234567890}}"#);
+                                valid.push(id.clone());
+                                (200, signed(&id, "application/json", body.as_bytes()))
+                            }
+                        };
+                        assert_eq!(a.status, expected, "{id}: {}", a.body);
+                    }
+                    valid
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    drop(half_open);
+    valid
+}
+
+fn answer_of(request: reqwest::blocking::RequestBuilder) -> Answer {
+    let response = request.send().expect("send");
+    let status = response.status().as_u16();
+    let body = serde_json::from_str(&response.text().unwrap_or_default()).unwrap_or(Value::Null);
+    Answer { status, body }
+}
+
+#[test]
+fn hostile_input_beside_valid_deliveries_stores_each_valid_one_once_and_memory_returns() {
+    let (cluster, mut admin) = setup();
+    let secret = create(&mut admin, "'load', 'standard'").1.expect("secret");
+    admin
+        .batch_execute(
+            "CREATE ROLE app_user NOLOGIN;
+             SELECT integration.create_sso_provider('generic', 'oauth2',
+                 jsonb_build_object('authorize_url', 'http://127.0.0.1:9/auth',
+                     'token_url', 'http://127.0.0.1:9/token', 'userinfo_url', 'http://127.0.0.1:9/me',
+                     'client_id', 'c', 'client_secret', 's'),
+                 default_role => 'app_user')",
+        )
+        .expect("an SSO provider");
+    let sidecar = start_sidecar(&cluster);
+    // Two rounds warm the allocator up; memory is measured from there.
+    let mut valid = hostile_round(&sidecar, &secret, 0);
+    valid.extend(hostile_round(&sidecar, &secret, 1));
+    let rss_start = rss_kib(sidecar.pid());
+    for round in 2..=5 {
+        valid.extend(hostile_round(&sidecar, &secret, round));
+    }
+    let rss_end = rss_kib(sidecar.pid());
+    eprintln!(
+        "{} valid deliveries among 6 rounds of 240 requests and 50 half-open connections; \
+         RSS {rss_start} KiB after the second round, {rss_end} KiB after the last",
+        valid.len()
+    );
+    let rows = admin
+        .query(
+            "SELECT delivery_id, count(*) FROM integration.webhook_events GROUP BY delivery_id",
+            &[],
+        )
+        .expect("events");
+    let stored: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let expected: BTreeMap<String, i64> = valid.into_iter().map(|id| (id, 1)).collect();
+    assert_eq!(stored, expected, "every valid delivery once, nothing else");
+    assert!(
+        rss_end * 5 <= rss_start * 6,
+        "RSS grew from {rss_start} to {rss_end} KiB (more than 20%)"
+    );
+}

@@ -15,7 +15,7 @@ pub mod session;
 
 use crate::errors::json_error;
 use crate::state::AppState;
-use axum::body::{to_bytes, Body, Bytes};
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use browser::{browser_login, callback, callback_form};
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use integration_core::sso::{map_role, redirect_allowed, MappingInput};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -258,6 +259,33 @@ fn provider(state: &AppState, name: &str) -> Result<Arc<Provider>, SsoError> {
 /// redirect URL fit, and nothing larger is parsed before authentication.
 const MAX_LOGIN_BODY_BYTES: usize = 8 * 1024;
 
+/// Reads and drops what is left of a body (the global body limit bounds
+/// it): an answer sent before the request's body was read makes the
+/// server close the connection, which can reset it before the client has
+/// read the answer.
+async fn drain(body: Body) {
+    let mut chunks = body.into_data_stream();
+    while let Some(Ok(_)) = chunks.next().await {}
+}
+
+/// The body if it holds at most `limit` bytes; a longer one is drained
+/// (without being kept) and gives `None`.
+async fn read_bounded(body: Body, limit: usize) -> Option<Bytes> {
+    let mut chunks = body.into_data_stream();
+    let mut kept = Some(Vec::new());
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.ok()?;
+        if let Some(buf) = &mut kept {
+            if buf.len() + chunk.len() > limit {
+                kept = None;
+            } else {
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+    kept.map(Bytes::from)
+}
+
 /// The fields of a password login, from a JSON or form body.
 fn login_fields(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, SsoError> {
     let content_type = headers
@@ -301,10 +329,11 @@ async fn password_login(
         Err(e) => Some(SsoError::Unavailable(e.clone())),
     };
     if let Some(e) = refused {
+        drain(body).await;
         record_failure(&state, &provider.name, &e, None).await;
         return e.into_response();
     }
-    let Ok(body) = to_bytes(body, MAX_LOGIN_BODY_BYTES).await else {
+    let Some(body) = read_bounded(body, MAX_LOGIN_BODY_BYTES).await else {
         return json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("a login body holds at most {MAX_LOGIN_BODY_BYTES} bytes"),
