@@ -135,29 +135,65 @@ impl DeliveryId {
         }
     }
 
-    /// The id of this delivery, if present; numbers are accepted as text.
+    /// The id of this delivery, if present, exactly as sent: a header's
+    /// value (HTTP already strips the spaces around it), a JSON string
+    /// untrimmed, or a JSON number as its JSON text (so `42` and `"42"` are
+    /// one id, and `42.0` another). An id that cannot be kept exactly is
+    /// refused rather than dropped, since a dropped id silently turns off
+    /// deduplication: empty, longer than [`MAX_DELIVERY_ID_BYTES`], or a
+    /// header that is not visible ASCII.
     pub fn extract(
         &self,
         headers: &dyn Headers,
         payload: Option<&serde_json::Value>,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, DeliveryIdError> {
         let id = match self {
-            DeliveryId::Header(name) => headers.get(name).map(str::to_owned),
-            DeliveryId::JsonPointer(pointer) => match payload?.pointer(pointer)? {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
+            DeliveryId::Header(name) => match headers.get(name) {
+                Some(value) => value.to_owned(),
+                None if headers.present(name) => {
+                    return Err(DeliveryIdError::NotAscii(name.clone()))
+                }
+                None => return Ok(None),
             },
-        }?;
-        let id = id.trim();
-        (!id.is_empty() && id.len() <= 500).then(|| id.to_owned())
+            DeliveryId::JsonPointer(pointer) => match payload.and_then(|p| p.pointer(pointer)) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => return Ok(None),
+            },
+        };
+        if id.is_empty() {
+            return Err(DeliveryIdError::Empty);
+        }
+        if id.len() > MAX_DELIVERY_ID_BYTES {
+            return Err(DeliveryIdError::TooLong(id.len()));
+        }
+        Ok(Some(id))
     }
+}
+
+/// Longest delivery id kept, in bytes.
+pub const MAX_DELIVERY_ID_BYTES: usize = 500;
+
+/// Why a delivery's id cannot be used.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryIdError {
+    #[error("the delivery id is empty")]
+    Empty,
+    #[error("the delivery id has {0} bytes; at most {MAX_DELIVERY_ID_BYTES} are accepted")]
+    TooLong(usize),
+    #[error("the delivery id header {0} must be visible ASCII")]
+    NotAscii(String),
 }
 
 /// Case-insensitive read access to request headers.
 pub trait Headers {
     /// The first value of header `name` (given in lower case), if it is text.
     fn get(&self, name: &str) -> Option<&str>;
+
+    /// Whether header `name` is present, text or not.
+    fn present(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
 }
 
 impl Headers for &[(&str, &str)] {
@@ -852,24 +888,38 @@ mod tests {
     fn delivery_ids_come_from_a_header_or_a_json_pointer() {
         let payload = serde_json::json!({"id": "evt_1", "n": 7, "obj": {}});
         let h = [("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")];
+        let github = Scheme::Github.default_delivery_id().expect("a default");
         assert_eq!(
-            Scheme::Github
-                .default_delivery_id()
-                .and_then(|d| d.extract(&h, None)),
-            Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into())
+            github.extract(&h, None),
+            Ok(Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into()))
         );
-        assert_eq!(
-            Scheme::Stripe
-                .default_delivery_id()
-                .and_then(|d| d.extract(&h, Some(&payload))),
-            Some("evt_1".into())
-        );
+        let stripe = Scheme::Stripe.default_delivery_id().expect("a default");
+        assert_eq!(stripe.extract(&h, Some(&payload)), Ok(Some("evt_1".into())));
         assert_eq!(
             DeliveryId::parse("/n").extract(&h, Some(&payload)),
-            Some("7".into())
+            Ok(Some("7".into()))
         );
-        assert_eq!(DeliveryId::parse("/obj").extract(&h, Some(&payload)), None);
-        assert_eq!(DeliveryId::parse("/id").extract(&h, None), None);
+        assert_eq!(
+            DeliveryId::parse("/obj").extract(&h, Some(&payload)),
+            Ok(None)
+        );
+        assert_eq!(DeliveryId::parse("/id").extract(&h, None), Ok(None));
+    }
+
+    #[test]
+    fn delivery_ids_are_kept_exactly_or_refused() {
+        let h: [(&str, &str); 0] = [];
+        let id = DeliveryId::parse("/id");
+        let of = |v: serde_json::Value| id.extract(&h, Some(&serde_json::json!({ "id": v })));
+        assert_eq!(of(" 42 ".into()), Ok(Some(" 42 ".into())));
+        assert_eq!(of("42".into()), Ok(Some("42".into())));
+        assert_eq!(of("évènement".into()), Ok(Some("évènement".into())));
+        assert_eq!(of("".into()), Err(DeliveryIdError::Empty));
+        assert_eq!(of("x".repeat(500).into()), Ok(Some("x".repeat(500))));
+        assert_eq!(
+            of("x".repeat(501).into()),
+            Err(DeliveryIdError::TooLong(501))
+        );
     }
 
     #[test]

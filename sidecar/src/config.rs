@@ -54,6 +54,26 @@ pub struct Config {
     /// PEM private key of --tls-cert
     #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Seconds a client has to send a complete request head (and, over
+    /// HTTPS, finish the handshake), counted from the connection's start or
+    /// the end of its previous answer: a keep-alive connection waiting for
+    /// its next request is closed after it too
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout: u64,
+
+    /// Seconds without a byte moving either way after which a connection is
+    /// closed (a stalled upload, a client that stops reading its answer)
+    #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout: u64,
+
+    /// Most client connections open at once; past it new connections wait
+    /// in the listen backlog until one closes, and a warning is logged
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
 }
 
 /// How log lines are written to standard output.

@@ -1,6 +1,7 @@
 //! Liveness and readiness probes. `/healthz` answers 200 while the process
 //! serves; `/readyz` answers 200 only when the database answers `SELECT 1`
-//! within the ping timeout, else 503 with the reason (never the password).
+//! within the ping timeout, else 503; why is logged (with the request id),
+//! not answered.
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -23,10 +24,17 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.check_database().await {
         Ok(()) => Json(json!({ "status": "ready", "database": "ok" })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "database": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "unavailable",
+                    "database": "unreachable",
+                    "error": crate::errors::DATABASE_UNAVAILABLE,
+                })),
+            )
+                .into_response()
+        }
     }
 }

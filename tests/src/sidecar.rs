@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Every variable the sidecar reads; cleared so the caller's environment
 /// cannot change what a test sees.
-pub const SIDECAR_VARIABLES: [&str; 8] = [
+pub const SIDECAR_VARIABLES: [&str; 11] = [
     "DATABASE_URL",
     "LISTEN_ADDR",
     "PUBLIC_URL",
@@ -23,6 +23,9 @@ pub const SIDECAR_VARIABLES: [&str; 8] = [
     "TLS_CERT",
     "TLS_KEY",
     "RUST_LOG",
+    "HEADER_READ_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "MAX_CONNECTIONS",
 ];
 /// How long a started sidecar may take to answer /healthz.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -108,6 +111,11 @@ impl Sidecar {
             }
             sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The sidecar's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// GETs `path` and returns the status and the JSON body.

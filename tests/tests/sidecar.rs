@@ -7,6 +7,8 @@ use integration_tests::{free_port, sample, scratch_dir, sidecar_command, PgClust
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::fs;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +35,9 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--db-pool-size", "DB_POOL_SIZE"),
         ("--tls-cert", "TLS_CERT"),
         ("--tls-key", "TLS_KEY"),
+        ("--header-read-timeout", "HEADER_READ_TIMEOUT"),
+        ("--idle-timeout", "IDLE_TIMEOUT"),
+        ("--max-connections", "MAX_CONNECTIONS"),
     ] {
         assert!(
             help.contains(flag),
@@ -268,6 +273,104 @@ fn serves_https_when_given_a_certificate_and_key() {
     assert!(exit.success(), "SIGTERM ended the sidecar with {exit}");
     assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
     fs::remove_dir_all(&dir).ok();
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("read /proc/PID/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
+/// Whether the server closed `stream` before `deadline`: reads (and drops
+/// whatever answer comes) until end of file or a reset.
+fn closed_by_server(stream: &mut TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .expect("set a read timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn idle_and_half_header_connections_are_capped_and_closed_while_others_are_served() {
+    const HELD: usize = 200;
+    let url = format!(
+        "postgresql://integration_sidecar@127.0.0.1:{}/none",
+        free_port()
+    );
+    let args = [
+        "--header-read-timeout",
+        "2",
+        "--idle-timeout",
+        "3",
+        "--max-connections",
+        "100",
+    ];
+    let sidecar = Sidecar::start(&url, &args, None);
+    assert_eq!(sidecar.get("/healthz").0, 200);
+    let rss_before = rss_kib(sidecar.pid());
+    let addr = sidecar.base_url.trim_start_matches("http://").to_owned();
+    // Half of them stop in the middle of a request head; the other half
+    // send a whole request and then keep the connection open, idle.
+    let mut held: Vec<TcpStream> = (0..HELD)
+        .map(|i| {
+            let mut stream = TcpStream::connect(&addr).expect("connect");
+            let request: &[u8] = if i % 2 == 0 {
+                b"POST /webhooks/slow HTTP/1.1\r\nHost: a\r\nX-Slow: "
+            } else {
+                b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+            };
+            stream.write_all(request).expect("send");
+            stream
+        })
+        .collect();
+    // Another client is served meanwhile (once the cap frees a slot).
+    let patient = Client::builder()
+        .timeout(Duration::from_secs(60))
+        .no_proxy()
+        .build()
+        .expect("a client");
+    let answer = patient
+        .get(format!("{}/healthz", sidecar.base_url))
+        .send()
+        .unwrap_or_else(|e| panic!("another client was not served: {e}\n{}", sidecar.log()));
+    assert_eq!(answer.status().as_u16(), 200);
+    // The server closes every held connection by itself.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let open = held
+        .iter_mut()
+        .map(|stream| closed_by_server(stream, deadline))
+        .filter(|closed| !closed)
+        .count();
+    assert_eq!(
+        open, 0,
+        "{open} of {HELD} idle or half-header connections are still open"
+    );
+    assert!(
+        sidecar.log().contains("connection limit reached"),
+        "no log line says the connection cap was reached:\n{}",
+        sidecar.log()
+    );
+    assert_eq!(sidecar.get("/healthz").0, 200);
+    let rss_after = rss_kib(sidecar.pid());
+    eprintln!("sidecar RSS: {rss_before} KiB before {HELD} held connections, {rss_after} KiB after they were closed");
 }
 
 /// Runs `cmd` to completion and collects its output, killing it after 30 s

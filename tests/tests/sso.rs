@@ -1342,3 +1342,143 @@ fn oidc_over_https_trusts_the_configured_ca_and_nothing_else() {
         untrusted.body
     );
 }
+
+/// Peak resident memory of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("read /proc/PID/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmHWM line")
+}
+
+#[test]
+fn a_login_post_is_checked_for_its_provider_and_size_before_its_body_is_parsed() {
+    let (cluster, mut admin) = setup();
+    // Neither server exists: nothing here may get as far as contacting one.
+    admin
+        .batch_execute(
+            "SELECT integration.create_sso_provider('generic', 'oauth2',
+                 jsonb_build_object('authorize_url', 'http://127.0.0.1:9/auth',
+                     'token_url', 'http://127.0.0.1:9/token', 'userinfo_url', 'http://127.0.0.1:9/me',
+                     'client_id', 'c', 'client_secret', 's'),
+                 default_role => 'app_user');
+             SELECT integration.create_sso_provider('dir', 'ldap',
+                 jsonb_build_object('url', 'ldap://127.0.0.1:9',
+                                    'user_dn_template', 'uid={username},ou=people,dc=x'),
+                 default_role => 'app_user');",
+        )
+        .expect("providers");
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=2"));
+    let post = |provider: &str, body: Vec<u8>| {
+        answer(
+            client()
+                .post(sidecar.url(&format!("/auth/{provider}/login")))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .unwrap_or_else(|e| panic!("POST login: {e}\n{}", sidecar.log())),
+        )
+    };
+    // ~1 MiB of tiny objects: parsed, each costs far more than its 7 bytes.
+    let mut amplifier = b"[".to_vec();
+    while amplifier.len() < 1_000_000 {
+        amplifier.extend_from_slice(br#"{"":0},"#);
+    }
+    amplifier.extend_from_slice(br#"{"":0}]"#);
+    let peak_before = peak_rss_kib(sidecar.pid());
+    for _ in 0..4 {
+        let a = post("generic", amplifier.clone());
+        assert_eq!(a.status, 400, "{}", a.text);
+        assert!(
+            a.body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("GET /auth/{provider}/login")),
+            "a browser provider says how it logs in: {}",
+            a.text
+        );
+        let a = post("dir", amplifier.clone());
+        assert_eq!(
+            a.status, 413,
+            "a login body is a few KB at most: {}",
+            a.text
+        );
+    }
+    let peak_after = peak_rss_kib(sidecar.pid());
+    eprintln!(
+        "sidecar peak RSS: {peak_before} KiB before, {peak_after} KiB after 8 MiB of login bodies"
+    );
+    assert!(
+        peak_after < peak_before + 32 * 1024,
+        "login bodies were parsed: peak RSS went from {peak_before} to {peak_after} KiB"
+    );
+    // A small form still reaches the directory (which is not there).
+    let a = post(
+        "dir",
+        serde_json::to_vec(&json!({"username": "ada", "password": "x"})).expect("json"),
+    );
+    assert!(
+        ![400, 413].contains(&a.status),
+        "a small login is not refused for its size: {} {}",
+        a.status,
+        a.text
+    );
+}
+
+#[test]
+fn logout_checks_the_origin_and_never_claims_success_without_the_database() {
+    let (cluster, mut admin, _slapd) = ldap_setup();
+    let sidecar = start_sidecar(&cluster);
+    let token = token(&sidecar, "corp", "ada", "ada-secret");
+    let logout = |origin: Option<&str>| {
+        let mut request = client()
+            .post(sidecar.url("/auth/logout"))
+            .header("cookie", format!("pg_integration_session={token}"));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        answer(request.send().expect("logout"))
+    };
+    // Another origin, even on the same host, cannot log the user out.
+    for origin in ["http://evil.example", "http://127.0.0.1:9"] {
+        let a = logout(Some(origin));
+        assert_eq!(a.status, 403, "{origin}: {}", a.text);
+        assert!(a.cookies.is_empty(), "{origin}: the cookie was cleared");
+    }
+    assert_eq!(session(&sidecar, &token).status, 200);
+
+    // The database is unavailable: the end of the session cannot be recorded.
+    admin
+        .batch_execute(
+            "ALTER ROLE integration_sidecar NOLOGIN;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE usename = 'integration_sidecar';",
+        )
+        .expect("NOLOGIN");
+    let a = logout(Some(&sidecar.base_url));
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_ne!(a.body["logged_out"], true, "{}", a.text);
+    assert!(
+        a.cookies.is_empty(),
+        "the cookie was cleared: {:?}",
+        a.cookies
+    );
+
+    admin
+        .batch_execute("ALTER ROLE integration_sidecar LOGIN")
+        .expect("LOGIN");
+    // Pooled connections the server ended are dropped as they are noticed.
+    let mut last = None;
+    wait_until(|| {
+        let a = logout(Some(&sidecar.base_url));
+        let done = a.status != 503;
+        last = Some(a);
+        done
+    });
+    let a = last.expect("an answer");
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["session_ended"], true, "{}", a.text);
+    assert_eq!(session(&sidecar, &token).status, 401);
+}

@@ -1411,3 +1411,527 @@ fn admin_functions_act_as_the_calling_role_not_the_login_role() {
         .collect();
     assert_eq!(actors, ["hooks_admin", "hooks_admin"]);
 }
+
+/// A signed body PostgreSQL cannot store (NUL in JSON, text or a form).
+fn poison(n: usize) -> (&'static str, Vec<u8>) {
+    match n % 3 {
+        0 => (
+            "application/json",
+            format!(r#"{{"n":{n},"a":"\u0000"}}"#).into_bytes(),
+        ),
+        1 => ("text/plain", format!("poison {n}\0end").into_bytes()),
+        _ => (
+            "application/x-www-form-urlencoded",
+            format!("n={n}&a=%00").into_bytes(),
+        ),
+    }
+}
+
+#[test]
+fn a_nul_in_one_body_fails_only_that_delivery() {
+    const VALID_THREADS: usize = 6;
+    const VALID_EACH: usize = 25;
+    const POISON_THREADS: usize = 3;
+    const POISON_EACH: usize = 10;
+    let (cluster, mut admin) = setup();
+    let secret = create(&mut admin, "'load', 'standard'").1.expect("secret");
+    let sidecar = Arc::new(start_sidecar(&cluster));
+    let send = |sidecar: &Sidecar, id: &str, content_type: &str, body: &[u8]| {
+        post(
+            sidecar,
+            "load",
+            content_type,
+            &standard(&secret, id, now(), body),
+            body,
+        )
+        .unwrap_or_else(|e| panic!("POST {id}: {e}\n{}", sidecar.log()))
+    };
+    let statuses: Vec<(bool, String, u16, Value)> = thread::scope(|scope| {
+        let mut threads = Vec::new();
+        for t in 0..VALID_THREADS {
+            let (sidecar, send) = (sidecar.clone(), &send);
+            threads.push(scope.spawn(move || {
+                (0..VALID_EACH)
+                    .map(|n| {
+                        let id = format!("valid-{t}-{n}");
+                        let body = format!(r#"{{"t":{t},"n":{n}}}"#).into_bytes();
+                        let a = send(&sidecar, &id, "application/json", &body);
+                        (true, id, a.status, a.body)
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        for t in 0..POISON_THREADS {
+            let (sidecar, send) = (sidecar.clone(), &send);
+            threads.push(scope.spawn(move || {
+                (0..POISON_EACH)
+                    .map(|n| {
+                        let id = format!("poison-{t}-{n}");
+                        let (content_type, body) = poison(t * POISON_EACH + n);
+                        let a = send(&sidecar, &id, content_type, &body);
+                        (false, id, a.status, a.body)
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    let wrong: Vec<_> = statuses
+        .iter()
+        .filter(|(valid, _, status, _)| *status != if *valid { 200 } else { 422 })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answers are wrong (valid must be 200, poison 422): {:?}",
+        wrong.len(),
+        statuses.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    let rows = admin
+        .query(
+            "SELECT delivery_id, count(*) FROM integration.webhook_events
+              WHERE webhook = 'load' GROUP BY delivery_id",
+            &[],
+        )
+        .expect("events");
+    let stored: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let valid: BTreeMap<String, i64> = statuses
+        .iter()
+        .filter(|(valid, ..)| *valid)
+        .map(|(_, id, ..)| (id.clone(), 1))
+        .collect();
+    assert_eq!(valid.len(), VALID_THREADS * VALID_EACH);
+    assert_eq!(
+        stored, valid,
+        "every valid delivery is stored exactly once and no poison is"
+    );
+}
+
+#[test]
+fn numbers_are_stored_and_validated_exactly_as_sent() {
+    let (cluster, mut admin) = setup();
+    // 12345678901234567890 and …891 are one f64: rounded, the first is
+    // refused by exclusiveMaximum and the second accepted.
+    create(
+        &mut admin,
+        r#"'exact', 'none', delivery_id => '/id', json_schema =>
+           '{"properties":{"big":{"exclusiveMaximum":12345678901234567891}}}'"#,
+    );
+    let sidecar = Arc::new(start_sidecar(&cluster));
+    let send = |body: &str| {
+        post(&sidecar, "exact", "application/json", &[], body.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}\n{}", sidecar.log()))
+    };
+    let exact = r#"{"id":"exact","big":12345678901234567890,"neg0":-0,
+                    "huge":1e400,"tiny":0.1000000000000000000001,"id_num":900719925474099312}"#;
+    let a = send(exact);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = send(r#"{"id":"over","big":12345678901234567891}"#);
+    assert_eq!(a.status, 422, "the schema sees the exact value: {}", a.body);
+    let row = admin
+        .query_one(
+            "SELECT payload->>'big', payload->>'neg0', (payload->>'huge')::numeric = 1e400,
+                    payload->>'tiny', payload->>'id_num'
+               FROM integration.webhook_events WHERE delivery_id = 'exact'",
+            &[],
+        )
+        .expect("the exact event");
+    assert_eq!(row.get::<_, String>(0), "12345678901234567890");
+    // jsonb keeps numbers as numeric, which has no negative zero.
+    assert_eq!(row.get::<_, String>(1), "0");
+    assert!(row.get::<_, bool>(2), "1e400 is stored as 10^400");
+    assert_eq!(row.get::<_, String>(3), "0.1000000000000000000001");
+    assert_eq!(row.get::<_, String>(4), "900719925474099312");
+
+    // Numbers past PostgreSQL's numeric range parse as JSON but cannot be
+    // stored: they are refused alone while concurrent valid deliveries of
+    // the same batches are stored.
+    let answers: Vec<(String, u16)> = thread::scope(|scope| {
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let send = &send;
+                scope.spawn(move || {
+                    (0..20)
+                        .map(|n| {
+                            let id = format!("n-{t}-{n}");
+                            let body = if t % 3 == 0 {
+                                format!(r#"{{"id":"{id}","huge":1e999999}}"#)
+                            } else {
+                                format!(r#"{{"id":"{id}","big":{n}}}"#)
+                            };
+                            (id, send(&body).status)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    for (id, status) in &answers {
+        let expected = if id.starts_with("n-0-") || id.starts_with("n-3-") {
+            422
+        } else {
+            200
+        };
+        assert_eq!(*status, expected, "{id}\n{}", sidecar.log());
+    }
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM integration.webhook_events WHERE delivery_id LIKE 'n-%'"
+        ),
+        80
+    );
+}
+
+#[test]
+fn a_slow_schema_pattern_does_not_stall_other_requests() {
+    const SLOW_REQUESTS: usize = 3;
+    let (cluster, mut admin) = setup();
+    // Backtracks up to the regex engine's limit on every string of "a"s
+    // (each string differs: the validator skips a subject it gave up on).
+    create(
+        &mut admin,
+        r#"'slow', 'none', json_schema => '{"properties":{"s":{"type":"array",
+             "items":{"type":"string","pattern":"^(?:(a|a)+(?=\\1)b|a)"}}}}'"#,
+    );
+    let sidecar = start_sidecar(&cluster);
+    let strings: Vec<String> = (0..1000)
+        .map(|i| format!("{}{i}", "a".repeat(30)))
+        .collect();
+    let body = serde_json::to_vec(&json!({ "s": strings })).expect("a body");
+    let running = AtomicUsize::new(SLOW_REQUESTS);
+    let started = Instant::now();
+    let (answers, probes) = thread::scope(|scope| {
+        let slow: Vec<_> = (0..SLOW_REQUESTS)
+            .map(|_| {
+                let (sidecar, body, running) = (&sidecar, &body, &running);
+                scope.spawn(move || {
+                    let answer = sidecar
+                        .client
+                        .post(sidecar.url("/webhooks/slow"))
+                        .header("content-type", "application/json")
+                        .timeout(Duration::from_secs(600))
+                        .body(body.clone())
+                        .send()
+                        .and_then(|r| Ok((r.status().as_u16(), r.text()?)));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    answer
+                })
+            })
+            .collect();
+        // /healthz answers, again and again, while the validations run.
+        let mut probes = 0;
+        while running.load(Ordering::SeqCst) > 0 {
+            let health = sidecar
+                .client
+                .get(sidecar.url("/healthz"))
+                .timeout(Duration::from_secs(5))
+                .send();
+            let still_running = running.load(Ordering::SeqCst) > 0;
+            match health {
+                Ok(r) if r.status().is_success() => probes += usize::from(still_running),
+                other => panic!("/healthz failed while a slow schema ran: {other:?}"),
+            }
+            sleep(Duration::from_millis(100));
+        }
+        let answers: Vec<_> = slow
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        (answers, probes)
+    });
+    eprintln!("slow validations took {:?}", started.elapsed());
+    for answer in &answers {
+        let (status, text) = answer.as_ref().expect("an answer");
+        assert!(
+            *status == 422 && text.contains("took more than"),
+            "a validation over its budget is refused: {status} {}",
+            &text[..text.len().min(600)]
+        );
+    }
+    assert!(
+        probes >= 10,
+        "/healthz answered only {probes} times while the validations ran"
+    );
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM integration.webhook_events"
+        ),
+        0
+    );
+}
+
+#[test]
+fn database_errors_are_logged_with_a_request_id_not_answered() {
+    let (cluster, mut admin) = setup();
+    admin
+        .batch_execute("CREATE ROLE app NOLOGIN")
+        .expect("role");
+    create(&mut admin, "'keyed', 'api-key'");
+    let token: String = admin
+        .query_one(
+            "SELECT integration.create_api_key('sender', 'app', ARRAY['webhooks:keyed'])",
+            &[],
+        )
+        .expect("an API key")
+        .get(0);
+    let sidecar = start_sidecar(&cluster);
+    // The sidecar's role loses its login: every new connection fails with
+    // "FATAL: role … is not permitted to log in".
+    admin
+        .batch_execute(
+            "ALTER ROLE integration_sidecar NOLOGIN;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE usename = 'integration_sidecar';",
+        )
+        .expect("NOLOGIN");
+    let leaks = |text: &str| {
+        ["FATAL", "not permitted", "integration_sidecar", "db error"]
+            .iter()
+            .any(|leak| text.contains(leak))
+    };
+    let (_, ready) = sidecar.wait_for("/readyz", 503, Duration::from_secs(10));
+    assert!(!leaks(&ready.to_string()), "/readyz: {ready}");
+    let response = sidecar
+        .client
+        .post(sidecar.url("/webhooks/keyed"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(r#"{"n":1}"#)
+        .send()
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 503);
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("an X-Request-Id header");
+    let text = response.text().expect("a body");
+    assert!(
+        !leaks(&text),
+        "the database error reached the client: {text}"
+    );
+    let body: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(body["request_id"], header_id.as_str(), "{body}");
+    assert!(
+        sidecar
+            .log()
+            .lines()
+            .any(|l| l.contains(&header_id) && l.contains("not permitted to log in")),
+        "no log line gives the detail with request id {header_id}:\n{}",
+        sidecar.log()
+    );
+}
+
+#[test]
+fn delivery_ids_are_kept_exactly_or_refused_never_dropped() {
+    let (cluster, mut admin) = setup();
+    create(&mut admin, "'ids', 'none', delivery_id => '/id'");
+    create(&mut admin, "'hdr', 'none', delivery_id => 'X-Delivery'");
+    let sidecar = start_sidecar(&cluster);
+    let send = |body: Value| {
+        post(
+            &sidecar,
+            "ids",
+            "application/json",
+            &[],
+            body.to_string().as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", sidecar.log()))
+    };
+    let stored = |body: Value| {
+        let a = send(body.clone());
+        assert_eq!(a.status, 200, "{body}: {}", a.body);
+        a.body["duplicate"].as_bool().expect("duplicate")
+    };
+    // Kept exactly: spaces inside a JSON string count; a number is its JSON text.
+    assert!(!stored(json!({"id": " 42 "})));
+    assert!(
+        !stored(json!({"id": "42"})),
+        "\" 42 \" and \"42\" are two ids"
+    );
+    assert!(
+        stored(json!({"id": 42})),
+        "42 and \"42\" are one id (README)"
+    );
+    assert!(!stored(json!({"id": "évènement"})));
+    assert!(stored(json!({"id": "évènement"})));
+    assert!(!stored(json!({"id": "x".repeat(500)})));
+    assert!(stored(json!({"id": "x".repeat(500)})));
+    // Refused, never stored without an id.
+    for body in [json!({"id": "x".repeat(501)}), json!({"id": ""})] {
+        let a = send(body.clone());
+        assert_eq!(a.status, 400, "{}", a.body);
+    }
+    let response = sidecar
+        .client
+        .post(sidecar.url("/webhooks/hdr"))
+        .header("content-type", "application/json")
+        .header(
+            "x-delivery",
+            reqwest::header::HeaderValue::from_bytes(b"\xe9v\xe9nement").expect("obs-text"),
+        )
+        .body("{}")
+        .send()
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 400, "a non-ASCII header id");
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM integration.webhook_events WHERE delivery_id IS NULL"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM integration.webhook_events"
+        ),
+        4
+    );
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("read /proc/PID/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
+/// One round of hostile input from several threads beside valid signed
+/// deliveries: NUL bodies, numbers past `numeric`, unusable delivery ids,
+/// 1 MiB login bodies, half-sent request heads. Returns the valid ids sent.
+fn hostile_round(sidecar: &Sidecar, secret: &str, round: usize) -> Vec<String> {
+    use std::io::Write;
+    let addr = sidecar.base_url.trim_start_matches("http://").to_owned();
+    let half_open: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            s.write_all(b"POST /webhooks/load HTTP/1.1\r\nHost: a\r\n")
+                .expect("send");
+            s
+        })
+        .collect();
+    let mut amplifier = b"[".to_vec();
+    while amplifier.len() < 1_000_000 {
+        amplifier.extend_from_slice(br#"{"":0},"#);
+    }
+    amplifier.extend_from_slice(br#"{"":0}]"#);
+    let valid = thread::scope(|scope| {
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let amplifier = &amplifier;
+                scope.spawn(move || {
+                    let mut valid = Vec::new();
+                    for n in 0..40 {
+                        let signed = |id: &str, content_type: &str, body: &[u8]| {
+                            post(
+                                sidecar,
+                                "load",
+                                content_type,
+                                &standard(secret, id, now(), body),
+                                body,
+                            )
+                            .unwrap_or_else(|e| panic!("{id}: {e}\n{}", sidecar.log()))
+                        };
+                        let id = format!("r{round}-t{t}-{n}");
+                        let (expected, a) = match (t, n % 4) {
+                            (0, _) => {
+                                let (content_type, body) = poison(n);
+                                (422, signed(&id, content_type, &body))
+                            }
+                            (1, 0) => (400, signed(&"x".repeat(501), "application/json", b"{}")),
+                            (1, 1) => (422, signed(&id, "application/json", br#"{"n":1e999999}"#)),
+                            (1, _) => {
+                                let a = answer_of(
+                                    sidecar
+                                        .client
+                                        .post(sidecar.url("/auth/generic/login"))
+                                        .header("content-type", "application/json")
+                                        .body(amplifier.clone()),
+                                );
+                                (400, a)
+                            }
+                            _ => {
+                                let body =
+                                    format!(r#"{{"t":{t},"n":{n},"big":12345678901234567890}}"#);
+                                valid.push(id.clone());
+                                (200, signed(&id, "application/json", body.as_bytes()))
+                            }
+                        };
+                        assert_eq!(a.status, expected, "{id}: {}", a.body);
+                    }
+                    valid
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    drop(half_open);
+    valid
+}
+
+fn answer_of(request: reqwest::blocking::RequestBuilder) -> Answer {
+    let response = request.send().expect("send");
+    let status = response.status().as_u16();
+    let body = serde_json::from_str(&response.text().unwrap_or_default()).unwrap_or(Value::Null);
+    Answer { status, body }
+}
+
+#[test]
+fn hostile_input_beside_valid_deliveries_stores_each_valid_one_once_and_memory_returns() {
+    let (cluster, mut admin) = setup();
+    let secret = create(&mut admin, "'load', 'standard'").1.expect("secret");
+    admin
+        .batch_execute(
+            "CREATE ROLE app_user NOLOGIN;
+             SELECT integration.create_sso_provider('generic', 'oauth2',
+                 jsonb_build_object('authorize_url', 'http://127.0.0.1:9/auth',
+                     'token_url', 'http://127.0.0.1:9/token', 'userinfo_url', 'http://127.0.0.1:9/me',
+                     'client_id', 'c', 'client_secret', 's'),
+                 default_role => 'app_user')",
+        )
+        .expect("an SSO provider");
+    let sidecar = start_sidecar(&cluster);
+    // Two rounds warm the allocator up; memory is measured from there.
+    let mut valid = hostile_round(&sidecar, &secret, 0);
+    valid.extend(hostile_round(&sidecar, &secret, 1));
+    let rss_start = rss_kib(sidecar.pid());
+    for round in 2..=5 {
+        valid.extend(hostile_round(&sidecar, &secret, round));
+    }
+    let rss_end = rss_kib(sidecar.pid());
+    eprintln!(
+        "{} valid deliveries among 6 rounds of 240 requests and 50 half-open connections; \
+         RSS {rss_start} KiB after the second round, {rss_end} KiB after the last",
+        valid.len()
+    );
+    let rows = admin
+        .query(
+            "SELECT delivery_id, count(*) FROM integration.webhook_events GROUP BY delivery_id",
+            &[],
+        )
+        .expect("events");
+    let stored: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let expected: BTreeMap<String, i64> = valid.into_iter().map(|id| (id, 1)).collect();
+    assert_eq!(stored, expected, "every valid delivery once, nothing else");
+    assert!(
+        rss_end * 5 <= rss_start * 6,
+        "RSS grew from {rss_start} to {rss_end} KiB (more than 20%)"
+    );
+}

@@ -238,6 +238,10 @@ impl Ldap {
 }
 
 impl Protocol for Ldap {
+    fn takes_password(&self) -> bool {
+        true
+    }
+
     fn finish_password<'a>(
         &'a self,
         username: &'a str,

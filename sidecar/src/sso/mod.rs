@@ -15,7 +15,7 @@ pub mod session;
 
 use crate::errors::json_error;
 use crate::state::AppState;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use browser::{browser_login, callback, callback_form};
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use integration_core::sso::{map_role, redirect_allowed, MappingInput};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -96,6 +97,12 @@ pub trait Protocol: Send + Sync {
         refuse(PASSWORD_ONLY)
     }
 
+    /// Whether this protocol logs in with a username and password (a
+    /// `POST /auth/{provider}/login` form); checked before the body is read.
+    fn takes_password(&self) -> bool {
+        false
+    }
+
     /// Checks a username and password.
     fn finish_password<'a>(
         &'a self,
@@ -144,6 +151,9 @@ pub enum SsoError {
     Upstream(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A database failure: logged, answered only as unavailable.
+    #[error("{0}")]
+    Database(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -156,7 +166,7 @@ impl SsoError {
             SsoError::NoRole(_) => StatusCode::FORBIDDEN,
             SsoError::NotFound(_) => StatusCode::NOT_FOUND,
             SsoError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            SsoError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SsoError::Unavailable(_) | SsoError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             SsoError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -170,7 +180,7 @@ impl SsoError {
             SsoError::NoRole(_) => "no_role",
             SsoError::NotFound(_) => "not_found",
             SsoError::Upstream(_) => "upstream",
-            SsoError::Unavailable(_) => "unavailable",
+            SsoError::Unavailable(_) | SsoError::Database(_) => "unavailable",
             SsoError::Internal(_) => "internal",
         }
     }
@@ -180,6 +190,7 @@ impl SsoError {
         match self {
             SsoError::BadCredentials(_) => "invalid username or password".into(),
             SsoError::Rejected(_) => "the login was refused; start again".into(),
+            SsoError::Database(_) => crate::errors::DATABASE_UNAVAILABLE.into(),
             other => other.to_string(),
         }
     }
@@ -187,6 +198,9 @@ impl SsoError {
 
 impl IntoResponse for SsoError {
     fn into_response(self) -> Response {
+        if let SsoError::Database(detail) = &self {
+            tracing::warn!(error = %detail, "SSO: database error");
+        }
         json_error(self.status(), self.public_message())
     }
 }
@@ -241,6 +255,37 @@ fn provider(state: &AppState, name: &str) -> Result<Arc<Provider>, SsoError> {
     }
 }
 
+/// Largest password-login body read: a username, a password and a
+/// redirect URL fit, and nothing larger is parsed before authentication.
+const MAX_LOGIN_BODY_BYTES: usize = 8 * 1024;
+
+/// Reads and drops what is left of a body (the global body limit bounds
+/// it): an answer sent before the request's body was read makes the
+/// server close the connection, which can reset it before the client has
+/// read the answer.
+async fn drain(body: Body) {
+    let mut chunks = body.into_data_stream();
+    while let Some(Ok(_)) = chunks.next().await {}
+}
+
+/// The body if it holds at most `limit` bytes; a longer one is drained
+/// (without being kept) and gives `None`.
+async fn read_bounded(body: Body, limit: usize) -> Option<Bytes> {
+    let mut chunks = body.into_data_stream();
+    let mut kept = Some(Vec::new());
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.ok()?;
+        if let Some(buf) = &mut kept {
+            if buf.len() + chunk.len() > limit {
+                kept = None;
+            } else {
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+    kept.map(Bytes::from)
+}
+
 /// The fields of a password login, from a JSON or form body.
 fn login_fields(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, SsoError> {
     let content_type = headers
@@ -271,11 +316,28 @@ async fn password_login(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let provider = match provider(&state, &name) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
+    };
+    // The provider's kind first: a browser provider never reads the body.
+    let refused = match &provider.protocol {
+        Ok(protocol) if protocol.takes_password() => None,
+        Ok(_) => Some(SsoError::BadRequest(BROWSER_ONLY.into())),
+        Err(e) => Some(SsoError::Unavailable(e.clone())),
+    };
+    if let Some(e) = refused {
+        drain(body).await;
+        record_failure(&state, &provider.name, &e, None).await;
+        return e.into_response();
+    }
+    let Some(body) = read_bounded(body, MAX_LOGIN_BODY_BYTES).await else {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a login body holds at most {MAX_LOGIN_BODY_BYTES} bytes"),
+        );
     };
     let fields = match login_fields(&headers, &body) {
         Ok(fields) => fields,
@@ -439,7 +501,7 @@ async fn record_login(
         .db
         .client()
         .await
-        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+        .map_err(|e| SsoError::Database(e.to_string()))?;
     let row = client
         .query_one(
             "SELECT integration.sso_record_login($1, $2, $3, $4, $5, $6, $7::text::name)",
@@ -455,7 +517,7 @@ async fn record_login(
         )
         .await
         .map_err(|e| {
-            SsoError::Unavailable(format!(
+            SsoError::Database(format!(
                 "cannot record the login: {}",
                 crate::db::describe(&e)
             ))
@@ -505,12 +567,12 @@ async fn ended(state: &AppState, claims: &Value) -> Result<bool, SsoError> {
         .db
         .client()
         .await
-        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+        .map_err(|e| SsoError::Database(e.to_string()))?;
     let jti = claims["jti"].as_str().unwrap_or_default();
     let row = client
         .query_one("SELECT integration.session_ended($1)", &[&jti])
         .await
-        .map_err(|e| SsoError::Unavailable(crate::db::describe(&e)))?;
+        .map_err(|e| SsoError::Database(crate::db::describe(&e)))?;
     Ok(row.get(0))
 }
 
@@ -535,16 +597,31 @@ async fn current_session(State(state): State<AppState>, headers: HeaderMap) -> R
 /// `POST /auth/logout`: ends the session (its token is refused from now on
 /// by `/auth/session` and `integration.verify_jwt(token)`), clears the cookie
 /// and, when the session came from a provider with RP-initiated logout, says
-/// where to end it there too.
+/// where to end it there too. A browser may post it only from the sidecar's
+/// own origin (`PUBLIC_URL`): another page, even a same-site one, cannot log
+/// a user out. When the end of the session cannot be recorded the answer is
+/// 503 and the cookie is kept: the token would stay valid, so nothing may say
+/// the user is logged out.
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let ours = url::Url::parse(&state.sso.issuer)
+            .ok()
+            .map(|u| u.origin().ascii_serialization());
+        if ours.as_deref() != Some(origin.to_str().unwrap_or_default()) {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "a logout may be posted only from the sidecar's own origin (PUBLIC_URL)",
+            );
+        }
+    }
     let claims = request_session(&state, &headers).ok();
     let mut ended = false;
     let mut end_session_url = None;
     if let Some(claims) = &claims {
-        match end_session(&state, claims).await {
-            Ok(()) => ended = true,
-            Err(e) => tracing::warn!(error = %e, "cannot record the end of a session"),
+        if let Err(e) = end_session(&state, claims).await {
+            return e.into_response();
         }
+        ended = true;
         let idp = claims["idp"].as_str().unwrap_or_default();
         if let Lookup::Found(provider) = state.sso.cache.provider(idp) {
             if let Ok(protocol) = &provider.protocol {
@@ -568,7 +645,7 @@ async fn end_session(state: &AppState, claims: &Value) -> Result<(), SsoError> {
         .db
         .client()
         .await
-        .map_err(|e| SsoError::Unavailable(e.to_string()))?;
+        .map_err(|e| SsoError::Database(e.to_string()))?;
     let jti = claims["jti"].as_str().unwrap_or_default();
     let exp = claims["exp"].as_f64().unwrap_or_default();
     let idp = claims["idp"].as_str().unwrap_or_default();
@@ -579,7 +656,7 @@ async fn end_session(state: &AppState, claims: &Value) -> Result<(), SsoError> {
             &[&jti, &exp, &idp, &sub],
         )
         .await
-        .map_err(|e| SsoError::Unavailable(crate::db::describe(&e)))?;
+        .map_err(|e| SsoError::Database(crate::db::describe(&e)))?;
     Ok(())
 }
 

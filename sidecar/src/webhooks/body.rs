@@ -1,6 +1,8 @@
 //! What is stored from a request besides its raw bytes: the payload as JSON
 //! where the body parses (JSON, form-urlencoded; XML and other text keep a
 //! null payload or a JSON string), and the headers without credentials.
+//! A payload holding NUL (U+0000) is refused: PostgreSQL's jsonb and text
+//! cannot store it, and it would fail the whole batch it joined.
 
 use axum::http::{HeaderMap, StatusCode};
 use integration_core::webhooks::Scheme;
@@ -11,6 +13,32 @@ pub type BodyError = (StatusCode, &'static str, String);
 
 /// The payload of `raw` given its `Content-Type`.
 pub fn parse(content_type: Option<&str>, raw: &[u8]) -> Result<Option<Value>, BodyError> {
+    let payload = parse_type(content_type, raw)?;
+    if payload.as_ref().is_some_and(holds_nul) {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "nul_character",
+            "the payload holds a NUL character (U+0000, \\u0000 or %00), \
+             which PostgreSQL cannot store in jsonb or text"
+                .to_owned(),
+        ));
+    }
+    Ok(payload)
+}
+
+/// Whether a string or a key anywhere in `value` holds U+0000.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+fn parse_type(content_type: Option<&str>, raw: &[u8]) -> Result<Option<Value>, BodyError> {
     let mime = content_type
         .and_then(|t| t.split(';').next())
         .map(|t| t.trim().to_ascii_lowercase());
@@ -119,6 +147,28 @@ mod tests {
             parse(Some("image/png"), b"").map_err(|e| e.0),
             Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
         );
+    }
+
+    #[test]
+    fn a_payload_holding_nul_is_refused_before_it_can_be_stored() {
+        let poison: [(Option<&str>, &[u8]); 6] = [
+            (Some("application/json"), br#"{"a":"\u0000"}"#),
+            (Some("application/json"), br#"{"a\u0000":1}"#),
+            (Some("application/json"), br#"[[{"deep":["x\u0000y"]}]]"#),
+            (Some("text/plain"), b"before\0after"),
+            (Some("application/x-www-form-urlencoded"), b"a=1&b=%00"),
+            (None, br#"{"a":"\u0000"}"#),
+        ];
+        for (content_type, body) in poison {
+            assert_eq!(
+                parse(content_type, body).map_err(|e| (e.0, e.1)),
+                Err((StatusCode::UNPROCESSABLE_ENTITY, "nul_character")),
+                "{content_type:?} {body:?}"
+            );
+        }
+        // Raw bytes are stored as bytea, which holds NUL.
+        assert_eq!(parse(Some("application/xml"), b"<a>\0</a>"), Ok(None));
+        assert_eq!(parse(None, b"\0"), Ok(None));
     }
 
     #[test]

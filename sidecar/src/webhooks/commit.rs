@@ -2,8 +2,10 @@
 //! what is queued (waiting at most [`BATCH_WAIT`] for more once it has one),
 //! stores the batch with one call of `integration.ingest_webhook_events` (a
 //! prepared statement in its own transaction: one round trip), and only
-//! once that committed answers each request. A batch
-//! whose commit fails or cannot be confirmed answers 503 to all its requests.
+//! once that committed answers each request. A batch the server refused
+//! (an error answer: nothing of it was kept) is stored again one event per
+//! transaction, so a bad event fails alone; a batch whose commit cannot be
+//! confirmed (the connection broke) answers 503 to all its requests.
 
 use crate::db::{describe, Database};
 use crate::metrics::Metrics;
@@ -37,7 +39,7 @@ pub struct Event {
 }
 
 /// What became of one event.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Outcome {
     /// Committed (or already there, when `duplicate`).
     Stored {
@@ -49,8 +51,59 @@ pub enum Outcome {
     Failed(String),
     /// The webhook was dropped or disabled since the lookup.
     Gone,
+    /// The database refused the event's data (SQLSTATE class 22); a retry
+    /// of the same body would fail again.
+    Refused(String),
     /// The database could not be reached or the commit not confirmed.
     Unavailable(String),
+}
+
+/// Connection, resources, operator intervention, serialization, internal
+/// errors: the server is the problem, not an event; the sender retries.
+fn server_trouble(sqlstate: &str) -> bool {
+    ["08", "40", "53", "55", "57", "58", "XX"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
+}
+
+/// Why a batch was not stored.
+enum BatchError {
+    /// The server answered with an error: the transaction rolled back, so
+    /// nothing of the batch is stored and each event may be tried alone.
+    Refused { sqlstate: String, message: String },
+    /// No connection, or the answer never came: the outcome is unknown.
+    Unavailable(String),
+}
+
+impl BatchError {
+    fn from_query(e: &tokio_postgres::Error) -> BatchError {
+        match e.as_db_error() {
+            Some(db) => BatchError::Refused {
+                sqlstate: db.code().code().to_owned(),
+                message: describe(e),
+            },
+            None => BatchError::Unavailable(format!(
+                "the batch was not confirmed committed: {}",
+                describe(e)
+            )),
+        }
+    }
+
+    /// The outcome of one event that failed alone with this error.
+    fn outcome(self) -> Outcome {
+        match self {
+            BatchError::Refused { sqlstate, message } if sqlstate.starts_with("22") => {
+                Outcome::Refused(message)
+            }
+            // Connection, resources, operator intervention, serialization:
+            // the server is the problem, not the event; the sender retries.
+            BatchError::Refused { sqlstate, message } if server_trouble(&sqlstate) => {
+                Outcome::Unavailable(message)
+            }
+            BatchError::Refused { message, .. } => Outcome::Failed(message),
+            BatchError::Unavailable(reason) => Outcome::Unavailable(reason),
+        }
+    }
 }
 
 struct Job {
@@ -122,27 +175,53 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
 
 async fn store(db: &Database, batch: Vec<Job>) {
     match commit(db, &batch).await {
-        Ok(outcomes) => {
-            let mut outcomes = outcomes.into_iter();
+        Ok(outcomes) => answer(batch, outcomes),
+        Err(BatchError::Refused { sqlstate, message })
+            if batch.len() > 1 && !server_trouble(&sqlstate) =>
+        {
+            tracing::warn!(
+                events = batch.len(),
+                %sqlstate,
+                error = %message,
+                "webhook batch refused; storing its events one by one"
+            );
             for job in batch {
-                let outcome = outcomes.next().unwrap_or_else(|| {
-                    Outcome::Unavailable("the database returned too few rows".to_owned())
-                });
-                // A receiver that went away (client hung up) needs no answer.
+                let outcome = match commit(db, std::slice::from_ref(&job)).await {
+                    Ok(mut outcomes) => outcomes.pop().unwrap_or_else(too_few_rows),
+                    Err(e) => e.outcome(),
+                };
                 job.reply.send(outcome).ok();
             }
         }
-        Err(reason) => {
-            tracing::warn!(events = batch.len(), error = %reason, "webhook batch not stored");
+        Err(e) => {
+            let outcome = e.outcome();
+            tracing::warn!(events = batch.len(), ?outcome, "webhook batch not stored");
             for job in batch {
-                job.reply.send(Outcome::Unavailable(reason.clone())).ok();
+                job.reply.send(outcome.clone()).ok();
             }
         }
     }
 }
 
-async fn commit(db: &Database, batch: &[Job]) -> Result<Vec<Outcome>, String> {
-    let client = db.client().await.map_err(|e| e.to_string())?;
+/// Answers each job with its outcome, in order.
+fn answer(batch: Vec<Job>, outcomes: Vec<Outcome>) {
+    let mut outcomes = outcomes.into_iter();
+    for job in batch {
+        let outcome = outcomes.next().unwrap_or_else(too_few_rows);
+        // A receiver that went away (client hung up) needs no answer.
+        job.reply.send(outcome).ok();
+    }
+}
+
+fn too_few_rows() -> Outcome {
+    Outcome::Unavailable("the database returned too few rows".to_owned())
+}
+
+async fn commit(db: &Database, batch: &[Job]) -> Result<Vec<Outcome>, BatchError> {
+    let client = db
+        .client()
+        .await
+        .map_err(|e| BatchError::Unavailable(e.to_string()))?;
     let events = batch.iter().map(|job| &job.event);
     let webhooks: Vec<i64> = events.clone().map(|e| e.webhook).collect();
     let delivery_ids: Vec<Option<&str>> =
@@ -159,7 +238,7 @@ async fn commit(db: &Database, batch: &[Job]) -> Result<Vec<Outcome>, String> {
     let statement = client
         .prepare_cached(INGEST)
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| BatchError::Unavailable(describe(&e)))?;
     let rows = client
         .query(
             &statement,
@@ -174,7 +253,7 @@ async fn commit(db: &Database, batch: &[Job]) -> Result<Vec<Outcome>, String> {
             ],
         )
         .await
-        .map_err(|e| format!("the batch was not confirmed committed: {}", describe(&e)))?;
+        .map_err(|e| BatchError::from_query(&e))?;
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(rows.len());
     for row in rows {
         let outcome = (|| -> Result<Outcome, tokio_postgres::Error> {

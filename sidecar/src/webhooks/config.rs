@@ -23,6 +23,9 @@ const LOAD: &str = "
                        FROM integration.webhook_secrets s WHERE s.webhook = w.id), '{}') AS expiries
     FROM integration.webhooks w";
 
+/// Most JSON Schema validations of one webhook running at once.
+const SCHEMA_SLOTS: usize = 2;
+
 /// One webhook as the handler needs it.
 pub struct Webhook {
     pub id: i64,
@@ -32,6 +35,9 @@ pub struct Webhook {
     pub delivery_id: Option<DeliveryId>,
     /// The compiled schema, or why it does not compile.
     pub schema: Option<Result<jsonschema::Validator, String>>,
+    /// Slots for validations of this webhook's payloads, each run on a
+    /// blocking thread: a slow schema can only delay its own deliveries.
+    pub schema_slots: Arc<tokio::sync::Semaphore>,
     pub allowed: Option<Vec<IpNet>>,
     pub max_body_bytes: usize,
     pub enabled: bool,
@@ -184,6 +190,7 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<Webhook, String> {
             .unwrap_or(DEFAULT_TOLERANCE_SECONDS),
         delivery_id,
         schema,
+        schema_slots: Arc::new(tokio::sync::Semaphore::new(SCHEMA_SLOTS)),
         allowed,
         max_body_bytes: usize::try_from(max_body).unwrap_or(0),
         enabled: row.try_get("enabled").map_err(get)?,

@@ -22,7 +22,7 @@ use integration_core::webhooks::{api_key, Check, Headers, Scheme};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use commit::Committer;
 pub use config::Cache;
@@ -32,6 +32,9 @@ pub use refusals::Refusals;
 const RETRY_AFTER_SECONDS: &str = "5";
 /// Most schema violations listed in a 422 answer.
 const MAX_SCHEMA_ERRORS: usize = 20;
+/// Longest a delivery waits for a validation slot and its JSON Schema
+/// validation (a `pattern` can backtrack for seconds on a crafted string).
+const SCHEMA_BUDGET: Duration = Duration::from_secs(10);
 
 /// What the webhook route needs: the configuration cache, the committer and
 /// the refusal audit queue.
@@ -65,6 +68,10 @@ struct RequestHeaders<'a>(&'a HeaderMap);
 impl Headers for RequestHeaders<'_> {
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn present(&self, name: &str) -> bool {
+        self.0.contains_key(name)
     }
 }
 
@@ -141,13 +148,13 @@ async fn receive(
             .map(str::to_owned);
         let payload = body::parse(content_type.as_deref(), &raw)
             .map_err(|(status, reason, message)| Refused::new(status, reason, message))?;
-        if let Some(schema) = &webhook.schema {
-            check_schema(schema, payload.as_ref())?;
-        }
-        let delivery_id = webhook
-            .delivery_id
-            .as_ref()
-            .and_then(|d| d.extract(&headers, payload.as_ref()));
+        let payload = validate(&webhook, payload).await?;
+        let delivery_id = match &webhook.delivery_id {
+            Some(d) => d.extract(&headers, payload.as_ref()).map_err(|e| {
+                Refused::new(StatusCode::BAD_REQUEST, "bad_delivery_id", e.to_string())
+            })?,
+            None => None,
+        };
         Ok(commit::Event {
             webhook: webhook.id,
             delivery_id,
@@ -169,7 +176,8 @@ async fn receive(
             let delivery_id = webhook
                 .delivery_id
                 .as_ref()
-                .and_then(|d| d.extract(&RequestHeaders(&parts.headers), None));
+                .and_then(|d| d.extract(&RequestHeaders(&parts.headers), None).ok())
+                .flatten();
             webhooks.refusals.record(
                 &webhook.name,
                 refused.status.as_u16(),
@@ -209,6 +217,16 @@ async fn receive(
             json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the webhook's handler or target table failed; nothing was stored",
+            )
+        }
+        commit::Outcome::Refused(error) => {
+            state
+                .metrics
+                .count_webhook(&webhook.name, "invalid_payload");
+            tracing::warn!(webhook = %webhook.name, error = %error, "webhook event refused by the database");
+            json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the database cannot store this payload; nothing was stored",
             )
         }
         commit::Outcome::Gone => {
@@ -260,26 +278,14 @@ async fn verify(
     if webhook.scheme == Scheme::ApiKey {
         let token = api_key(headers).unwrap_or_default();
         let scope = format!("webhooks:{}", webhook.name);
-        let client = state.db.client().await.map_err(|e| {
-            Refused::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?;
+        let client = state.db.client().await.map_err(|e| database_refused(&e))?;
         let rows = client
             .query(
                 "SELECT 1 FROM integration.verify_api_key($1, $2)",
                 &[&token, &scope],
             )
             .await
-            .map_err(|e| {
-                Refused::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    crate::db::describe(&e),
-                )
-            })?;
+            .map_err(|e| database_refused(&crate::db::describe(&e)))?;
         if rows.is_empty() {
             return Err(Refused::new(
                 StatusCode::UNAUTHORIZED,
@@ -291,9 +297,71 @@ async fn verify(
     Ok(())
 }
 
+/// Checks `payload` against the webhook's JSON Schema, if it has one, on a
+/// blocking thread (a slow `pattern` must not stall the async workers that
+/// answer everyone else) within [`SCHEMA_BUDGET`]; gives the payload back.
+async fn validate(
+    webhook: &Arc<config::Webhook>,
+    payload: Option<Value>,
+) -> Result<Option<Value>, Refused> {
+    if webhook.schema.is_none() {
+        return Ok(payload);
+    }
+    let deadline = Instant::now() + SCHEMA_BUDGET;
+    let work = async {
+        let slot = webhook
+            .schema_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| schema_timeout())?;
+        let webhook = webhook.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let schema = webhook.schema.as_ref().expect("checked above");
+            check_schema(schema, payload.as_ref(), deadline).map(|()| payload)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "JSON Schema validation panicked");
+            Refused::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bad_schema",
+                "the webhook's json_schema could not be checked",
+            )
+        })?
+    };
+    tokio::time::timeout_at(deadline.into(), work)
+        .await
+        .unwrap_or_else(|_| Err(schema_timeout()))
+}
+
+fn schema_timeout() -> Refused {
+    Refused::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "schema_timeout",
+        format!(
+            "checking the payload against the webhook's JSON Schema took more than {} s; \
+             its patterns may need to backtrack too much on this payload",
+            SCHEMA_BUDGET.as_secs()
+        ),
+    )
+}
+
+/// A 503 for a database failure: the detail is logged, not answered.
+fn database_refused(detail: &dyn std::fmt::Display) -> Refused {
+    tracing::warn!(error = %detail, "cannot verify an API key: database error");
+    Refused::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        crate::errors::DATABASE_UNAVAILABLE,
+    )
+}
+
 fn check_schema(
     schema: &Result<jsonschema::Validator, String>,
     payload: Option<&Value>,
+    deadline: Instant,
 ) -> Result<(), Refused> {
     let validator = schema.as_ref().map_err(|e| {
         Refused::new(
@@ -309,11 +377,15 @@ fn check_schema(
             "this webhook validates a JSON Schema, so the body must be JSON or a form",
         )
     })?;
-    let errors: Vec<Value> = validator
-        .iter_errors(payload)
-        .take(MAX_SCHEMA_ERRORS)
-        .map(|e| json!({ "path": e.instance_path().to_string(), "message": e.to_string() }))
-        .collect();
+    let mut errors: Vec<Value> = Vec::new();
+    for e in validator.iter_errors(payload).take(MAX_SCHEMA_ERRORS) {
+        // The budget is checked between errors too, so that a thread given
+        // up on stops soon after (a single match cannot be interrupted).
+        if Instant::now() > deadline {
+            return Err(schema_timeout());
+        }
+        errors.push(json!({ "path": e.instance_path().to_string(), "message": e.to_string() }));
+    }
     if errors.is_empty() {
         return Ok(());
     }
