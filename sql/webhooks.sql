@@ -560,6 +560,7 @@ DECLARE
     event jsonb;
     answer text;
     i integer;
+    k integer;
 BEGIN
     -- Webhooks without a handler: one set-based INSERT per target table.
     FOR g IN
@@ -591,7 +592,30 @@ BEGIN
             FOR i IN SELECT unnest((g.batch).ords) LOOP
                 errors[i] := SQLSTATE || ': ' || SQLERRM;
             END LOOP;
-            CONTINUE WHEN SQLSTATE NOT IN ('42501', '42704');
+            IF SQLSTATE NOT IN ('42501', '42704') THEN
+                -- One bad event (a trigger's error, a value the table
+                -- refuses) fails alone: the others are stored one by one.
+                FOR k IN 1 .. cardinality((g.batch).ords) LOOP
+                    CONTINUE WHEN cardinality((g.batch).ords) = 1;
+                    BEGIN
+                        SELECT * INTO r FROM integration._store_webhook_events(
+                            ROW(ARRAY[(g.batch).ords[k]], ARRAY[(g.batch).names[k]],
+                                ARRAY[(g.batch).delivery_ids[k]], ARRAY[(g.batch).headers[k]],
+                                ARRAY[(g.batch).payloads[k]], ARRAY[(g.batch).raw_bodies[k]],
+                                ARRAY[(g.batch).content_types[k]], ARRAY[(g.batch).sources[k]]
+                            )::integration._webhook_batch, g.target);
+                        errors[r.ord] := NULL;
+                        ids[r.ord] := r.event_id;
+                        dups[r.ord] := NOT r.inserted;
+                        IF r.inserted THEN
+                            PERFORM pg_notify('integration_webhook', r.event_id::text);
+                        END IF;
+                    EXCEPTION WHEN OTHERS THEN
+                        errors[(g.batch).ords[k]] := SQLSTATE || ': ' || SQLERRM;
+                    END;
+                END LOOP;
+                CONTINUE;
+            END IF;
             INSERT INTO integration.audit_log (actor, action, target, ok, detail)
             SELECT x.created_by, 'webhook.store_failed', 'webhook:' || x.name, false,
                    jsonb_build_object('target', g.target::text, 'events', d.events,
@@ -644,7 +668,7 @@ BEGIN
         END;
     END LOOP;
 
-    RETURN QUERY SELECT k, ids[k], dups[k], responses[k], errors[k] FROM generate_series(1, n) k;
+    RETURN QUERY SELECT q, ids[q], dups[q], responses[q], errors[q] FROM generate_series(1, n) q;
 END
 $$;
 

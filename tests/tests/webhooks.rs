@@ -1935,3 +1935,55 @@ fn hostile_input_beside_valid_deliveries_stores_each_valid_one_once_and_memory_r
         "RSS grew from {rss_start} to {rss_end} KiB (more than 20%)"
     );
 }
+
+/// A target table that refuses one event of a batch (here a CHECK
+/// constraint) fails that event alone: the others of the same target are
+/// stored one by one.
+#[test]
+fn one_event_a_target_refuses_fails_alone() {
+    let (_cluster, mut admin) = setup();
+    admin
+        .batch_execute(
+            "CREATE SCHEMA app;
+             CREATE TABLE app.events (LIKE integration.webhook_events INCLUDING ALL,
+                                      CHECK (payload->>'bad' IS NULL));",
+        )
+        .expect("target table");
+    create(&mut admin, "'checked', 'none', target => 'app.events'");
+    let id: i64 = admin
+        .query_one(
+            "SELECT id FROM integration.webhooks WHERE name = 'checked'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let rows = admin
+        .query(
+            "SELECT ord, event_id, error FROM integration.ingest_webhook_events(
+                 ARRAY[$1, $1, $1]::bigint[], ARRAY['a', 'b', 'c'], NULL::jsonb[],
+                 ARRAY['{}', '{\"bad\": true}', '{}']::jsonb[],
+                 ARRAY['\\x7b7d', '\\x7b7d', '\\x7b7d']::bytea[], NULL::text[], NULL::inet[])
+             ORDER BY ord",
+            &[&id],
+        )
+        .unwrap();
+    let outcome: Vec<(Option<i64>, Option<String>)> =
+        rows.iter().map(|r| (r.get(1), r.get(2))).collect();
+    assert!(
+        outcome[0].0.is_some() && outcome[0].1.is_none(),
+        "{outcome:?}"
+    );
+    assert!(outcome[1].0.is_none(), "{outcome:?}");
+    assert!(
+        outcome[1]
+            .1
+            .as_deref()
+            .is_some_and(|e| e.starts_with("23514")),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome[2].0.is_some() && outcome[2].1.is_none(),
+        "{outcome:?}"
+    );
+    assert_eq!(count(&mut admin, "SELECT count(*) FROM app.events"), 2);
+}
