@@ -744,3 +744,49 @@ fn huge_intervals_are_refused_and_cannot_stall_the_queue() {
         assert_eq!(status, Some(200), "request {id}\n{}", cluster.log_tail());
     }
 }
+
+/// An allowance removed after a request was queued applies to its next
+/// attempt: the worker checks the role's current policy as well as the one
+/// stored with the request (issue 27, item 4).
+#[test]
+fn an_allowance_removed_after_queueing_stops_the_retries() {
+    let cluster = PgCluster::start();
+    let server = TestServer::start();
+    let mut db = database(&cluster, "app");
+    let id: i64 = db
+        .query_one(
+            "SELECT integration.http_enqueue('GET', $1, retries => 20, backoff => '300 ms')",
+            &[&server.url("/seq/revoked/503")],
+        )
+        .unwrap()
+        .get(0);
+    let start = Instant::now();
+    while server.hits("/seq/revoked/503") < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{}",
+            cluster.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    db.batch_execute("ALTER DATABASE app RESET integration.http_allowed_networks")
+        .unwrap();
+    let row = db
+        .query_one(
+            "SELECT status, error FROM integration.http_result($1, '30 seconds')",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), None, "{}", cluster.log_tail());
+    let error: Option<String> = row.get(1);
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains("127.0.0.1")),
+        "{error:?}"
+    );
+    // At most the attempt that was in flight when the allowance went.
+    assert!(
+        server.hits("/seq/revoked/503") <= 3,
+        "{}",
+        server.hits("/seq/revoked/503")
+    );
+}

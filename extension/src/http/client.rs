@@ -124,42 +124,45 @@ pub fn new_runtime(workers: usize) -> Result<tokio::runtime::Runtime, CallError>
         })
 }
 
-/// Resolves names itself and refuses any address the policy forbids.
+/// Resolves names itself and refuses any address one of the policies forbids.
 struct CheckedResolver {
-    policy: Arc<Policy>,
+    policies: Arc<Vec<Policy>>,
 }
 
 impl Resolve for CheckedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = Arc::clone(&self.policy);
+        let policies = Arc::clone(&self.policies);
         let host = name.as_str().to_string();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             for addr in &addrs {
-                policy.check_ip(&host, addr.ip())?;
+                for policy in policies.iter() {
+                    policy.check_ip(&host, addr.ip())?;
+                }
             }
             Ok::<Addrs, Box<dyn std::error::Error + Send + Sync>>(Box::new(addrs.into_iter()))
         })
     }
 }
 
-/// A client under `policy` that keeps up to `idle_per_host` idle
-/// connections to each host for reuse.
+/// A client under `policies` (every one must allow each hop and address)
+/// that keeps up to `idle_per_host` idle connections to each host for reuse.
 pub fn build_client(
-    policy: Arc<Policy>,
+    policies: Vec<Policy>,
     insecure: bool,
     idle_per_host: usize,
 ) -> Result<reqwest::Client, CallError> {
-    let hops = Arc::clone(&policy);
+    let policies = Arc::new(policies);
+    let hops = Arc::clone(&policies);
     reqwest::Client::builder()
         .dns_resolver(Arc::new(CheckedResolver {
-            policy: Arc::clone(&policy),
+            policies: Arc::clone(&policies),
         }))
-        // Every hop is checked against the policy here; `fetch` follows
+        // Every hop is checked against the policies here; `fetch` follows
         // it itself, so that it can drop credentials across origins.
         .redirect(redirect::Policy::custom(move |attempt| {
-            match hops.check_url(attempt.url()) {
+            match hops.iter().try_for_each(|p| p.check_url(attempt.url())) {
                 Ok(()) => attempt.stop(),
                 Err(e) => attempt.error(e),
             }
@@ -316,7 +319,7 @@ pub fn send(request: Request, rules: &Rules, insecure: bool) -> Result<Response,
         let client = match engine.clients.get(&key) {
             Some(client) => client.clone(),
             None => {
-                let client = build_client(Arc::new(policy.clone()), insecure, 8)?;
+                let client = build_client(vec![policy.clone()], insecure, 8)?;
                 engine.clients.insert(key, client.clone());
                 client
             }

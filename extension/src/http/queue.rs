@@ -31,7 +31,6 @@ use serde_json::Value;
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -620,6 +619,10 @@ pub struct Deliverer {
     clients: HashMap<(String, bool), reqwest::Client>,
     /// The policies of queued requests, parsed once each.
     rules: HashMap<Snapshot, Rc<Rules>>,
+    /// The policy each role of the claimed requests has now (its role and
+    /// database settings), read at every claim: a request is delivered only
+    /// if both the policy stored with it and this one allow it.
+    current: HashMap<String, Snapshot>,
     jobs: mpsc::UnboundedSender<Batch>,
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: mpsc::UnboundedReceiver<Finished>,
@@ -660,6 +663,7 @@ impl Deliverer {
             runtime,
             clients: HashMap::new(),
             rules: HashMap::new(),
+            current: HashMap::new(),
             jobs,
             done_tx,
             done_rx,
@@ -725,12 +729,19 @@ impl Deliverer {
                 } else {
                     Vec::new()
                 };
+                let mut current = HashMap::new();
+                for request in &claimed {
+                    if !current.contains_key(&request.created_by) {
+                        let policy = role_policy(&request.created_by);
+                        current.insert(request.created_by.clone(), policy);
+                    }
+                }
                 let next = if claimed.len() < free {
                     next_due()
                 } else {
                     Some(Duration::ZERO)
                 };
-                (callbacks, claimed, next)
+                (callbacks, claimed, next, current)
             })
         });
         if reclaim {
@@ -739,16 +750,22 @@ impl Deliverer {
         if cleanup {
             self.last_cleanup = Some(now);
         }
-        let (callbacks, claimed, next) = match outcome {
+        let (callbacks, claimed, next, current) = match outcome {
             Ok(done) => done,
             Err(error) => {
                 pgrx::warning!(
                     "pg_integration: the HTTP queue step failed, {} outcomes will be retried: {error}",
                     verdicts.len()
                 );
-                (Vec::new(), Vec::new(), Some(Duration::from_secs(1)))
+                (
+                    Vec::new(),
+                    Vec::new(),
+                    Some(Duration::from_secs(1)),
+                    HashMap::new(),
+                )
             }
         };
+        self.current = current;
         for callback in &callbacks {
             run_callback(callback);
         }
@@ -842,6 +859,19 @@ impl Deliverer {
     }
 
     /// The client and request for a claimed row, under the policy stored with it.
+    /// The rules of `snapshot`, parsed once.
+    fn parsed(&mut self, snapshot: Snapshot) -> Result<Rc<Rules>, String> {
+        if let Some(rules) = self.rules.get(&snapshot) {
+            return Ok(Rc::clone(rules));
+        }
+        let rules = Rc::new(snapshot.rules()?);
+        if self.rules.len() >= RULES_KEPT {
+            self.rules.clear();
+        }
+        self.rules.insert(snapshot, Rc::clone(&rules));
+        Ok(rules)
+    }
+
     fn prepare(
         &mut self,
         claimed: &Claimed,
@@ -852,33 +882,36 @@ impl Deliverer {
         };
         let snapshot = Snapshot::deserialize(&claimed.policy)
             .map_err(|e| invalid(format!("stored policy is unreadable: {e}")))?;
-        let rules = match self.rules.get(&snapshot) {
-            Some(rules) => Rc::clone(rules),
-            None => {
-                let rules = Rc::new(snapshot.rules().map_err(invalid)?);
-                if self.rules.len() >= RULES_KEPT {
-                    self.rules.clear();
-                }
-                self.rules.insert(snapshot, Rc::clone(&rules));
-                rules
-            }
-        };
+        let rules = self.parsed(snapshot).map_err(invalid)?;
+        // The policy the role has now: an allowance removed since the
+        // request was queued applies to its next attempt.
+        let now = self
+            .current
+            .get(&claimed.created_by)
+            .cloned()
+            .ok_or_else(|| invalid("the role's current policy was not read".into()))?;
+        let now = self.parsed(now).map_err(invalid)?;
         let url = url::Url::parse(&claimed.url).map_err(|e| invalid(e.to_string()))?;
         rules.policy.check_url(&url)?;
+        now.policy.check_url(&url)?;
         let method = reqwest::Method::from_bytes(claimed.method.as_bytes())
             .map_err(|e| invalid(e.to_string()))?;
         let headers = header_list(&claimed.headers).map_err(invalid)?;
-        let insecure = rules.insecure(&url);
-        let key = (rules.key.clone(), insecure);
-        let limit = rules.policy.max_response_bytes;
-        let max_redirects = rules.policy.max_redirects;
+        let insecure = rules.insecure(&url) && now.insecure(&url);
+        let key = (format!("{}\n{}", rules.key, now.key), insecure);
+        let limit = rules
+            .policy
+            .max_response_bytes
+            .min(now.policy.max_response_bytes);
+        let max_redirects = rules.policy.max_redirects.min(now.policy.max_redirects);
         if !self.clients.contains_key(&key) {
             // Keep a connection for each request that may be in flight to
             // a host, or every request past the pool opens a new one.
             let idle = usize::try_from(HOST_CONCURRENCY.get())
                 .unwrap_or(16)
                 .min(1024);
-            let client = client::build_client(Arc::new(rules.policy.clone()), insecure, idle)?;
+            let policies = vec![rules.policy.clone(), now.policy.clone()];
+            let client = client::build_client(policies, insecure, idle)?;
             self.clients.insert(key.clone(), client);
         }
         let request = Request {
@@ -889,6 +922,62 @@ impl Deliverer {
             timeout: claimed.timeout,
         };
         Ok((self.clients[&key].clone(), request, limit, max_redirects))
+    }
+}
+
+/// The settings of the outbound HTTP policy in order: what [`role_policy`] reads.
+const POLICY_SETTINGS: [&str; 5] = [
+    "integration.http_allowed_hosts",
+    "integration.http_allowed_networks",
+    "integration.http_insecure_tls_hosts",
+    "integration.http_max_redirects",
+    "integration.http_max_response_bytes",
+];
+
+/// The policy `role` has now in this database: its `ALTER ROLE … IN
+/// DATABASE … SET`, `ALTER ROLE … SET` and `ALTER DATABASE … SET` values,
+/// in PostgreSQL's order of precedence, else the server's (its
+/// configuration file or the default).
+fn role_policy(role: &str) -> Snapshot {
+    let values: Vec<String> = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT coalesce((
+                 SELECT pg_catalog.substr(c, pg_catalog.strpos(c, '=') + 1)
+                 FROM pg_catalog.pg_db_role_setting d, pg_catalog.unnest(d.setconfig) AS c
+                 WHERE d.setdatabase IN (0, (SELECT b.oid FROM pg_catalog.pg_database b
+                                             WHERE b.datname = pg_catalog.current_database()))
+                   AND d.setrole IN (0, (SELECT r.oid FROM pg_catalog.pg_roles r
+                                         WHERE r.rolname = $1))
+                   AND pg_catalog.split_part(c, '=', 1) = o.name
+                 ORDER BY d.setrole = 0, d.setdatabase = 0
+                 LIMIT 1),
+                 -- The server's value; the worker's own may be a database
+                 -- setting read when it connected, since changed.
+                 (SELECT CASE WHEN s.source IN ('default', 'configuration file', 'command line',
+                                                'environment variable', 'override')
+                              THEN s.setting ELSE s.boot_val END
+                  FROM pg_catalog.pg_settings s WHERE s.name = o.name))
+             FROM pg_catalog.unnest($2::text[]) WITH ORDINALITY AS o(name, n)
+             ORDER BY o.n",
+            None,
+            &[role.into(), POLICY_SETTINGS.to_vec().into()],
+        )?;
+        rows.map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .unwrap_or_else(|e| error!("read the HTTP policy of role {role}: {e}"));
+    let number = |i: usize| {
+        values
+            .get(i)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Snapshot {
+        allowed_hosts: values.first().cloned().unwrap_or_default(),
+        allowed_networks: values.get(1).cloned().unwrap_or_default(),
+        insecure_tls_hosts: values.get(2).cloned().unwrap_or_default(),
+        max_redirects: u32::try_from(number(3)).unwrap_or(0),
+        max_response_bytes: number(4),
     }
 }
 
