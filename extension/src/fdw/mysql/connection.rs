@@ -92,11 +92,12 @@ pub fn runtime() -> Result<Rc<Runtime>> {
 }
 
 /// Session settings every statement relies on: UTF-8, UTC for TIMESTAMP
-/// columns, and backslashes as ordinary characters (literals from
+/// columns, strict mode (a value that does not fit is an error, not cut
+/// or clamped, in every storage engine), and backslashes as ordinary characters (literals from
 /// `integration_core::sql_dialect` read the same either way; LIKE patterns
 /// do not). Set at connect and again after every pass-through statement.
 pub const SESSION_INIT: &str = "SET NAMES utf8mb4, time_zone = '+00:00', \
-     sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')";
+     sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES,STRICT_ALL_TABLES')";
 
 /// mysql_async's TLS options for `settings`: only our roots, never its
 /// built-in ones, and the host name checked.

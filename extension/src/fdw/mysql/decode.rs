@@ -1,7 +1,7 @@
 //! MySQL text-protocol values to supabase-wrappers cells, by the local
 //! column type the import chose: decimals parsed digit by digit into
 //! numeric, DATETIME as a timestamp, TIMESTAMP (read in UTC) as a
-//! timestamptz, TIME as an interval, zero dates as NULL.
+//! timestamptz, TIME as an interval; zero dates and NUL in text are errors.
 
 use super::{MysqlWrapperError, Result};
 use mysql_async::Value;
@@ -14,8 +14,18 @@ fn bad(column: &str, what: impl std::fmt::Display) -> MysqlWrapperError {
     MysqlWrapperError::Value(format!("column \"{column}\": {what}"))
 }
 
+/// A remote string as text: UTF-8 without NUL (PostgreSQL text cannot hold
+/// one; stored, it cut the value short for some operations and not others).
 fn text<'a>(column: &str, bytes: &'a [u8]) -> Result<&'a str> {
-    std::str::from_utf8(bytes).map_err(|_| bad(column, "the remote value is not UTF-8"))
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| bad(column, "the remote value is not UTF-8"))?;
+    if text.contains('\0') {
+        return Err(MysqlWrapperError::Nul(format!(
+            "column \"{column}\": the remote value holds a NUL character, which text cannot; \
+             declare the column bytea to read it"
+        )));
+    }
+    Ok(text)
 }
 
 fn parse<T: std::str::FromStr>(column: &str, s: &str) -> Result<T>
@@ -27,14 +37,22 @@ where
         .map_err(|e| bad(column, format!("{s:?}: {e}")))
 }
 
-/// `YYYY-MM-DD`, or None for MySQL's zero date.
+/// `YYYY-MM-DD`. MySQL's zero dates (a zero month or day) have no
+/// PostgreSQL value: an error, as MySQL's strict mode would raise, rather
+/// than a NULL that reads as "no date".
 fn date_parts(column: &str, s: &str) -> Result<Option<(i32, u8, u8)>> {
     let mut it = s.splitn(3, '-');
     let (Some(y), Some(m), Some(d)) = (it.next(), it.next(), it.next()) else {
         return Err(bad(column, format!("{s:?} is not a date")));
     };
     let (y, m, d): (i32, u8, u8) = (parse(column, y)?, parse(column, m)?, parse(column, d)?);
-    Ok((m != 0 && d != 0).then_some((y, m, d)))
+    if m == 0 || d == 0 {
+        return Err(MysqlWrapperError::ZeroDate(format!(
+            "column \"{column}\": {s:?} is a MySQL zero date, which no PostgreSQL date can hold; \
+             declare the column text to read it as written"
+        )));
+    }
+    Ok(Some((y, m, d)))
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]` as a timestamp, None for the zero date.

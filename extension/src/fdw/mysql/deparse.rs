@@ -160,12 +160,15 @@ pub struct ColumnInfo<'a> {
 
 /// The SELECT-list expression for a local column: booleans (BIT(1)) and
 /// bigints (also BIT(n)) are read as numbers, since the text protocol sends
-/// BIT values as raw bytes.
+/// BIT values as raw bytes; a real (MySQL FLOAT) as a DOUBLE, since the
+/// text protocol writes a FLOAT with 6 significant digits (16777216 came
+/// back as 16777200) and a DOUBLE with all it takes to read the float back.
 pub fn select_expr(col: &ColumnInfo<'_>) -> Result<String> {
     let q = ident(col.name)?;
     Ok(match col.local {
         pg_sys::BOOLOID => format!("({q} <> 0)"),
         pg_sys::INT8OID => format!("({q} + 0)"),
+        pg_sys::FLOAT4OID => format!("({q} + 0e0)"),
         _ => q,
     })
 }

@@ -31,6 +31,10 @@ pub enum MysqlWrapperError {
     Runtime(String),
     #[error("{0}")]
     Value(String),
+    #[error("{0}")]
+    Nul(String),
+    #[error("{0}")]
+    ZeroDate(String),
 }
 
 pub type Result<T> = std::result::Result<T, MysqlWrapperError>;
@@ -96,6 +100,8 @@ impl From<MysqlWrapperError> for ErrorReport {
             MysqlWrapperError::Unsupported(_) => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             MysqlWrapperError::Runtime(_) => PgSqlErrorCode::ERRCODE_FDW_ERROR,
             MysqlWrapperError::Value(_) => PgSqlErrorCode::ERRCODE_FDW_INVALID_DATA_TYPE,
+            MysqlWrapperError::Nul(_) => PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+            MysqlWrapperError::ZeroDate(_) => PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
         };
         ErrorReport::new(code, format!("mysql_wrapper: {value}"), "")
     }

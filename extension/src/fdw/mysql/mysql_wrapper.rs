@@ -151,6 +151,14 @@ impl RemoteRows for Reading {
         let Some(mut remote) = remote else {
             return Ok(false);
         };
+        let announced = plan.columns.len() + plan.columns.iter().filter(|c| c.average).count();
+        // A row shorter than its result's columns would read as NULLs.
+        if remote.len() < announced {
+            return Err(MysqlWrapperError::Value(format!(
+                "the remote row has {} values where {announced} were selected",
+                remote.len()
+            )));
+        }
         let mut values = remote.iter_mut().map(Option::take);
         for col in &plan.columns {
             let value = values.next().flatten();

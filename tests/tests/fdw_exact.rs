@@ -1,0 +1,134 @@
+//! End-to-end: values read and written through the wrappers exactly, or
+//! refused with an error, never silently changed (issue 28), against a
+//! real MariaDB and a real PostgreSQL.
+
+use integration_tests::{MariaDb, PgCluster};
+use postgres::error::SqlState;
+use serde_json::Value;
+
+#[test]
+fn mariadb_values_are_exact_or_refused() {
+    let maria = MariaDb::start();
+    maria.sql(
+        "CREATE DATABASE shop; CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'pw';
+         GRANT ALL ON shop.* TO 'app'@'127.0.0.1';
+         SET SESSION sql_mode = '';
+         CREATE TABLE shop.exact (id INT PRIMARY KEY, js JSON, fl FLOAT, tx TEXT, d DATE);
+         INSERT INTO shop.exact VALUES
+           (1, '{\"n\": 12345678901234567890123}', 16777216, 'pass', '2020-01-01'),
+           (2, NULL, 3.1415927, CONCAT('pa', CHAR(0), 'ss'), '2020-00-15');
+         CREATE TABLE shop.loose (id INT PRIMARY KEY, tiny TINYINT, s CHAR(3)) ENGINE=MyISAM;",
+    );
+    let local = PgCluster::start();
+    let mut db = local.create_database("app");
+    db.execute(
+        "SELECT integration.add_data_source('my', $1)",
+        &[&format!("mysql://app:pw@127.0.0.1:{}/shop", maria.port())],
+    )
+    .unwrap();
+    let row = db
+        .query_one(
+            "SELECT js::text, fl = real '16777216' FROM my.exact WHERE id = 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "{\"n\": 12345678901234567890123}");
+    assert!(row.get::<_, bool>(1), "FLOAT 16777216 read exactly");
+    let pi: bool = db
+        .query_one(
+            "SELECT fl = real '3.1415927' FROM my.exact WHERE id = 2",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(pi, "FLOAT 3.1415927 read exactly");
+    for (sql, code) in [
+        (
+            "SELECT tx FROM my.exact WHERE id = 2",
+            SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+        ),
+        (
+            "SELECT d FROM my.exact WHERE id = 2",
+            SqlState::DATETIME_FIELD_OVERFLOW,
+        ),
+    ] {
+        let error = db.query_one(sql, &[]).unwrap_err();
+        assert_eq!(error.code(), Some(&code), "{sql}: {error:?}");
+    }
+    // Strict mode on every connection: a value that does not fit is an
+    // error, also in MyISAM, not 127 and 'too'.
+    for sql in [
+        "INSERT INTO my.loose VALUES (1, 300, 'ok')",
+        "INSERT INTO my.loose VALUES (2, 1, 'toolong')",
+    ] {
+        assert!(db.execute(sql, &[]).is_err(), "{sql} was accepted");
+    }
+    let stored: Value = db
+        .query_one(
+            "SELECT * FROM integration.query('my', 'SELECT COUNT(*) AS n FROM loose')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stored["n"], 0);
+    // JSON written exactly.
+    db.execute(
+        "INSERT INTO my.exact (id, js) VALUES (4, '{\"n\": 98765432109876543210987}')",
+        &[],
+    )
+    .unwrap();
+    let written: Value = db
+        .query_one(
+            "SELECT * FROM integration.query('my', 'SELECT CAST(js AS CHAR) AS js FROM exact WHERE id = 4')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        written["js"]
+            .as_str()
+            .unwrap()
+            .contains("98765432109876543210987"),
+        "{written}"
+    );
+}
+
+#[test]
+fn postgres_json_numbers_are_exact_both_ways() {
+    let remote = PgCluster::start();
+    remote
+        .connect("postgres")
+        .batch_execute(
+            "CREATE ROLE remote_user LOGIN PASSWORD 'pw';
+             CREATE TABLE public.docs (id int PRIMARY KEY, js jsonb);
+             GRANT ALL ON public.docs TO remote_user;
+             INSERT INTO public.docs VALUES (1, '{\"n\": 12345678901234567890123}');",
+        )
+        .unwrap();
+    let local = PgCluster::start();
+    let mut db = local.create_database("app");
+    db.execute(
+        "SELECT integration.add_data_source('pg', $1)",
+        &[&format!(
+            "postgresql://remote_user:pw@127.0.0.1:{}/postgres",
+            remote.port()
+        )],
+    )
+    .unwrap();
+    let read: String = db
+        .query_one("SELECT js::text FROM pg.docs WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(read, "{\"n\": 12345678901234567890123}");
+    db.execute(
+        "INSERT INTO pg.docs VALUES (2, '{\"n\": 98765432109876543210987}')",
+        &[],
+    )
+    .unwrap();
+    let written: String = remote
+        .connect("postgres")
+        .query_one("SELECT js::text FROM public.docs WHERE id = 2", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(written, "{\"n\": 98765432109876543210987}");
+}
