@@ -132,3 +132,51 @@ fn postgres_json_numbers_are_exact_both_ways() {
         .get(0);
     assert_eq!(written, "{\"n\": 98765432109876543210987}");
 }
+
+/// A local column's type modifier applies to what the remote sends, as an
+/// assignment would apply it: numeric(5,2) rounds to 2 places and refuses
+/// too many digits, timestamp(0) rounds to seconds, varchar(3) refuses a
+/// longer value.
+#[test]
+fn local_type_modifiers_apply_to_remote_values() {
+    let remote = PgCluster::start();
+    remote
+        .connect("postgres")
+        .batch_execute(
+            "CREATE ROLE remote_user LOGIN PASSWORD 'pw';
+             CREATE TABLE public.m (id int PRIMARY KEY, n numeric, t timestamp, s text);
+             GRANT ALL ON public.m TO remote_user;
+             INSERT INTO public.m VALUES (1, 123.456, '2020-01-01 10:00:00.7', 'toolong');",
+        )
+        .unwrap();
+    let local = PgCluster::start();
+    let mut db = local.create_database("app");
+    db.batch_execute(&format!(
+        "CREATE SERVER pg FOREIGN DATA WRAPPER postgres_wrapper
+             OPTIONS (host '127.0.0.1', port '{}', dbname 'postgres');
+         CREATE USER MAPPING FOR CURRENT_USER SERVER pg OPTIONS (user 'remote_user', password 'pw');
+         CREATE FOREIGN TABLE public.m (id int, n numeric(5,2), t timestamp(0), s varchar(3))
+             SERVER pg OPTIONS (table_name 'm');
+         CREATE FOREIGN TABLE public.narrow (id int, n numeric(4,2)) SERVER pg OPTIONS (table_name 'm');",
+        remote.port()
+    ))
+    .unwrap();
+    let row = db
+        .query_one("SELECT n::text, t::text FROM public.m", &[])
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "123.46");
+    assert_eq!(row.get::<_, String>(1), "2020-01-01 10:00:01");
+    for (sql, code) in [
+        (
+            "SELECT s FROM public.m",
+            SqlState::STRING_DATA_RIGHT_TRUNCATION,
+        ),
+        (
+            "SELECT n FROM public.narrow",
+            SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+        ),
+    ] {
+        let error = db.query_one(sql, &[]).unwrap_err();
+        assert_eq!(error.code(), Some(&code), "{sql}: {error:?}");
+    }
+}

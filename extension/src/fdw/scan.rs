@@ -313,6 +313,9 @@ struct Run<R> {
     /// Where each row's values live until the next row is asked for.
     row_memory: pg_sys::MemoryContext,
     cells: Vec<Option<Cell>>,
+    /// For each plan column with a type modifier (`numeric(5,2)`,
+    /// `timestamp(0)`): the function that applies it, and the modifier.
+    modifiers: Vec<Option<(pg_sys::Oid, i32)>>,
 }
 
 impl<R: RemoteRows> Run<R> {
@@ -375,8 +378,29 @@ pub unsafe fn begin<R: RemoteRows>(node: *mut pg_sys::ForeignScanState, eflags: 
             pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
             pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
         );
+        // A value read remotely must fit the local column as an assignment
+        // would make it fit: numeric(5,2) rounds to 2 places (or refuses
+        // what has too many digits), timestamp(0) to whole seconds.
+        let desc = (*(*node).ss.ss_ScanTupleSlot).tts_tupleDescriptor;
+        let natts = (*desc).natts as usize;
+        let modifiers = plan
+            .columns
+            .iter()
+            .map(|col| {
+                let attribute = &(*desc).attrs.as_slice(natts)[col.num - 1];
+                if attribute.atttypmod < 0 {
+                    return None;
+                }
+                let mut function = pg_sys::InvalidOid;
+                let path = pg_sys::find_typmod_coercion_function(attribute.atttypid, &mut function);
+                (path == pg_sys::CoercionPathType::COERCION_PATH_FUNC
+                    && function != pg_sys::InvalidOid)
+                    .then_some((function, attribute.atttypmod))
+            })
+            .collect();
         let run = Box::new(Run::<R> {
             cells: Vec::with_capacity(plan.columns.len()),
+            modifiers,
             plan,
             params,
             rows: None,
@@ -424,13 +448,31 @@ pub unsafe fn iterate<R: RemoteRows>(
             let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
             std::slice::from_raw_parts_mut((*slot).tts_isnull, natts).fill(true);
             let desc = (*slot).tts_tupleDescriptor;
-            for (col, cell) in run.plan.columns.iter().zip(run.cells.drain(..)) {
+            for ((col, cell), modifier) in run
+                .plan
+                .columns
+                .iter()
+                .zip(run.cells.drain(..))
+                .zip(&run.modifiers)
+            {
                 let attribute = &(*desc).attrs.as_slice(natts)[col.num - 1];
                 let datum = match cell {
+                    // The input function applies the modifier itself.
                     Some(Cell::String(text)) if attribute.atttypid != pg_sys::TEXTOID => {
                         Some(text_into(attribute, &text))
                     }
-                    cell => cell.and_then(|c| c.into_datum()),
+                    cell => cell
+                        .and_then(|c| c.into_datum())
+                        .map(|datum| match modifier {
+                            Some((function, typmod)) => pg_sys::OidFunctionCall3Coll(
+                                *function,
+                                pg_sys::InvalidOid,
+                                datum,
+                                pg_sys::Datum::from(*typmod),
+                                pg_sys::Datum::from(false),
+                            ),
+                            None => datum,
+                        }),
                 };
                 if let Some(datum) = datum {
                     *(*slot).tts_values.add(col.num - 1) = datum;
