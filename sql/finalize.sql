@@ -79,6 +79,14 @@ GRANT EXECUTE ON FUNCTION
 TO integration_admin;
 
 GRANT EXECUTE ON FUNCTION
+    integration.session_role_unfit(name)
+TO integration_admin, integration_sidecar;
+
+GRANT EXECUTE ON FUNCTION
+    integration.sso_use_login_state(text, timestamptz)
+TO integration_sidecar;
+
+GRANT EXECUTE ON FUNCTION
     integration.session_jwks(),
     integration.session_ended(text),
     integration.verify_jwt(text)

@@ -120,22 +120,48 @@ $$;
 
 -- A role sessions may be mapped to: one that exists and grants no power
 -- over the cluster or over pg_integration itself.
+-- Why role `r` may not be given to SSO sessions, or NULL: it is, or is a
+-- member of, a role with powers a session must not have (superuser,
+-- BYPASSRLS, REPLICATION, CREATEROLE, the predefined roles that read or
+-- write everything or act on the server, integration_admin and
+-- integration_sidecar), or it may read the session signing keys. Checked
+-- when a provider is saved and again at every login.
+CREATE FUNCTION integration.session_role_unfit(r name) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT why FROM (
+        SELECT CASE WHEN x.rolname = r THEN 'the role itself is privileged'
+                    ELSE 'it is a member of ' || x.rolname END AS why,
+               CASE WHEN x.rolname = r THEN 0 ELSE 1 END AS rank
+          FROM pg_roles x
+         WHERE pg_has_role(r, x.oid, 'MEMBER')
+           AND (x.rolsuper OR x.rolbypassrls OR x.rolreplication OR x.rolcreaterole
+                OR x.rolname IN ('pg_read_all_data', 'pg_write_all_data', 'pg_signal_backend',
+                                 'pg_read_server_files', 'pg_write_server_files',
+                                 'pg_execute_server_program', 'pg_checkpoint',
+                                 'integration_admin', 'integration_sidecar'))
+        UNION ALL
+        SELECT 'it can read integration.signing_keys', 2
+         WHERE has_table_privilege(r, 'integration.signing_keys', 'SELECT')
+    ) found
+    ORDER BY rank, why
+    LIMIT 1
+$$;
+
 CREATE FUNCTION integration._check_session_role(provider text, r name) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    info pg_roles;
+    why text;
 BEGIN
-    SELECT * INTO info FROM pg_roles WHERE rolname = r;
-    IF NOT FOUND THEN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
         RAISE EXCEPTION 'role % of SSO provider % does not exist', r, provider USING ERRCODE = '42704';
     END IF;
-    IF info.rolsuper OR info.rolbypassrls OR info.rolreplication OR info.rolcreaterole
-       OR pg_has_role(r, 'integration_admin', 'MEMBER') OR pg_has_role(r, 'integration_sidecar', 'MEMBER')
-       OR pg_has_role(r, 'pg_write_server_files', 'MEMBER') OR pg_has_role(r, 'pg_execute_server_program', 'MEMBER')
-       OR pg_has_role(r, 'pg_read_server_files', 'MEMBER') THEN
-        RAISE EXCEPTION 'role % may not be given to SSO sessions of provider %', r, provider
+    why := integration.session_role_unfit(r);
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION 'role % may not be given to SSO sessions of provider %: %', r, provider, why
             USING ERRCODE = '42501',
-                  HINT = 'Map logins to plain roles: no superuser, BYPASSRLS, REPLICATION, CREATEROLE or integration_admin/integration_sidecar membership.';
+                  HINT = 'Map logins to plain roles: no superuser, BYPASSRLS, REPLICATION, CREATEROLE, '
+                         'no membership in a role with them, in pg_read_all_data, pg_write_all_data, '
+                         'pg_signal_backend or integration_admin/integration_sidecar.';
     END IF;
 END
 $$;
@@ -452,6 +478,10 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     id bigint;
 BEGIN
+    -- The sidecar checks (and audits) this before; a backstop.
+    IF integration.session_role_unfit(role) IS NOT NULL THEN
+        RAISE EXCEPTION 'role % may not be given to an SSO session', role USING ERRCODE = '42501';
+    END IF;
     INSERT INTO integration.identities AS i (provider, subject, email, name, groups, claims, role)
     VALUES (provider, subject, email, name, coalesce(groups, '{}'), coalesce(claims, '{}'), role)
     ON CONFLICT ON CONSTRAINT identities_provider_subject_key DO UPDATE
@@ -462,6 +492,29 @@ BEGIN
     VALUES (session_user, 'sso.login', 'sso_provider:' || provider, true,
             jsonb_build_object('subject', left(subject, 200), 'role', role, 'identity', id));
     RETURN id;
+END
+$$;
+
+-- Login states already spent (their SHA-256 in hex), shared by every
+-- sidecar replica: a state finishes one login only.
+CREATE TABLE integration.used_login_states (
+    state_hash text PRIMARY KEY CHECK (state_hash ~ '^[0-9a-f]{64}$'),
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX used_login_states_expires_at ON integration.used_login_states (expires_at);
+
+-- True the first time a login state is spent; prunes a bounded batch of
+-- expired records.
+CREATE FUNCTION integration.sso_use_login_state(hash text, valid_until timestamptz) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM integration.used_login_states u
+     WHERE u.ctid = ANY (ARRAY(SELECT v.ctid FROM integration.used_login_states v
+                               WHERE v.expires_at < now() LIMIT 100));
+    INSERT INTO integration.used_login_states (state_hash, expires_at)
+    VALUES (hash, LEAST(valid_until, now() + interval '15 minutes'))
+    ON CONFLICT ON CONSTRAINT used_login_states_pkey DO NOTHING;
+    RETURN FOUND;
 END
 $$;
 

@@ -120,6 +120,21 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// True when a connection to `host` leaves this machine: such a remote
+/// gets TLS unless its server options say otherwise, so that a password
+/// never crosses a network in clear by default. Loopback names and
+/// addresses (`localhost`, 127.0.0.0/8, ::1) may go without.
+pub fn leaves_the_machine(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || host.starts_with('/') {
+        return false;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_loopback(),
+        Err(_) => true,
+    }
+}
+
 /// Parses a data-source URL. Errors never quote the URL (it may hold a
 /// password).
 pub fn parse_source_url(text: &str) -> Result<SourceUrl, SourceUrlError> {
@@ -272,6 +287,29 @@ mod tests {
         assert_eq!(u.user, "us@er");
         assert_eq!(u.password.as_deref(), Some("p@ss:/'\""));
         assert_eq!(u.dbname, "my db");
+    }
+
+    #[test]
+    fn only_loopback_goes_without_tls_by_default() {
+        for host in [
+            "localhost",
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "[::1]",
+            "/var/run/mysqld",
+        ] {
+            assert!(!leaves_the_machine(host), "{host}");
+        }
+        for host in [
+            "db.internal",
+            "10.0.0.8",
+            "192.168.1.2",
+            "2001:db8::1",
+            "localhost.example",
+        ] {
+            assert!(leaves_the_machine(host), "{host}");
+        }
     }
 
     #[test]

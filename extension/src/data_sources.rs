@@ -152,8 +152,6 @@ fn add_data_source(name: &str, url: &str, options: default!(JsonB, "'{}'")) -> S
         server_options.join(", ")
     ))
     .unwrap_or_else(|e| invalid(&format!("create server {name:?}: {e}")));
-    // The server is new, so the mapping cannot collide: no error (whose
-    // context would quote the statement) can carry the password out.
     let mut mapping = vec![format!("user {}", literal(&source.user))];
     if let Some(password) = &source.password {
         mapping.push(format!("password {}", literal(password)));
@@ -161,12 +159,20 @@ fn add_data_source(name: &str, url: &str, options: default!(JsonB, "'{}'")) -> S
     for (option, value) in &source.mapping_options {
         mapping.push(format!("{option} {}", literal(value)));
     }
-    Spi::run(&format!(
+    let create_mapping = format!(
         "CREATE USER MAPPING FOR CURRENT_USER SERVER {} OPTIONS ({})",
         ident(name),
         mapping.join(", ")
-    ))
-    .unwrap_or_else(|_| invalid("create the user mapping"));
+    );
+    // The statement holds the password: an error raised by it (a repeated
+    // option, say) would quote it in its CONTEXT. Caught here, only the
+    // message goes on.
+    let created = crate::subxact::attempt(|| Spi::run(&create_mapping));
+    match created {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => invalid(&format!("create the user mapping: {e}")),
+        Err(message) => invalid(&format!("create the user mapping: {message}")),
+    }
     Spi::run(&format!(
         "CREATE SCHEMA IF NOT EXISTS {}; IMPORT FOREIGN SCHEMA {}{limit_to} FROM SERVER {} INTO {}",
         ident(&schema),

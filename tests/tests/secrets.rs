@@ -62,3 +62,28 @@ fn failing_calls_that_carry_secrets_leave_them_out_of_the_server_log() {
         );
     }
 }
+
+/// A user mapping that PostgreSQL refuses (here a repeated option) must
+/// not quote the password in the error's CONTEXT, to the client or the log.
+#[test]
+fn a_refused_user_mapping_does_not_quote_the_password() {
+    let cluster = PgCluster::start();
+    let mut db = cluster.create_database("app");
+    let error = db
+        .batch_execute(
+            "SELECT integration.add_data_source('dup',
+                 'postgresql://u:pw-marker-9@127.0.0.1:1/db?sslcert=/a&sslcert=/b')",
+        )
+        .unwrap_err();
+    let db_error = error.as_db_error().expect("a database error");
+    let everything = format!(
+        "{} {:?} {:?} {:?}",
+        db_error.message(),
+        db_error.detail(),
+        db_error.hint(),
+        db_error.where_()
+    );
+    assert!(everything.contains("sslcert"), "{everything}");
+    assert!(!everything.contains("pw-marker-9"), "{everything}");
+    assert!(!cluster.log().contains("pw-marker-9"), "{}", cluster.log());
+}

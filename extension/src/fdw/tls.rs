@@ -87,13 +87,22 @@ impl TlsOptionNames {
     /// The settings in a server's options and a user mapping's. A root or
     /// client certificate without a mode that uses TLS is refused: it would
     /// suggest TLS where none is; a client certificate needs its key.
+    /// The TLS settings of a server `host`: its mode option, else TLS
+    /// verified against the roots for a host off this machine, or when a
+    /// root certificate is given, and none on loopback.
     pub fn settings(
         &self,
         server: &std::collections::HashMap<String, String>,
         mapping: &std::collections::HashMap<String, String>,
+        host: &str,
     ) -> Result<TlsSettings, Problem> {
         let mode = match server.get(self.mode) {
             Some(value) => self.mode(value)?,
+            None if integration_core::data_sources::leaves_the_machine(host)
+                || server.contains_key(self.root_cert) =>
+            {
+                TlsMode::VerifyFull
+            }
             None => TlsMode::Disable,
         };
         let needs_tls = |option: &str| Problem::Option {

@@ -60,6 +60,7 @@ impl ConnectOptions {
             password,
             mapping,
         } = options::endpoint(server_def, 3306)?;
+        let tls = TLS_OPTIONS.settings(server, &mapping, &host)?;
         Ok(ConnectOptions {
             server_name: server_def.server_name.clone(),
             host,
@@ -67,7 +68,7 @@ impl ConnectOptions {
             dbname: server.get("dbname").cloned(),
             user,
             password,
-            tls: TLS_OPTIONS.settings(server, &mapping)?,
+            tls,
         })
     }
 }

@@ -64,6 +64,7 @@ impl ConnectOptions {
             password,
             mapping,
         } = options::endpoint(server_def, 5432)?;
+        let tls = TLS_OPTIONS.settings(server, &mapping, &host)?;
         Ok(ConnectOptions {
             server_name: server_def.server_name.clone(),
             host,
@@ -80,7 +81,7 @@ impl ConnectOptions {
                 "connect_timeout",
                 10,
             )? as u64),
-            tls: TLS_OPTIONS.settings(server, &mapping)?,
+            tls,
         })
     }
 }
