@@ -13,7 +13,7 @@
 
 use integration_tests::ldap::{ADMINS_GROUP, BASE_DN, READER_DN, READER_PASSWORD};
 use integration_tests::oidc_provider::{CONFIDENTIAL_SECRET, HS256_SECRET, OAUTH2_SECRET};
-use integration_tests::{sample, OidcProvider, PgCluster, Sidecar, Slapd};
+use integration_tests::{sample, OidcProvider, PgCluster, RogueOidc, Sidecar, Slapd};
 use reqwest::blocking::{Client, Response};
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
@@ -1481,4 +1481,98 @@ fn logout_checks_the_origin_and_never_claims_success_without_the_database() {
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.body["session_ended"], true, "{}", a.text);
     assert_eq!(session(&sidecar, &token).status, 401);
+}
+
+// ---- a misbehaving OpenID provider of ours (tests/src/rogue_oidc.rs) ----
+
+/// Creates OIDC provider `name` for the rogue provider (over http, as tests do).
+fn rogue_provider(admin: &mut postgres::Client, name: &str, idp: &RogueOidc) {
+    admin
+        .batch_execute(&format!(
+            "SELECT integration.create_sso_provider('{name}', 'oidc',
+                 jsonb_build_object('issuer', '{}', 'client_id', 'rogue-client',
+                     'client_secret', 'rogue-secret-0123456789', 'allow_http', true),
+                 default_role => 'app_user');",
+            idp.issuer()
+        ))
+        .expect("provider");
+}
+
+/// A whole browser login at the rogue provider (which asks for no password).
+fn rogue_login(sidecar: &Sidecar, provider: &str) -> Answer {
+    let browser = new_browser();
+    let a = answer(
+        browser
+            .get(sidecar.url(&format!("/auth/{provider}/login")))
+            .send()
+            .expect("GET login"),
+    );
+    let Some(authorize) = a.location else {
+        return a;
+    };
+    let callback = follow_to_sidecar(&browser, sidecar, authorize);
+    answer(browser.get(&callback).send().expect("GET callback"))
+}
+
+#[test]
+fn answers_of_an_identity_provider_are_read_only_up_to_a_bound() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    rogue_provider(&mut admin, "rogue-jwks", &idp);
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=2"));
+
+    let fine = rogue_login(&sidecar, "rogue");
+    assert_eq!(fine.status, 200, "{}\n{}", fine.text, sidecar.log());
+    assert_eq!(fine.body["role"], "app_user");
+
+    // 128 MiB of token response: refused without being held.
+    idp.behave(|b| b.token_padding = 128 << 20);
+    let peak_before = peak_rss_kib(sidecar.pid());
+    let huge = rogue_login(&sidecar, "rogue");
+    let peak_after = peak_rss_kib(sidecar.pid());
+    eprintln!(
+        "sidecar peak RSS: {peak_before} KiB before, {peak_after} KiB after a 128 MiB token response"
+    );
+    assert_eq!(huge.status, 502, "{}", huge.text);
+    assert!(huge.body.get("access_token").is_none(), "{}", huge.text);
+    assert!(
+        huge.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than")),
+        "{}",
+        huge.text
+    );
+    assert!(
+        peak_after < peak_before + 32 * 1024,
+        "the token response was held: peak RSS went from {peak_before} to {peak_after} KiB"
+    );
+
+    // A JWKS as large, at discovery (another provider: its own cache).
+    idp.behave(|b| {
+        b.token_padding = 0;
+        b.jwks_padding = 128 << 20;
+    });
+    let huge = rogue_login(&sidecar, "rogue-jwks");
+    assert_eq!(huge.status, 502, "{}", huge.text);
+    let peak_jwks = peak_rss_kib(sidecar.pid());
+    assert!(
+        peak_jwks < peak_before + 32 * 1024,
+        "the JWKS was held: peak RSS went from {peak_before} to {peak_jwks} KiB"
+    );
+    let refusals: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM integration.audit_log
+             WHERE action LIKE 'sso%' AND NOT ok AND detail::text LIKE '%larger than%'",
+            &[],
+        )
+        .expect("audit")
+        .get(0);
+    assert!(refusals >= 1, "the refusals are audited");
+
+    // The provider behaves again: logins work again.
+    idp.behave(|b| b.jwks_padding = 0);
+    let fine = rogue_login(&sidecar, "rogue");
+    assert_eq!(fine.status, 200, "{}", fine.text);
 }

@@ -8,6 +8,7 @@
 
 mod browser;
 mod config;
+mod idp_http;
 mod ldap;
 mod oauth2;
 mod oidc;

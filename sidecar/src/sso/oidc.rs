@@ -13,6 +13,7 @@
 //! `ca_cert`, and the claim paths of oauth2.rs (`email_claim`, `name_claim`,
 //! `groups_claim`).
 
+use super::idp_http::IdpHttp;
 use super::oauth2::{code, http_client, required, scopes, text, token_error, userinfo, ClaimPaths};
 use super::{Identity, LoginStart, Protocol, SsoError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -47,7 +48,7 @@ pub struct Oidc {
     algs: Vec<CoreJwsSigningAlgorithm>,
     post_logout: Option<PostLogoutRedirectUrl>,
     paths: ClaimPaths,
-    http: reqwest::Client,
+    http: IdpHttp,
     discovered: Mutex<Option<(Instant, Arc<Metadata>)>>,
 }
 
