@@ -1576,3 +1576,59 @@ fn answers_of_an_identity_provider_are_read_only_up_to_a_bound() {
     let fine = rogue_login(&sidecar, "rogue");
     assert_eq!(fine.status, 200, "{}", fine.text);
 }
+
+#[test]
+fn id_tokens_are_refused_for_short_rsa_keys_azp_nbf_and_iat_as_core_refuses_jwts() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+    let fine = rogue_login(&sidecar, "rogue");
+    assert_eq!(fine.status, 200, "{}\n{}", fine.text, sidecar.log());
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let cases: Vec<(&str, bool, Value)> = vec![
+        ("a 1024-bit RSA key", true, json!({})),
+        (
+            "another authorized party",
+            false,
+            json!({"azp": "another-client"}),
+        ),
+        (
+            "several audiences, no azp",
+            false,
+            json!({"aud": ["rogue-client", "another-client"]}),
+        ),
+        (
+            "not valid for ten minutes",
+            false,
+            json!({"nbf": now + 600}),
+        ),
+        ("issued in the future", false, json!({"iat": now + 600})),
+        ("issued an hour ago", false, json!({"iat": now - 3600})),
+    ];
+    for (what, small_key, claims) in cases {
+        idp.behave(|b| {
+            b.small_key = small_key;
+            b.id_token_claims = claims.clone();
+        });
+        let a = rogue_login(&sidecar, "rogue");
+        assert_eq!(a.status, 401, "{what}: {}", a.text);
+        assert!(a.body.get("access_token").is_none(), "{what}: {}", a.text);
+    }
+    // Naming us as the authorized party is fine.
+    idp.behave(|b| {
+        b.small_key = false;
+        b.id_token_claims = json!({"azp": "rogue-client"});
+    });
+    let fine = rogue_login(&sidecar, "rogue");
+    assert_eq!(fine.status, 200, "{}", fine.text);
+    assert!(
+        sidecar.log().contains("shorter than 2048 bits"),
+        "the short key is logged"
+    );
+}

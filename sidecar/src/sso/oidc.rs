@@ -20,7 +20,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures_util::future::BoxFuture;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJwsSigningAlgorithm,
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKey,
+    CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
 };
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
@@ -35,6 +36,10 @@ use tokio::sync::Mutex;
 
 /// How long discovery (and so the provider's JWKS) is trusted before it is fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, as core's JWT verifier does.
+const CLOCK_LEEWAY_SECS: i64 = 30;
+/// Oldest `iat` accepted: a login lasts at most as long as its state (browser.rs).
+const MAX_ID_TOKEN_AGE_SECS: i64 = 600;
 
 type Metadata = ProviderMetadataWithLogout;
 
@@ -123,7 +128,8 @@ impl Oidc {
                     crate::db::describe(&e)
                 ))
             })?;
-        let metadata = Arc::new(metadata);
+        let jwks = strong_keys(metadata.jwks(), self.issuer.as_str());
+        let metadata = Arc::new(metadata.set_jwks(jwks));
         *cached = Some((Instant::now(), metadata.clone()));
         Ok(metadata)
     }
@@ -168,7 +174,14 @@ impl Oidc {
         let nonce = Nonce::new(nonce.to_owned());
         let check = |metadata: &Metadata| {
             let client = self.client(metadata);
-            check_id_token(id_token, client.id_token_verifier(), &self.algs, &nonce)
+            check_id_token(
+                id_token,
+                client.id_token_verifier(),
+                &self.algs,
+                &nonce,
+                self.client_id.as_str(),
+                super::session::unix_now(),
+            )
         };
         let subject = match check(&metadata) {
             // A key the cached JWKS lacks: the provider may have rotated.
@@ -217,19 +230,110 @@ impl Oidc {
     }
 }
 
+/// The provider's keys without the RSA keys under
+/// [`integration_core::jwt::MIN_RSA_BITS`]: a token they sign finds no key.
+fn strong_keys(jwks: &CoreJsonWebKeySet, issuer: &str) -> CoreJsonWebKeySet {
+    let keys = jwks
+        .keys()
+        .iter()
+        .filter(|key| {
+            let Some(bits) = rsa_bits(key) else {
+                return true;
+            };
+            let strong = bits >= integration_core::jwt::MIN_RSA_BITS as usize;
+            if !strong {
+                tracing::warn!(
+                    issuer,
+                    bits,
+                    "OIDC: ignoring an RSA key of the provider's JWKS shorter than 2048 bits"
+                );
+            }
+            strong
+        })
+        .cloned()
+        .collect();
+    CoreJsonWebKeySet::new(keys)
+}
+
+/// The modulus length of an RSA key, in bits; `None` for other key types.
+fn rsa_bits(key: &CoreJsonWebKey) -> Option<usize> {
+    let jwk = serde_json::to_value(key).ok()?;
+    if jwk["kty"] != "RSA" {
+        return None;
+    }
+    let n = URL_SAFE_NO_PAD
+        .decode(jwk["n"].as_str().unwrap_or_default().trim_end_matches('='))
+        .unwrap_or_default();
+    let n = match n.iter().position(|b| *b != 0) {
+        Some(first) => &n[first..],
+        None => return Some(0),
+    };
+    Some(n.len() * 8 - n[0].leading_zeros() as usize)
+}
+
 /// Verifies an ID token: signed by a key of the provider's JWKS with an
-/// algorithm of `algs`, for our client, from the issuer, unexpired, with our
-/// nonce. Returns its subject.
+/// algorithm of `algs`, for our client (and, when it names an authorized
+/// party or several audiences, `azp` is our client), from the issuer, valid
+/// at `now` (`exp`, `nbf`, issued within the last ten minutes and not in
+/// the future), with our nonce. Returns its subject.
 fn check_id_token(
     id_token: &CoreIdToken,
     verifier: CoreIdTokenVerifier<'_>,
     algs: &[CoreJwsSigningAlgorithm],
     nonce: &Nonce,
+    client_id: &str,
+    now: i64,
 ) -> Result<String, ClaimsVerificationError> {
-    let verifier = verifier.set_allowed_algs(algs.iter().cloned());
-    id_token
-        .claims(&verifier, nonce)
-        .map(|claims| claims.subject().to_string())
+    let verifier = verifier
+        .set_allowed_algs(algs.iter().cloned())
+        .set_issue_time_verifier_fn(move |iat| {
+            let iat = iat.timestamp();
+            if iat > now + CLOCK_LEEWAY_SECS {
+                Err(format!("the ID token was issued in the future (iat {iat}, now {now})"))
+            } else if iat < now - MAX_ID_TOKEN_AGE_SECS - CLOCK_LEEWAY_SECS {
+                Err(format!(
+                    "the ID token was issued more than {MAX_ID_TOKEN_AGE_SECS} s ago (iat {iat}, now {now})"
+                ))
+            } else {
+                Ok(())
+            }
+        });
+    let claims = id_token.claims(&verifier, nonce)?;
+    let subject = claims.subject().to_string();
+    // What the library leaves unchecked, from the verified payload.
+    let payload = payload(&id_token.to_string())
+        .map_err(|e| ClaimsVerificationError::Other(e.to_string()))?;
+    match payload.get("azp") {
+        Some(Value::String(azp)) if *azp == client_id => {}
+        Some(other) => {
+            return Err(ClaimsVerificationError::InvalidAudience(format!(
+                "the authorized party (azp) {other} is not this client"
+            )))
+        }
+        None if claims.audiences().len() > 1 => {
+            return Err(ClaimsVerificationError::InvalidAudience(
+                "an ID token for several audiences must name this client as its authorized party (azp)".into(),
+            ))
+        }
+        None => {}
+    }
+    match payload.get("nbf") {
+        None => {}
+        Some(nbf) => match nbf.as_f64() {
+            Some(nbf) if nbf <= (now + CLOCK_LEEWAY_SECS) as f64 => {}
+            Some(nbf) => {
+                return Err(ClaimsVerificationError::Expired(format!(
+                    "the ID token is not valid before {nbf} (now {now})"
+                )))
+            }
+            None => {
+                return Err(ClaimsVerificationError::Other(
+                    "the ID token's nbf is not a number".into(),
+                ))
+            }
+        },
+    }
+    Ok(subject)
 }
 
 /// The claims of a token whose signature was verified already.
@@ -304,7 +408,6 @@ impl Protocol for Oidc {
 mod tests {
     use super::*;
     use integration_core::jwt;
-    use openidconnect::core::CoreJsonWebKeySet;
     use std::str::FromStr;
 
     const ISSUER: &str = "https://idp.example.org";
@@ -347,6 +450,8 @@ mod tests {
             verifier,
             &algs,
             &Nonce::new("n-0123456789".into()),
+            CLIENT,
+            session_now(),
         )
         .map_err(|e| e.to_string())
     }
@@ -402,6 +507,59 @@ mod tests {
         let last = tampered.len() - 5;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         refused(&String::from_utf8(tampered).expect("ascii"), "");
+    }
+
+    #[test]
+    fn azp_nbf_and_the_iat_window_are_checked_as_core_does() {
+        let refused = |overrides: Value, why: &str| {
+            let err = verify(&rs256(&claims(overrides.clone()))).expect_err("refused");
+            assert!(err.contains(why), "{overrides}: {why}: {err}");
+        };
+        let now = session_now();
+        refused(json!({"azp": "another-client"}), "authorized party");
+        // The library refuses audiences besides ours already; azp is checked too.
+        refused(json!({"aud": [CLIENT, "another-client"]}), "audience");
+        refused(
+            json!({"aud": [CLIENT, "another-client"], "azp": "another-client"}),
+            "audience",
+        );
+        refused(json!({"azp": 7}), "");
+        refused(json!({"nbf": now + 600}), "not valid before");
+        refused(json!({"iat": now + 600}), "in the future");
+        refused(json!({"iat": now - 3600}), "ago");
+        for accepted in [
+            json!({"azp": CLIENT}),
+            json!({"aud": [CLIENT], "azp": CLIENT}),
+            json!({"nbf": now - 5, "iat": now - 60}),
+            json!({"nbf": now + 10}),
+        ] {
+            assert_eq!(
+                verify(&rs256(&claims(accepted.clone()))),
+                Ok("ada".into()),
+                "{accepted}"
+            );
+        }
+    }
+
+    #[test]
+    fn rsa_keys_under_2048_bits_are_dropped_from_the_providers_jwks() {
+        let mut jwks: Value = serde_json::from_str(JWKS).expect("JWKS");
+        // The modulus of a 1024-bit key (tests/oidc/rsa1024_private.pem).
+        let small = json!({"kty": "RSA", "kid": "rsa-small", "alg": "RS256", "e": "AQAB",
+            "n": URL_SAFE_NO_PAD.encode([0xe0u8; 128])});
+        jwks["keys"].as_array_mut().expect("keys").push(small);
+        let jwks: CoreJsonWebKeySet = serde_json::from_value(jwks).expect("JWKS");
+        let before: Vec<Option<usize>> = jwks.keys().iter().map(rsa_bits).collect();
+        assert!(
+            before.contains(&Some(2048)) && before.contains(&Some(1024)),
+            "{before:?}"
+        );
+        let kept = strong_keys(&jwks, ISSUER);
+        assert_eq!(kept.keys().len(), jwks.keys().len() - 1);
+        assert!(kept
+            .keys()
+            .iter()
+            .all(|k| rsa_bits(k).is_none_or(|b| b >= 2048)));
     }
 
     #[test]
