@@ -44,7 +44,7 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     /// The nonce of each code handed out.
     nonces: Mutex<HashMap<String, String>>,
-    /// Requests seen per path.
+    /// Requests seen per path, and per `host` + path.
     hits: Mutex<HashMap<String, usize>>,
     stop: AtomicBool,
 }
@@ -87,7 +87,8 @@ impl RogueOidc {
         change(&mut self.shared.behaviour.lock().unwrap());
     }
 
-    /// How many requests reached `path`.
+    /// How many requests reached `path` (`/token`), or `path` on a host
+    /// (`localhost/token`, whatever the port).
     pub fn hits(&self, path: &str) -> usize {
         let hits = self.shared.hits.lock().unwrap();
         hits.get(path).copied().unwrap_or(0)
@@ -117,6 +118,8 @@ struct Request {
     query: HashMap<String, String>,
     form: HashMap<String, String>,
     authorization: Option<String>,
+    /// The `Host` header without its port.
+    host: String,
 }
 
 fn decode(pairs: &str) -> HashMap<String, String> {
@@ -135,6 +138,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     let target = words.next()?.to_owned();
     let mut length = 0usize;
     let mut authorization = None;
+    let mut host = String::new();
     loop {
         let mut header = String::new();
         reader.read_line(&mut header).ok()?;
@@ -145,6 +149,9 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         if let Some((name, value)) = header.split_once(':') {
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse().ok()?;
+            } else if name.eq_ignore_ascii_case("host") {
+                let value = value.trim();
+                host = value.rsplit_once(':').map_or(value, |(h, _)| h).to_owned();
             } else if name.eq_ignore_ascii_case("authorization") {
                 authorization = Some(value.trim().to_owned());
             }
@@ -159,6 +166,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         query: decode(query),
         form: decode(&String::from_utf8_lossy(&body)),
         authorization,
+        host,
     })
 }
 
@@ -224,12 +232,13 @@ fn serve(stream: TcpStream, port: u16, shared: &Shared) {
     let Some(request) = read_request(&mut reader) else {
         return;
     };
-    *shared
-        .hits
-        .lock()
-        .unwrap()
-        .entry(request.path.clone())
-        .or_default() += 1;
+    {
+        let mut hits = shared.hits.lock().unwrap();
+        *hits.entry(request.path.clone()).or_default() += 1;
+        *hits
+            .entry(format!("{}{}", request.host, request.path))
+            .or_default() += 1;
+    }
     let behaviour = shared.behaviour.lock().unwrap().clone();
     let iss = issuer(port);
     match (request.method.as_str(), request.path.as_str()) {

@@ -985,17 +985,17 @@ fn oidc_setup() -> (PgCluster, postgres::Client, OidcProvider, u16) {
     admin
         .batch_execute(&format!(
             "SELECT integration.create_sso_provider('oidc', 'oidc',
-                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'confidential',
+                 jsonb_build_object('issuer', '{issuer}', 'allow_http', true, 'client_id', 'confidential',
                      'client_secret', '{CONFIDENTIAL_SECRET}', 'scopes', jsonb_build_array('openid', 'email', 'profile', 'groups'),
                      'post_logout_redirect_uri', 'http://127.0.0.1:{port}/'),
                  role_mapping => {mapping}, default_role => 'app_user',
                  allowed_redirects => ARRAY['http://127.0.0.1:{port}/app/']);
              SELECT integration.create_sso_provider('oidc-public', 'oidc',
-                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'public',
+                 jsonb_build_object('issuer', '{issuer}', 'allow_http', true, 'client_id', 'public',
                      'scopes', jsonb_build_array('openid', 'email', 'groups')),
                  role_mapping => {mapping}, default_role => 'app_user');
              SELECT integration.create_sso_provider('oidc-hs256', 'oidc',
-                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'hs256', 'client_secret', '{HS256_SECRET}'),
+                 jsonb_build_object('issuer', '{issuer}', 'allow_http', true, 'client_id', 'hs256', 'client_secret', '{HS256_SECRET}'),
                  default_role => 'app_user');
              SELECT integration.create_sso_provider('generic', 'oauth2',
                  jsonb_build_object('authorize_url', '{issuer}/auth', 'token_url', '{issuer}/token',
@@ -1631,4 +1631,85 @@ fn id_tokens_are_refused_for_short_rsa_keys_azp_nbf_and_iat_as_core_refuses_jwts
         sidecar.log().contains("shorter than 2048 bits"),
         "the short key is logged"
     );
+}
+
+#[test]
+fn endpoints_named_in_discovery_must_be_https_on_the_issuers_host_and_errors_name_no_url() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    let issuer = idp.issuer();
+    let port = issuer.rsplit(':').next().expect("a port").to_owned();
+    // One provider per case: each discovers afresh.
+    for name in ["p-token", "p-jwks", "p-userinfo", "p-ftp"] {
+        rogue_provider(&mut admin, name, &idp);
+    }
+    admin
+        .batch_execute(&format!(
+            "SELECT integration.create_sso_provider('p-listed', 'oidc',
+                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'rogue-client',
+                     'client_secret', 'rogue-secret-0123456789', 'allow_http', true,
+                     'endpoint_hosts', jsonb_build_array('localhost')),
+                 default_role => 'app_user');
+             SELECT integration.create_sso_provider('p-plain-http', 'oidc',
+                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'rogue-client',
+                     'client_secret', 'rogue-secret-0123456789'),
+                 default_role => 'app_user');"
+        ))
+        .expect("providers");
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=6"));
+    let no_url = |a: &Answer| {
+        for internal in ["localhost", "127.0.0.1", "://"] {
+            assert!(!a.text.contains(internal), "{internal} in {}", a.text);
+        }
+    };
+
+    // `localhost` is the same server under another host name: a request
+    // that reaches it is counted as `localhost/…`.
+    let elsewhere = |path: &str| format!("http://localhost:{port}{path}");
+    let cases = [
+        ("p-token", "token_endpoint", "/token"),
+        ("p-jwks", "jwks_uri", "/jwks"),
+        ("p-userinfo", "userinfo_endpoint", "/userinfo"),
+    ];
+    for (provider, member, path) in cases {
+        idp.behave(|b| b.discovery = json!({ member: elsewhere(path) }));
+        let a = rogue_login(&sidecar, provider);
+        assert_eq!(a.status, 502, "{provider}: {}", a.text);
+        assert!(a.text.contains("issuer's host"), "{provider}: {}", a.text);
+        no_url(&a);
+        assert_eq!(
+            idp.hits(&format!("localhost{path}")),
+            0,
+            "{provider}: the sidecar called {member} on another host"
+        );
+    }
+
+    // Hosts listed in endpoint_hosts are allowed.
+    idp.behave(|b| {
+        b.discovery = json!({
+            "token_endpoint": elsewhere("/token"), "jwks_uri": elsewhere("/jwks"),
+            "userinfo_endpoint": elsewhere("/userinfo"),
+        })
+    });
+    let listed = rogue_login(&sidecar, "p-listed");
+    assert_eq!(listed.status, 200, "{}\n{}", listed.text, sidecar.log());
+    assert_eq!(idp.hits("localhost/token"), 1);
+
+    // Without allow_http an http issuer is never contacted.
+    let before = idp.hits("/.well-known/openid-configuration");
+    let plain = rogue_login(&sidecar, "p-plain-http");
+    assert_eq!(plain.status, 503, "{}", plain.text);
+    assert!(plain.text.contains("allow_http"), "{}", plain.text);
+    no_url(&plain);
+    assert_eq!(idp.hits("/.well-known/openid-configuration"), before);
+
+    // https required for the endpoints too, allow_http aside.
+    idp.behave(|b| {
+        b.discovery = json!({ "token_endpoint": format!("ftp://127.0.0.1:{port}/token") })
+    });
+    let ftp = rogue_login(&sidecar, "p-ftp");
+    assert_eq!(ftp.status, 502, "{}", ftp.text);
+    assert!(ftp.text.contains("must be https"), "{}", ftp.text);
+    no_url(&ftp);
 }

@@ -28,6 +28,9 @@ pub enum IdpHttpError {
     TooLarge { limit: usize },
     #[error("the identity provider's answer cannot be read: {0}")]
     Http(String),
+    /// A URL the provider named is not one the sidecar may call.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The client every provider of a kind that talks HTTP keeps.
@@ -94,7 +97,8 @@ impl IdpHttp {
         Ok(body)
     }
 
-    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, IdpHttpError> {
+    /// Sends `request` and reads its answer through the bounded reader.
+    pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse, IdpHttpError> {
         let request = reqwest::Request::try_from(request)
             .map_err(|e| IdpHttpError::Http(crate::db::describe(&e.without_url())))?;
         let response = self
@@ -121,6 +125,6 @@ impl<'c> AsyncHttpClient<'c> for IdpHttp {
         Pin<Box<dyn Future<Output = Result<HttpResponse, IdpHttpError>> + Send + Sync + 'c>>;
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
-        Box::pin(IdpHttp::call(self, request))
+        Box::pin(self.send(request))
     }
 }

@@ -186,15 +186,41 @@ impl SsoError {
         }
     }
 
-    /// What the client is told: never which of username or password was wrong.
+    /// What the client is told: never which of username or password was
+    /// wrong, and no URL (a provider's internal endpoints stay in the audit
+    /// log and the server log).
     fn public_message(&self) -> String {
         match self {
             SsoError::BadCredentials(_) => "invalid username or password".into(),
             SsoError::Rejected(_) => "the login was refused; start again".into(),
             SsoError::Database(_) => crate::errors::DATABASE_UNAVAILABLE.into(),
-            other => other.to_string(),
+            other => without_urls(&other.to_string()),
         }
     }
+}
+
+/// `text` with every `scheme://…` replaced by `<url>`.
+fn without_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let scheme_start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || "`'\"<>()[]{},;".contains(c))
+            .map_or(rest.len(), |i| at + i);
+        // Punctuation after a URL belongs to the sentence.
+        let end = scheme_start
+            + rest[scheme_start..end]
+                .trim_end_matches(|c: char| ".:!?".contains(c))
+                .len();
+        out.push_str(&rest[..scheme_start]);
+        out.push_str("<url>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl IntoResponse for SsoError {
@@ -676,5 +702,21 @@ async fn jwks(State(state): State<AppState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "the signing keys are not loaded yet",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_to_the_browser_carry_no_url() {
+        assert_eq!(
+            without_urls("OIDC discovery of http://10.0.0.7:8080/realms/x failed: `https://idp.internal/jwks` (no)"),
+            "OIDC discovery of <url> failed: `<url>` (no)"
+        );
+        assert_eq!(without_urls("no url here"), "no url here");
+        let e = SsoError::Upstream("userinfo ldap://a.b/c: refused".into());
+        assert_eq!(e.public_message(), "userinfo <url>: refused");
     }
 }

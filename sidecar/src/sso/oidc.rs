@@ -10,10 +10,12 @@
 //! Config keys: `issuer`, `client_id`, secret `client_secret` (absent: a
 //! public client), `scopes` (openid email profile), `userinfo` (true),
 //! `id_token_algs` (RS256 PS256 ES256 EdDSA), `post_logout_redirect_uri`,
-//! `ca_cert`, and the claim paths of oauth2.rs (`email_claim`, `name_claim`,
-//! `groups_claim`).
+//! `ca_cert`, `allow_http` (false: the issuer and every endpoint must be
+//! https), `endpoint_hosts` (hosts besides the issuer's that discovery may
+//! name for the token, JWKS and userinfo endpoints), and the claim paths of
+//! oauth2.rs (`email_claim`, `name_claim`, `groups_claim`).
 
-use super::idp_http::IdpHttp;
+use super::idp_http::{IdpHttp, IdpHttpError};
 use super::oauth2::{code, http_client, required, scopes, text, token_error, userinfo, ClaimPaths};
 use super::{Identity, LoginStart, Protocol, SsoError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -54,6 +56,7 @@ pub struct Oidc {
     post_logout: Option<PostLogoutRedirectUrl>,
     paths: ClaimPaths,
     http: IdpHttp,
+    endpoints: EndpointPolicy,
     discovered: Mutex<Option<(Instant, Arc<Metadata>)>>,
 }
 
@@ -76,9 +79,113 @@ fn signing_alg(name: &str) -> Result<CoreJwsSigningAlgorithm, String> {
     })
 }
 
+/// Where the endpoints named in discovery may be: https (unless
+/// `allow_http`) on the issuer's host or one of `endpoint_hosts`, since the
+/// sidecar sends the code, the client secret and access tokens there.
+struct EndpointPolicy {
+    allow_http: bool,
+    hosts: Vec<String>,
+}
+
+impl EndpointPolicy {
+    fn from_config(config: &Value, issuer: &str) -> Result<EndpointPolicy, String> {
+        let allow_http = match config.get("allow_http") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("allow_http must be true or false".into()),
+        };
+        let issuer_url = url::Url::parse(issuer).map_err(|e| format!("issuer: {e}"))?;
+        let mut hosts: Vec<String> = issuer_url
+            .host_str()
+            .map(str::to_ascii_lowercase)
+            .into_iter()
+            .collect();
+        match config.get("endpoint_hosts") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let host = item
+                        .as_str()
+                        .ok_or("endpoint_hosts must be an array of host names")?;
+                    hosts.push(host.to_ascii_lowercase());
+                }
+            }
+            Some(_) => return Err("endpoint_hosts must be an array of host names".into()),
+        }
+        let policy = EndpointPolicy { allow_http, hosts };
+        policy.check("the issuer", issuer)?;
+        Ok(policy)
+    }
+
+    /// Whether `url` (named `what`) may be called; the refusal names no URL.
+    fn check(&self, what: &str, url: &str) -> Result<(), String> {
+        let parsed = url::Url::parse(url).map_err(|_| format!("{what} is not a URL"))?;
+        match parsed.scheme() {
+            "https" => {}
+            "http" if self.allow_http => {}
+            "http" => {
+                return Err(format!(
+                    "{what} must be https (set allow_http only for a test provider)"
+                ))
+            }
+            _ => return Err(format!("{what} must be https")),
+        }
+        let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+        if self.hosts.contains(&host) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} is not on the issuer's host (list other hosts in endpoint_hosts)"
+            ))
+        }
+    }
+
+    /// Checks the endpoints the sidecar calls itself with secrets or tokens.
+    fn check_metadata(&self, metadata: &Metadata) -> Result<(), String> {
+        if let Some(token) = metadata.token_endpoint() {
+            self.check("the token endpoint", token.as_str())?;
+        }
+        if let Some(userinfo) = metadata.userinfo_endpoint() {
+            self.check("the userinfo endpoint", userinfo.as_str())?;
+        }
+        self.check("the JWKS", metadata.jwks_uri().as_str())
+    }
+}
+
+/// The HTTP client of discovery: refuses a URL the policy does not allow
+/// before calling it (the JWKS is fetched during discovery).
+struct Guarded<'a> {
+    http: &'a IdpHttp,
+    endpoints: &'a EndpointPolicy,
+}
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for Guarded<'_> {
+    type Error = IdpHttpError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, IdpHttpError>>
+                + Send
+                + Sync
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        let allowed = self
+            .endpoints
+            .check("the JWKS", &request.uri().to_string())
+            .map_err(IdpHttpError::Refused);
+        Box::pin(async move {
+            allowed?;
+            self.http.send(request).await
+        })
+    }
+}
+
 impl Oidc {
     pub fn from_config(config: &Value, secrets: &Value, redirect: &str) -> Result<Oidc, String> {
         let issuer = required(config, "issuer")?;
+        let endpoints = EndpointPolicy::from_config(config, &issuer)?;
         let algs = match config.get("id_token_algs") {
             None | Some(Value::Null) => vec!["RS256", "PS256", "ES256", "EdDSA"]
                 .into_iter()
@@ -107,6 +214,7 @@ impl Oidc {
                 .map_err(|e| format!("post_logout_redirect_uri: {e}"))?,
             paths: ClaimPaths::from_config(config)?,
             http: http_client(config)?,
+            endpoints,
             discovered: Mutex::new(None),
         })
     }
@@ -119,7 +227,13 @@ impl Oidc {
                 return Ok(metadata.clone());
             }
         }
-        let metadata = Metadata::discover_async(self.issuer.clone(), &self.http)
+        // Every URL discovery fetches (the document, then the JWKS) is
+        // checked before it is called.
+        let guarded = Guarded {
+            http: &self.http,
+            endpoints: &self.endpoints,
+        };
+        let metadata = Metadata::discover_async(self.issuer.clone(), &guarded)
             .await
             .map_err(|e| {
                 SsoError::Upstream(format!(
@@ -128,6 +242,9 @@ impl Oidc {
                     crate::db::describe(&e)
                 ))
             })?;
+        self.endpoints.check_metadata(&metadata).map_err(|e| {
+            SsoError::Upstream(format!("OIDC discovery of {}: {e}", self.issuer.as_str()))
+        })?;
         let jwks = strong_keys(metadata.jwks(), self.issuer.as_str());
         let metadata = Arc::new(metadata.set_jwks(jwks));
         *cached = Some((Instant::now(), metadata.clone()));
@@ -563,8 +680,39 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_must_be_https_on_the_issuers_host_unless_configured() {
+        let policy = |config: Value| EndpointPolicy::from_config(&config, ISSUER);
+        let strict = policy(json!({})).expect("policy");
+        assert!(strict
+            .check("t", "https://IDP.example.org:8443/token")
+            .is_ok());
+        for refused in [
+            "http://idp.example.org/token",
+            "https://evil.example/token",
+            "https://idp.example.org.evil.example/token",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            let err = strict
+                .check("the token endpoint", refused)
+                .expect_err(refused);
+            assert!(!err.contains("://"), "{err}");
+        }
+        let listed = policy(json!({"endpoint_hosts": ["keys.example.net"], "allow_http": true}))
+            .expect("policy");
+        assert!(listed.check("t", "http://keys.example.net/jwks").is_ok());
+        assert!(listed.check("t", "https://evil.example/jwks").is_err());
+        let err = EndpointPolicy::from_config(&json!({}), "http://idp.internal:8080")
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("allow_http"), "{err}");
+        assert!(policy(json!({"allow_http": "yes"})).is_err());
+        assert!(policy(json!({"endpoint_hosts": "a"})).is_err());
+    }
+
+    #[test]
     fn only_asymmetric_id_token_algorithms_are_accepted() {
-        let config = |algs: Value| json!({"issuer": "http://127.0.0.1:1", "client_id": "c", "id_token_algs": algs});
+        let config = |algs: Value| json!({"issuer": "http://127.0.0.1:1", "allow_http": true, "client_id": "c", "id_token_algs": algs});
         let redirect = "http://127.0.0.1:2/auth/x/callback";
         assert!(
             Oidc::from_config(&config(json!(["RS256", "EdDSA"])), &json!({}), redirect).is_ok()
