@@ -1713,3 +1713,49 @@ fn endpoints_named_in_discovery_must_be_https_on_the_issuers_host_and_errors_nam
     assert!(ftp.text.contains("must be https"), "{}", ftp.text);
     no_url(&ftp);
 }
+
+#[test]
+fn an_email_address_reaches_the_session_only_when_the_provider_verified_it() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+    let stored_email = |admin: &mut postgres::Client| -> Option<String> {
+        admin
+            .query_one(
+                "SELECT email FROM integration.identities WHERE provider = 'rogue'",
+                &[],
+            )
+            .expect("identity")
+            .get(0)
+    };
+    for (verified, kept) in [
+        (json!(false), false),
+        (Value::Null, false),
+        (json!(true), true),
+        // A later unverified login clears the stored address.
+        (json!(false), false),
+    ] {
+        idp.behave(|b| b.id_token_claims = json!({ "email_verified": verified.clone() }));
+        let a = rogue_login(&sidecar, "rogue");
+        assert_eq!(a.status, 200, "{verified}: {}\n{}", a.text, sidecar.log());
+        let token = a.body["access_token"].as_str().expect("a token");
+        let claims = session(&sidecar, token).body["session"].clone();
+        if kept {
+            assert_eq!(a.body["email"], "rogue@example.org", "{verified}");
+            assert_eq!(claims["email"], "rogue@example.org", "{verified}");
+            assert_eq!(
+                stored_email(&mut admin).as_deref(),
+                Some("rogue@example.org")
+            );
+        } else {
+            assert!(a.body["email"].is_null(), "{verified}: {}", a.text);
+            assert!(
+                claims.get("email").is_none_or(Value::is_null),
+                "{verified}: {claims}"
+            );
+            assert_eq!(stored_email(&mut admin), None, "{verified}");
+        }
+    }
+}

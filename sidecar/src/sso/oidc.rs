@@ -2,10 +2,12 @@
 //! issuer (cached five minutes, fetched again at once when an ID token is
 //! signed by a key the cached JWKS lacks, since providers rotate keys), the
 //! authorization-code flow with PKCE (S256), `state` and `nonce`; the ID token
-//! is checked for signature, algorithm (allowlist, never `none` nor HMAC),
-//! issuer, audience, expiry and nonce. Userinfo is read when the provider has
-//! it (its `sub` must match), and RP-initiated logout is offered when the
-//! provider advertises an `end_session_endpoint`.
+//! is checked for signature (RSA keys of at least 2048 bits), algorithm
+//! (allowlist, never `none` nor HMAC), issuer, audience and `azp`, expiry,
+//! `nbf`, an `iat` window and nonce, as core's JWT verifier does. Userinfo is
+//! read when the provider has it (its `sub` must match); the email address
+//! is kept only when `email_verified` is true; RP-initiated logout is offered
+//! when the provider advertises an `end_session_endpoint`.
 //!
 //! Config keys: `issuer`, `client_id`, secret `client_secret` (absent: a
 //! public client), `scopes` (openid email profile), `userinfo` (true),
@@ -341,8 +343,14 @@ impl Oidc {
                 all.remove(k);
             }
         }
+        let verified = email_verified(&claims);
         let mut identity = self.paths.identity(claims)?;
         identity.subject = subject;
+        // An address the provider has not verified may be anyone's: it
+        // stays in the claims, never in the session nor identities.email.
+        if !verified {
+            identity.email = None;
+        }
         Ok(identity)
     }
 }
@@ -451,6 +459,11 @@ fn check_id_token(
         },
     }
     Ok(subject)
+}
+
+/// Whether the provider says the email address was verified (`email_verified: true`).
+fn email_verified(claims: &Value) -> bool {
+    claims.get("email_verified") == Some(&Value::Bool(true))
 }
 
 /// The claims of a token whose signature was verified already.
