@@ -351,7 +351,8 @@ fn ldap_direct_bind_logs_in_maps_groups_and_sets_a_session_cookie() {
     );
     assert_eq!(by_cookie.status, 200, "{}", by_cookie.body);
     let claims = &by_cookie.body["session"];
-    assert_eq!(claims["sub"], "uid=ada,ou=people,dc=example,dc=org");
+    assert_eq!(claims["sub"], "corp:uid=ada,ou=people,dc=example,dc=org");
+    assert_eq!(claims["idp_sub"], "uid=ada,ou=people,dc=example,dc=org");
     assert_eq!(claims["role"], "app_admin");
     assert_eq!(claims["aud"], "pg_integration");
     assert_eq!(claims["iss"], sidecar.base_url.as_str());
@@ -634,7 +635,10 @@ fn ldap_search_then_bind_over_ldaps_and_starttls_escapes_the_filter() {
     // A uid with a `*` is found only as itself; a `*` typed by a user is no wildcard.
     let alice = password_login(&sidecar, "dir", "al*ce", "alice-secret");
     assert_eq!(alice.status, 200, "{}", alice.body);
-    assert_eq!(alice.body["sub"], "uid=al*ce,ou=people,dc=example,dc=org");
+    assert_eq!(
+        alice.body["sub"],
+        "dir:uid=al*ce,ou=people,dc=example,dc=org"
+    );
     for hostile in ["a*", "*", "*)(uid=*", "ada)(|(uid=*", "*)(objectClass=*"] {
         let a = password_login(&sidecar, "dir", hostile, "ada-secret");
         assert_eq!(a.status, 401, "{hostile}: {}", a.body);
@@ -801,8 +805,8 @@ fn a_session_token_drives_row_level_security_the_way_postgrest_does() {
                  USING (owner = current_setting('request.jwt.claims', true)::jsonb->>'sub');
              GRANT SELECT ON notes TO app_user, app_admin;
              INSERT INTO notes VALUES
-                 ('uid=bob,ou=people,dc=example,dc=org', 'bob''s note'),
-                 ('uid=ada,ou=people,dc=example,dc=org', 'ada''s note');
+                 ('corp:uid=bob,ou=people,dc=example,dc=org', 'bob''s note'),
+                 ('corp:uid=ada,ou=people,dc=example,dc=org', 'ada''s note');
              CREATE ROLE authenticator LOGIN;
              GRANT app_user, app_admin, integration_user TO authenticator;",
         )
@@ -1030,7 +1034,8 @@ fn oidc_code_flow_with_pkce_logs_in_maps_groups_and_logs_out_at_the_provider() {
     let ada = answer(browser.get(&callback).send().expect("callback"));
     assert_eq!(ada.status, 200, "{}\n{}", ada.body, sidecar.log());
     assert_eq!(ada.body["role"], "app_admin", "ada is in the admins group");
-    assert_eq!(ada.body["sub"], "ada");
+    assert_eq!(ada.body["sub"], "oidc:ada");
+    assert_eq!(ada.body["idp_sub"], "ada");
     assert_eq!(ada.body["email"], "ada@example.org");
     let row = admin
         .query_one(
@@ -1758,4 +1763,85 @@ fn an_email_address_reaches_the_session_only_when_the_provider_verified_it() {
             assert_eq!(stored_email(&mut admin), None, "{verified}");
         }
     }
+}
+
+/// Runs `statement` (with `$1` = `body`) then reads `notes` as the
+/// session `token`, the way PostgREST runs a request: verify, publish the
+/// claims in request.jwt.claims, SET LOCAL ROLE to the role claim.
+fn as_session(cluster: &PgCluster, token: &str, statement: &str, body: &str) -> Vec<String> {
+    let mut authenticator = cluster.connect_as(DB, "authenticator");
+    let mut tx = authenticator.transaction().expect("begin");
+    let claims: Value = tx
+        .query_one("SELECT integration.verify_jwt($1)", &[&token])
+        .expect("verify")
+        .get(0);
+    tx.execute(
+        "SELECT set_config('request.jwt.claims', $1, true)",
+        &[&claims.to_string()],
+    )
+    .expect("claims");
+    let role = claims["role"].as_str().expect("a role claim");
+    tx.batch_execute(&format!("SET LOCAL ROLE {role}"))
+        .expect("set role");
+    tx.execute(statement, &[&body]).expect(statement);
+    let bodies = tx
+        .query("SELECT body FROM notes ORDER BY body", &[])
+        .expect("select")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.commit().expect("commit");
+    bodies
+}
+
+#[test]
+fn the_same_subject_at_two_providers_is_two_people_to_row_level_security() {
+    let (cluster, mut admin) = setup();
+    // Two providers whose users are both called `rogue-user`.
+    let idp = RogueOidc::start();
+    let other = RogueOidc::start();
+    rogue_provider(&mut admin, "staff", &idp);
+    rogue_provider(&mut admin, "guests", &other);
+    // The README's policy: rows belong to the session's `sub`.
+    admin
+        .batch_execute(
+            "CREATE TABLE notes (
+                 owner text NOT NULL DEFAULT current_setting('request.jwt.claims', true)::jsonb->>'sub',
+                 body text NOT NULL);
+             ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own_notes ON notes
+                 USING (owner = current_setting('request.jwt.claims', true)::jsonb->>'sub');
+             GRANT SELECT, INSERT ON notes TO app_user;
+             CREATE ROLE authenticator LOGIN;
+             GRANT app_user, integration_user TO authenticator;",
+        )
+        .expect("schema");
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=2"));
+    let staff = rogue_login(&sidecar, "staff");
+    let guest = rogue_login(&sidecar, "guests");
+    assert_eq!(staff.status, 200, "{}\n{}", staff.text, sidecar.log());
+    assert_eq!(guest.status, 200, "{}", guest.text);
+    let staff_token = staff.body["access_token"].as_str().expect("a token");
+    let guest_token = guest.body["access_token"].as_str().expect("a token");
+
+    let insert = "INSERT INTO notes (body) VALUES ($1)";
+    let seen = as_session(&cluster, staff_token, insert, "the staff member's note");
+    assert_eq!(seen, vec!["the staff member's note".to_owned()]);
+    let seen = as_session(&cluster, guest_token, insert, "the guest's note");
+    assert_eq!(
+        seen,
+        vec!["the guest's note".to_owned()],
+        "the guest reads only the guest's rows"
+    );
+    let seen = as_session(&cluster, staff_token, "SELECT $1::text", "");
+    assert_eq!(seen, vec!["the staff member's note".to_owned()]);
+
+    // The format: `provider:subject`, the raw subject and the provider apart.
+    assert_eq!(staff.body["sub"], "staff:rogue-user");
+    assert_eq!(staff.body["idp_sub"], "rogue-user");
+    assert_eq!(guest.body["sub"], "guests:rogue-user");
+    let claims = verify_in_sql(&mut admin, guest_token).expect("valid");
+    assert_eq!(claims["idp"], "guests");
+    assert_eq!(claims["idp_sub"], "rogue-user");
 }

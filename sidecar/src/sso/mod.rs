@@ -507,7 +507,8 @@ async fn complete(
         }
         None => Json(json!({
             "access_token": token, "token_type": "Bearer", "expires_at": exp,
-            "role": role, "sub": identity.subject, "email": identity.email,
+            "role": role, "sub": session::session_subject(&provider.name, &identity.subject),
+            "idp_sub": identity.subject, "email": identity.email,
         }))
         .into_response(),
     };
@@ -676,7 +677,11 @@ async fn end_session(state: &AppState, claims: &Value) -> Result<(), SsoError> {
     let jti = claims["jti"].as_str().unwrap_or_default();
     let exp = claims["exp"].as_f64().unwrap_or_default();
     let idp = claims["idp"].as_str().unwrap_or_default();
-    let sub = claims["sub"].as_str().unwrap_or_default();
+    // The provider's own subject (sessions minted before `idp_sub` existed: `sub`).
+    let sub = claims["idp_sub"]
+        .as_str()
+        .or_else(|| claims["sub"].as_str())
+        .unwrap_or_default();
     client
         .execute(
             "SELECT integration.sso_end_session($1, to_timestamp($2), $3, $4)",
