@@ -1845,3 +1845,90 @@ fn the_same_subject_at_two_providers_is_two_people_to_row_level_security() {
     assert_eq!(claims["idp"], "guests");
     assert_eq!(claims["idp_sub"], "rogue-user");
 }
+
+/// Refusals of SSO logins audited with a reason containing `like`.
+fn refusals(admin: &mut postgres::Client, like: &str) -> Vec<String> {
+    admin
+        .query(
+            "SELECT detail->>'reason' FROM integration.audit_log
+             WHERE action = 'sso.login' AND NOT ok AND detail->>'reason' LIKE '%' || $1 || '%'
+             ORDER BY at",
+            &[&like],
+        )
+        .expect("audit")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn claims_the_database_cannot_store_are_cleaned_or_refused_and_audited_without_database_text() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+    let no_database_text = |a: &Answer| {
+        for leak in [
+            "DETAIL",
+            "violates",
+            "identities",
+            "SQLSTATE",
+            "0x00",
+            "Failing row",
+        ] {
+            assert!(!a.text.contains(leak), "{leak} in {}", a.text);
+        }
+    };
+
+    // A user-editable name with a NUL: cleaned, and the user logs in.
+    idp.behave(|b| {
+        b.id_token_claims = json!({"name": "Ada\u{0}Lovelace"});
+        b.userinfo = json!({"nickname": "a\u{0}da", "n\u{0}ote": ["x\u{0}"]});
+    });
+    let a = rogue_login(&sidecar, "rogue");
+    assert_eq!(a.status, 200, "{}\n{}", a.text, sidecar.log());
+    let row = admin
+        .query_one(
+            "SELECT name, claims FROM integration.identities WHERE provider = 'rogue'",
+            &[],
+        )
+        .expect("identity");
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("AdaLovelace")
+    );
+    let claims: Value = row.get(1);
+    assert_eq!(claims["nickname"], "ada", "{claims}");
+    assert_eq!(claims["note"], json!(["x"]), "{claims}");
+
+    // Subjects that cannot be stored as they are: refused (401) and audited.
+    for (subject, reason) in [
+        ("s".repeat(600), "600 characters"),
+        ("ro\u{0}gue".to_owned(), "NUL"),
+    ] {
+        idp.behave(|b| {
+            b.id_token_claims = json!({ "sub": subject.clone() });
+            b.userinfo = json!({ "sub": subject.clone() });
+        });
+        let a = rogue_login(&sidecar, "rogue");
+        assert_eq!(a.status, 401, "{reason}: {}", a.text);
+        no_database_text(&a);
+        assert_eq!(refusals(&mut admin, reason).len(), 1, "{reason} is audited");
+    }
+    assert!(refusals(&mut admin, "database").is_empty());
+
+    // Callbacks without a login cookie: each refused, audited in one row.
+    for _ in 0..20 {
+        let a = answer(
+            client()
+                .get(sidecar.url("/auth/rogue/callback?code=c&state=s"))
+                .send()
+                .expect("callback"),
+        );
+        assert_eq!(a.status, 400, "{}", a.text);
+    }
+    let rows = refusals(&mut admin, "no login in progress");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].contains("1 such callbacks"), "{rows:?}");
+}

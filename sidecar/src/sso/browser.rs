@@ -8,7 +8,9 @@
 
 use super::config::Provider;
 use super::session::{self, random_token, unix_now};
-use super::{check_redirect, complete, provider, record_failure, Credentials, SsoError};
+use super::{
+    check_redirect, complete, provider, record_failure, record_unsolicited, Credentials, SsoError,
+};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -161,6 +163,11 @@ async fn finish(
     let mut response = match result {
         Ok((identity, redirect_to)) => {
             complete(state, &provider, identity, redirect_to.as_deref()).await
+        }
+        // Anyone may send these at will: audited in bulk.
+        Err(e) if session::cookie(headers, LOGIN_COOKIE).is_none() => {
+            record_unsolicited(state, &provider.name, &e).await;
+            e.into_response()
         }
         Err(e) => {
             record_failure(state, &provider.name, &e, None).await;

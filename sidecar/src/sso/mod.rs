@@ -7,6 +7,7 @@
 //! `/.well-known/jwks.json`.
 
 mod browser;
+mod claims;
 mod config;
 mod idp_http;
 mod ldap;
@@ -186,6 +187,15 @@ impl SsoError {
         }
     }
 
+    /// What the audit log is told: a database failure only as such (its
+    /// text may quote the failing row; the server log has it).
+    fn audit_reason(&self) -> String {
+        match self {
+            SsoError::Database(_) => "the login could not be recorded in the database".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// What the client is told: never which of username or password was
     /// wrong, and no URL (a provider's internal endpoints stay in the audit
     /// log and the server log).
@@ -240,6 +250,47 @@ pub struct Sso {
     pub issuer: Arc<str>,
     /// Whether cookies get `Secure` (the public URL is https).
     pub secure_cookies: bool,
+    /// Callbacks that arrive without a login cookie, audited in bulk.
+    pub unsolicited: Arc<Coalesced>,
+}
+
+/// How long refusals of one kind are gathered into one audit row.
+const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Refusals anyone can cause at will (a callback without a login cookie
+/// needs no secret), counted per provider: the first of a window is
+/// audited at once, the next ones only as the count of the next row.
+#[derive(Default)]
+pub struct Coalesced {
+    seen: std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>,
+}
+
+impl Coalesced {
+    /// `Some(n)`: audit one row for `n` refusals (this one and those
+    /// gathered since the last row); `None`: counted for the next row.
+    fn hit(&self, provider: &str) -> Option<u64> {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        match seen.get_mut(provider) {
+            Some((since, gathered)) if since.elapsed() < COALESCE_WINDOW => {
+                *gathered += 1;
+                None
+            }
+            Some((since, gathered)) => {
+                let n = *gathered + 1;
+                *since = now;
+                *gathered = 0;
+                Some(n)
+            }
+            None => {
+                seen.insert(provider.to_owned(), (now, 0));
+                Some(1)
+            }
+        }
+    }
 }
 
 impl Sso {
@@ -251,6 +302,7 @@ impl Sso {
             cache,
             issuer,
             secure_cookies: public_url.scheme() == "https",
+            unsolicited: Arc::default(),
         }
     }
 }
@@ -448,6 +500,13 @@ async fn complete(
     identity: Identity,
     redirect_to: Option<&str>,
 ) -> Response {
+    let identity = match claims::storable(identity) {
+        Ok(identity) => identity,
+        Err(e) => {
+            record_failure(state, &provider.name, &e, None).await;
+            return e.into_response();
+        }
+    };
     let input = MappingInput {
         groups: &identity.groups,
         claims: &identity.claims,
@@ -466,7 +525,10 @@ async fn complete(
     };
     let identity_id = match record_login(state, provider, &identity, &role).await {
         Ok(id) => id,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            record_failure(state, &provider.name, &e, Some(&identity.subject)).await;
+            return e.into_response();
+        }
     };
     let Some(keys) = state.sso.cache.keys() else {
         return SsoError::Unavailable("the SSO configuration is not loaded yet".into())
@@ -562,10 +624,31 @@ async fn record_failure(
 ) {
     tracing::info!(provider, error = %error, "SSO login refused");
     state.metrics.count_sso_login(provider, error.kind());
+    audit_failure(state, provider, &error.audit_reason(), username).await;
+}
+
+/// Audits a refused callback that came without a login cookie: one row per
+/// provider and [`COALESCE_WINDOW`], saying how many came.
+async fn record_unsolicited(state: &AppState, provider: &str, error: &SsoError) {
+    tracing::info!(provider, error = %error, "SSO callback without a login in progress");
+    state.metrics.count_sso_login(provider, error.kind());
+    if let Some(n) = state.sso.unsolicited.hit(provider) {
+        let reason = format!(
+            "{} ({n} such callbacks since the last row; at most one row per {} s)",
+            error.audit_reason(),
+            COALESCE_WINDOW.as_secs()
+        );
+        audit_failure(state, provider, &reason, None).await;
+    }
+}
+
+async fn audit_failure(state: &AppState, provider: &str, reason: &str, username: Option<&str>) {
     let Ok(client) = state.db.client().await else {
         return;
     };
-    let reason = error.to_string();
+    // Text holds no NUL in PostgreSQL: a typed username could carry one.
+    let reason = reason.replace('\0', "");
+    let username = username.map(|u| u.replace('\0', ""));
     if let Err(e) = client
         .execute(
             "SELECT integration.sso_record_failure($1, $2, $3)",
