@@ -1207,9 +1207,11 @@ fn oidc_refuses_tampered_state_replayed_codes_wrong_nonces_and_hmac_id_tokens() 
             .send()
             .expect("callback"),
     );
+    // The state is spent before the code goes anywhere (the provider would
+    // refuse the used code too).
     assert_eq!(
-        replay.status, 401,
-        "the provider refuses a used code: {}",
+        replay.status, 400,
+        "the sidecar refuses a spent state: {}",
         replay.body
     );
     assert!(replay.body.get("access_token").is_none());
@@ -1931,4 +1933,58 @@ fn claims_the_database_cannot_store_are_cleaned_or_refused_and_audited_without_d
     let rows = refusals(&mut admin, "no login in progress");
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(rows[0].contains("1 such callbacks"), "{rows:?}");
+}
+
+#[test]
+fn a_login_state_finishes_one_login_even_when_its_cookie_is_kept() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+
+    // A client that keeps the login cookie although the callback deletes it.
+    let start = answer(
+        client()
+            .get(sidecar.url("/auth/rogue/login"))
+            .send()
+            .expect("login"),
+    );
+    assert_eq!(start.status, 302, "{}", start.text);
+    let authorize = start.location.expect("to the provider");
+    let cookie = start
+        .cookies
+        .iter()
+        .find_map(|c| {
+            c.split(';')
+                .next()
+                .filter(|c| c.starts_with("pg_integration_login="))
+        })
+        .expect("a login cookie")
+        .to_owned();
+    let finish = || {
+        // The provider hands out a fresh code for the same state and nonce.
+        let back = answer(client().get(&authorize).send().expect("authorize"));
+        let callback = back.location.expect("back to the sidecar");
+        answer(
+            client()
+                .get(&callback)
+                .header("cookie", &cookie)
+                .send()
+                .expect("callback"),
+        )
+    };
+    let first = finish();
+    assert_eq!(first.status, 200, "{}\n{}", first.text, sidecar.log());
+    for _ in 0..2 {
+        let again = finish();
+        assert_eq!(again.status, 400, "{}", again.text);
+        assert!(again.body.get("access_token").is_none(), "{}", again.text);
+        assert!(again.text.contains("finished already"), "{}", again.text);
+    }
+    assert_eq!(
+        idp.hits("/token"),
+        1,
+        "a spent state never reaches the token endpoint"
+    );
 }

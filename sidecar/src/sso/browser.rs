@@ -3,8 +3,9 @@
 //! the browser and keeps state, redirect and the protocol's secrets (nonce,
 //! PKCE verifier) in a short-lived login cookie signed with the session key
 //! (so any replica can finish the login). `/auth/{provider}/callback`
-//! checks that cookie and the returned `state` (constant time), clears the
-//! cookie (a login finishes once) and lets the protocol finish.
+//! checks that cookie and the returned `state` (constant time), spends the
+//! state (used_states.rs: a login finishes once, even with a kept cookie),
+//! clears the cookie and lets the protocol finish.
 
 use super::config::Provider;
 use super::session::{self, random_token, unix_now};
@@ -135,6 +136,16 @@ async fn finish(
     };
     let result = async {
         let login = login_in_progress(state, &provider, params, headers)?;
+        // Spent before the provider is asked anything: a kept cookie
+        // cannot finish a second login.
+        super::used_states::spend(
+            state,
+            login["state"].as_str().unwrap_or_default(),
+            login["exp"]
+                .as_i64()
+                .unwrap_or_else(|| unix_now() + LOGIN_SECONDS),
+        )
+        .await?;
         let redirect_to = login["redirect_to"].as_str().map(str::to_owned);
         // The allowlist may have changed since the login started.
         check_redirect(&provider, redirect_to.as_deref())?;

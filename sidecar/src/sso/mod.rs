@@ -14,6 +14,7 @@ mod ldap;
 mod oauth2;
 mod oidc;
 pub mod session;
+mod used_states;
 
 use crate::errors::json_error;
 use crate::state::AppState;
@@ -252,6 +253,8 @@ pub struct Sso {
     pub secure_cookies: bool,
     /// Callbacks that arrive without a login cookie, audited in bulk.
     pub unsolicited: Arc<Coalesced>,
+    /// Spent login states, when the database keeps no shared record.
+    pub used_states: Arc<used_states::LocalStates>,
 }
 
 /// How long refusals of one kind are gathered into one audit row.
@@ -303,6 +306,7 @@ impl Sso {
             issuer,
             secure_cookies: public_url.scheme() == "https",
             unsolicited: Arc::default(),
+            used_states: Arc::default(),
         }
     }
 }
