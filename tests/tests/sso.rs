@@ -1988,3 +1988,68 @@ fn a_login_state_finishes_one_login_even_when_its_cookie_is_kept() {
         "a spent state never reaches the token endpoint"
     );
 }
+
+#[test]
+fn a_role_that_became_privileged_after_its_mapping_was_saved_gets_no_session() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    admin
+        .batch_execute("CREATE ROLE boss SUPERUSER NOLOGIN")
+        .expect("roles");
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+    assert_eq!(rogue_login(&sidecar, "rogue").status, 200);
+
+    // Each change comes after the provider (default_role app_user) was saved.
+    for (grant, revoke, why) in [
+        (
+            "GRANT pg_read_all_data TO app_user",
+            "REVOKE pg_read_all_data FROM app_user",
+            "pg_read_all_data",
+        ),
+        (
+            "GRANT pg_write_all_data TO app_user",
+            "REVOKE pg_write_all_data FROM app_user",
+            "pg_write_all_data",
+        ),
+        (
+            "GRANT pg_signal_backend TO app_user",
+            "REVOKE pg_signal_backend FROM app_user",
+            "pg_signal_backend",
+        ),
+        (
+            "GRANT boss TO app_user",
+            "REVOKE boss FROM app_user",
+            "boss",
+        ),
+        (
+            "GRANT integration_admin TO app_user",
+            "REVOKE integration_admin FROM app_user",
+            "integration_admin",
+        ),
+        (
+            "ALTER ROLE app_user SUPERUSER",
+            "ALTER ROLE app_user NOSUPERUSER",
+            "itself is privileged",
+        ),
+        (
+            "GRANT SELECT ON integration.signing_keys TO app_user",
+            "REVOKE SELECT ON integration.signing_keys FROM app_user",
+            "signing_keys",
+        ),
+    ] {
+        admin.batch_execute(grant).expect(grant);
+        let a = rogue_login(&sidecar, "rogue");
+        assert_eq!(a.status, 403, "{grant}: {}", a.text);
+        assert!(a.body.get("access_token").is_none(), "{grant}: {}", a.text);
+        let audited: Vec<String> = refusals(&mut admin, "may not be given to a session")
+            .into_iter()
+            .filter(|r| r.ends_with(why))
+            .collect();
+        assert_eq!(audited.len(), 1, "{grant}: audited, naming {why}");
+        admin.batch_execute(revoke).expect(revoke);
+    }
+    let fine = rogue_login(&sidecar, "rogue");
+    assert_eq!(fine.status, 200, "{}", fine.text);
+}

@@ -596,6 +596,7 @@ async fn record_login(
         .client()
         .await
         .map_err(|e| SsoError::Database(e.to_string()))?;
+    check_session_role(&client, &provider.name, role).await?;
     let row = client
         .query_one(
             "SELECT integration.sso_record_login($1, $2, $3, $4, $5, $6, $7::text::name)",
@@ -617,6 +618,66 @@ async fn record_login(
             ))
         })?;
     Ok(row.get(0))
+}
+
+/// What makes a role unfit for a session, through any membership
+/// (`pg_has_role(…, 'MEMBER')` covers the role itself and every role it
+/// can SET ROLE to): a superuser, BYPASSRLS, REPLICATION or CREATEROLE
+/// role, a predefined role that reads or writes everything or signals
+/// backends, our own privileged roles, or the right to read the signing
+/// keys. The role itself is named first, then the role that makes it unfit.
+const DANGEROUS_MEMBERSHIP: &str = "
+    SELECT why FROM (
+        SELECT CASE WHEN x.rolname = $1::text::name THEN 'the role itself is privileged'
+                    ELSE 'it is a member of ' || x.rolname END AS why,
+               CASE WHEN x.rolname = $1::text::name THEN 0 ELSE 1 END AS rank
+        FROM pg_catalog.pg_roles x
+        WHERE pg_catalog.pg_has_role($1::text::name, x.oid, 'MEMBER')
+          AND (x.rolsuper OR x.rolbypassrls OR x.rolreplication OR x.rolcreaterole
+               OR x.rolname IN ('pg_read_all_data', 'pg_write_all_data', 'pg_signal_backend',
+                                'pg_read_server_files', 'pg_write_server_files',
+                                'pg_execute_server_program', 'pg_checkpoint',
+                                'integration_admin', 'integration_sidecar'))
+        UNION ALL
+        SELECT 'it can read integration.signing_keys', 2
+        WHERE pg_catalog.has_table_privilege($1::text::name, 'integration.signing_keys', 'SELECT')
+    ) found
+    ORDER BY rank, why
+    LIMIT 1";
+
+/// Checks at every login that `role` is still a plain role: a role made
+/// superuser, or granted a dangerous role, after its mapping was saved gets
+/// no session (403, audited).
+async fn check_session_role(
+    client: &tokio_postgres::Client,
+    provider: &str,
+    role: &str,
+) -> Result<(), SsoError> {
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1::text::name",
+            &[&role],
+        )
+        .await
+        .map_err(|e| SsoError::Database(crate::db::describe(&e)))?;
+    if exists.is_none() {
+        return Err(SsoError::NoRole(format!(
+            "role {role} of SSO provider {provider} does not exist"
+        )));
+    }
+    let found = client
+        .query_opt(DANGEROUS_MEMBERSHIP, &[&role])
+        .await
+        .map_err(|e| SsoError::Database(crate::db::describe(&e)))?;
+    match found {
+        None => Ok(()),
+        Some(row) => {
+            let why: String = row.get(0);
+            Err(SsoError::NoRole(format!(
+                "role {role} of SSO provider {provider} may not be given to a session: {why}"
+            )))
+        }
+    }
 }
 
 /// Audits a refused login; the audit is best effort (the answer does not wait on it failing).
