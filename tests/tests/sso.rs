@@ -13,7 +13,7 @@
 
 use integration_tests::ldap::{ADMINS_GROUP, BASE_DN, READER_DN, READER_PASSWORD};
 use integration_tests::oidc_provider::{CONFIDENTIAL_SECRET, HS256_SECRET, OAUTH2_SECRET};
-use integration_tests::{sample, OidcProvider, PgCluster, Sidecar, Slapd};
+use integration_tests::{sample, OidcProvider, PgCluster, RogueOidc, Sidecar, Slapd};
 use reqwest::blocking::{Client, Response};
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
@@ -351,7 +351,8 @@ fn ldap_direct_bind_logs_in_maps_groups_and_sets_a_session_cookie() {
     );
     assert_eq!(by_cookie.status, 200, "{}", by_cookie.body);
     let claims = &by_cookie.body["session"];
-    assert_eq!(claims["sub"], "uid=ada,ou=people,dc=example,dc=org");
+    assert_eq!(claims["sub"], "corp:uid=ada,ou=people,dc=example,dc=org");
+    assert_eq!(claims["idp_sub"], "uid=ada,ou=people,dc=example,dc=org");
     assert_eq!(claims["role"], "app_admin");
     assert_eq!(claims["aud"], "pg_integration");
     assert_eq!(claims["iss"], sidecar.base_url.as_str());
@@ -634,7 +635,10 @@ fn ldap_search_then_bind_over_ldaps_and_starttls_escapes_the_filter() {
     // A uid with a `*` is found only as itself; a `*` typed by a user is no wildcard.
     let alice = password_login(&sidecar, "dir", "al*ce", "alice-secret");
     assert_eq!(alice.status, 200, "{}", alice.body);
-    assert_eq!(alice.body["sub"], "uid=al*ce,ou=people,dc=example,dc=org");
+    assert_eq!(
+        alice.body["sub"],
+        "dir:uid=al*ce,ou=people,dc=example,dc=org"
+    );
     for hostile in ["a*", "*", "*)(uid=*", "ada)(|(uid=*", "*)(objectClass=*"] {
         let a = password_login(&sidecar, "dir", hostile, "ada-secret");
         assert_eq!(a.status, 401, "{hostile}: {}", a.body);
@@ -801,8 +805,8 @@ fn a_session_token_drives_row_level_security_the_way_postgrest_does() {
                  USING (owner = current_setting('request.jwt.claims', true)::jsonb->>'sub');
              GRANT SELECT ON notes TO app_user, app_admin;
              INSERT INTO notes VALUES
-                 ('uid=bob,ou=people,dc=example,dc=org', 'bob''s note'),
-                 ('uid=ada,ou=people,dc=example,dc=org', 'ada''s note');
+                 ('corp:uid=bob,ou=people,dc=example,dc=org', 'bob''s note'),
+                 ('corp:uid=ada,ou=people,dc=example,dc=org', 'ada''s note');
              CREATE ROLE authenticator LOGIN;
              GRANT app_user, app_admin, integration_user TO authenticator;",
         )
@@ -985,17 +989,17 @@ fn oidc_setup() -> (PgCluster, postgres::Client, OidcProvider, u16) {
     admin
         .batch_execute(&format!(
             "SELECT integration.create_sso_provider('oidc', 'oidc',
-                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'confidential',
+                 jsonb_build_object('issuer', '{issuer}', 'allow_http', true, 'client_id', 'confidential',
                      'client_secret', '{CONFIDENTIAL_SECRET}', 'scopes', jsonb_build_array('openid', 'email', 'profile', 'groups'),
                      'post_logout_redirect_uri', 'http://127.0.0.1:{port}/'),
                  role_mapping => {mapping}, default_role => 'app_user',
                  allowed_redirects => ARRAY['http://127.0.0.1:{port}/app/']);
              SELECT integration.create_sso_provider('oidc-public', 'oidc',
-                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'public',
+                 jsonb_build_object('issuer', '{issuer}', 'allow_http', true, 'client_id', 'public',
                      'scopes', jsonb_build_array('openid', 'email', 'groups')),
                  role_mapping => {mapping}, default_role => 'app_user');
              SELECT integration.create_sso_provider('oidc-hs256', 'oidc',
-                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'hs256', 'client_secret', '{HS256_SECRET}'),
+                 jsonb_build_object('issuer', '{issuer}', 'allow_http', true, 'client_id', 'hs256', 'client_secret', '{HS256_SECRET}'),
                  default_role => 'app_user');
              SELECT integration.create_sso_provider('generic', 'oauth2',
                  jsonb_build_object('authorize_url', '{issuer}/auth', 'token_url', '{issuer}/token',
@@ -1030,7 +1034,8 @@ fn oidc_code_flow_with_pkce_logs_in_maps_groups_and_logs_out_at_the_provider() {
     let ada = answer(browser.get(&callback).send().expect("callback"));
     assert_eq!(ada.status, 200, "{}\n{}", ada.body, sidecar.log());
     assert_eq!(ada.body["role"], "app_admin", "ada is in the admins group");
-    assert_eq!(ada.body["sub"], "ada");
+    assert_eq!(ada.body["sub"], "oidc:ada");
+    assert_eq!(ada.body["idp_sub"], "ada");
     assert_eq!(ada.body["email"], "ada@example.org");
     let row = admin
         .query_one(
@@ -1202,9 +1207,11 @@ fn oidc_refuses_tampered_state_replayed_codes_wrong_nonces_and_hmac_id_tokens() 
             .send()
             .expect("callback"),
     );
+    // The state is spent before the code goes anywhere (the provider would
+    // refuse the used code too).
     assert_eq!(
-        replay.status, 401,
-        "the provider refuses a used code: {}",
+        replay.status, 400,
+        "the sidecar refuses a spent state: {}",
         replay.body
     );
     assert!(replay.body.get("access_token").is_none());
@@ -1481,4 +1488,568 @@ fn logout_checks_the_origin_and_never_claims_success_without_the_database() {
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.body["session_ended"], true, "{}", a.text);
     assert_eq!(session(&sidecar, &token).status, 401);
+}
+
+// ---- a misbehaving OpenID provider of ours (tests/src/rogue_oidc.rs) ----
+
+/// Creates OIDC provider `name` for the rogue provider (over http, as tests do).
+fn rogue_provider(admin: &mut postgres::Client, name: &str, idp: &RogueOidc) {
+    admin
+        .batch_execute(&format!(
+            "SELECT integration.create_sso_provider('{name}', 'oidc',
+                 jsonb_build_object('issuer', '{}', 'client_id', 'rogue-client',
+                     'client_secret', 'rogue-secret-0123456789', 'allow_http', true),
+                 default_role => 'app_user');",
+            idp.issuer()
+        ))
+        .expect("provider");
+}
+
+/// A whole browser login at the rogue provider (which asks for no password).
+fn rogue_login(sidecar: &Sidecar, provider: &str) -> Answer {
+    let browser = new_browser();
+    let a = answer(
+        browser
+            .get(sidecar.url(&format!("/auth/{provider}/login")))
+            .send()
+            .expect("GET login"),
+    );
+    let Some(authorize) = a.location else {
+        return a;
+    };
+    let callback = follow_to_sidecar(&browser, sidecar, authorize);
+    answer(browser.get(&callback).send().expect("GET callback"))
+}
+
+#[test]
+fn answers_of_an_identity_provider_are_read_only_up_to_a_bound() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    rogue_provider(&mut admin, "rogue-jwks", &idp);
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=2"));
+
+    let fine = rogue_login(&sidecar, "rogue");
+    assert_eq!(fine.status, 200, "{}\n{}", fine.text, sidecar.log());
+    assert_eq!(fine.body["role"], "app_user");
+
+    // 128 MiB of token response: refused without being held.
+    idp.behave(|b| b.token_padding = 128 << 20);
+    let peak_before = peak_rss_kib(sidecar.pid());
+    let huge = rogue_login(&sidecar, "rogue");
+    let peak_after = peak_rss_kib(sidecar.pid());
+    eprintln!(
+        "sidecar peak RSS: {peak_before} KiB before, {peak_after} KiB after a 128 MiB token response"
+    );
+    assert_eq!(huge.status, 502, "{}", huge.text);
+    assert!(huge.body.get("access_token").is_none(), "{}", huge.text);
+    assert!(
+        huge.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than")),
+        "{}",
+        huge.text
+    );
+    assert!(
+        peak_after < peak_before + 32 * 1024,
+        "the token response was held: peak RSS went from {peak_before} to {peak_after} KiB"
+    );
+
+    // A JWKS as large, at discovery (another provider: its own cache).
+    idp.behave(|b| {
+        b.token_padding = 0;
+        b.jwks_padding = 128 << 20;
+    });
+    let huge = rogue_login(&sidecar, "rogue-jwks");
+    assert_eq!(huge.status, 502, "{}", huge.text);
+    let peak_jwks = peak_rss_kib(sidecar.pid());
+    assert!(
+        peak_jwks < peak_before + 32 * 1024,
+        "the JWKS was held: peak RSS went from {peak_before} to {peak_jwks} KiB"
+    );
+    let refusals: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM integration.audit_log
+             WHERE action LIKE 'sso%' AND NOT ok AND detail::text LIKE '%larger than%'",
+            &[],
+        )
+        .expect("audit")
+        .get(0);
+    assert!(refusals >= 1, "the refusals are audited");
+
+    // The provider behaves again: logins work again.
+    idp.behave(|b| b.jwks_padding = 0);
+    let fine = rogue_login(&sidecar, "rogue");
+    assert_eq!(fine.status, 200, "{}", fine.text);
+}
+
+#[test]
+fn id_tokens_are_refused_for_short_rsa_keys_azp_nbf_and_iat_as_core_refuses_jwts() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+    let fine = rogue_login(&sidecar, "rogue");
+    assert_eq!(fine.status, 200, "{}\n{}", fine.text, sidecar.log());
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let cases: Vec<(&str, bool, Value)> = vec![
+        ("a 1024-bit RSA key", true, json!({})),
+        (
+            "another authorized party",
+            false,
+            json!({"azp": "another-client"}),
+        ),
+        (
+            "several audiences, no azp",
+            false,
+            json!({"aud": ["rogue-client", "another-client"]}),
+        ),
+        (
+            "not valid for ten minutes",
+            false,
+            json!({"nbf": now + 600}),
+        ),
+        ("issued in the future", false, json!({"iat": now + 600})),
+        ("issued an hour ago", false, json!({"iat": now - 3600})),
+    ];
+    for (what, small_key, claims) in cases {
+        idp.behave(|b| {
+            b.small_key = small_key;
+            b.id_token_claims = claims.clone();
+        });
+        let a = rogue_login(&sidecar, "rogue");
+        assert_eq!(a.status, 401, "{what}: {}", a.text);
+        assert!(a.body.get("access_token").is_none(), "{what}: {}", a.text);
+    }
+    // Naming us as the authorized party is fine.
+    idp.behave(|b| {
+        b.small_key = false;
+        b.id_token_claims = json!({"azp": "rogue-client"});
+    });
+    let fine = rogue_login(&sidecar, "rogue");
+    assert_eq!(fine.status, 200, "{}", fine.text);
+    assert!(
+        sidecar.log().contains("shorter than 2048 bits"),
+        "the short key is logged"
+    );
+}
+
+#[test]
+fn endpoints_named_in_discovery_must_be_https_on_the_issuers_host_and_errors_name_no_url() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    let issuer = idp.issuer();
+    let port = issuer.rsplit(':').next().expect("a port").to_owned();
+    // One provider per case: each discovers afresh.
+    for name in ["p-token", "p-jwks", "p-userinfo", "p-ftp"] {
+        rogue_provider(&mut admin, name, &idp);
+    }
+    admin
+        .batch_execute(&format!(
+            "SELECT integration.create_sso_provider('p-listed', 'oidc',
+                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'rogue-client',
+                     'client_secret', 'rogue-secret-0123456789', 'allow_http', true,
+                     'endpoint_hosts', jsonb_build_array('localhost')),
+                 default_role => 'app_user');
+             SELECT integration.create_sso_provider('p-plain-http', 'oidc',
+                 jsonb_build_object('issuer', '{issuer}', 'client_id', 'rogue-client',
+                     'client_secret', 'rogue-secret-0123456789'),
+                 default_role => 'app_user');"
+        ))
+        .expect("providers");
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=6"));
+    let no_url = |a: &Answer| {
+        for internal in ["localhost", "127.0.0.1", "://"] {
+            assert!(!a.text.contains(internal), "{internal} in {}", a.text);
+        }
+    };
+
+    // `localhost` is the same server under another host name: a request
+    // that reaches it is counted as `localhost/…`.
+    let elsewhere = |path: &str| format!("http://localhost:{port}{path}");
+    let cases = [
+        ("p-token", "token_endpoint", "/token"),
+        ("p-jwks", "jwks_uri", "/jwks"),
+        ("p-userinfo", "userinfo_endpoint", "/userinfo"),
+    ];
+    for (provider, member, path) in cases {
+        idp.behave(|b| b.discovery = json!({ member: elsewhere(path) }));
+        let a = rogue_login(&sidecar, provider);
+        assert_eq!(a.status, 502, "{provider}: {}", a.text);
+        assert!(a.text.contains("issuer's host"), "{provider}: {}", a.text);
+        no_url(&a);
+        assert_eq!(
+            idp.hits(&format!("localhost{path}")),
+            0,
+            "{provider}: the sidecar called {member} on another host"
+        );
+    }
+
+    // Hosts listed in endpoint_hosts are allowed.
+    idp.behave(|b| {
+        b.discovery = json!({
+            "token_endpoint": elsewhere("/token"), "jwks_uri": elsewhere("/jwks"),
+            "userinfo_endpoint": elsewhere("/userinfo"),
+        })
+    });
+    let listed = rogue_login(&sidecar, "p-listed");
+    assert_eq!(listed.status, 200, "{}\n{}", listed.text, sidecar.log());
+    assert_eq!(idp.hits("localhost/token"), 1);
+
+    // Without allow_http an http issuer is never contacted.
+    let before = idp.hits("/.well-known/openid-configuration");
+    let plain = rogue_login(&sidecar, "p-plain-http");
+    assert_eq!(plain.status, 503, "{}", plain.text);
+    assert!(plain.text.contains("allow_http"), "{}", plain.text);
+    no_url(&plain);
+    assert_eq!(idp.hits("/.well-known/openid-configuration"), before);
+
+    // https required for the endpoints too, allow_http aside.
+    idp.behave(|b| {
+        b.discovery = json!({ "token_endpoint": format!("ftp://127.0.0.1:{port}/token") })
+    });
+    let ftp = rogue_login(&sidecar, "p-ftp");
+    assert_eq!(ftp.status, 502, "{}", ftp.text);
+    assert!(ftp.text.contains("must be https"), "{}", ftp.text);
+    no_url(&ftp);
+}
+
+#[test]
+fn an_email_address_reaches_the_session_only_when_the_provider_verified_it() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+    let stored_email = |admin: &mut postgres::Client| -> Option<String> {
+        admin
+            .query_one(
+                "SELECT email FROM integration.identities WHERE provider = 'rogue'",
+                &[],
+            )
+            .expect("identity")
+            .get(0)
+    };
+    for (verified, kept) in [
+        (json!(false), false),
+        (Value::Null, false),
+        (json!(true), true),
+        // A later unverified login clears the stored address.
+        (json!(false), false),
+    ] {
+        idp.behave(|b| b.id_token_claims = json!({ "email_verified": verified.clone() }));
+        let a = rogue_login(&sidecar, "rogue");
+        assert_eq!(a.status, 200, "{verified}: {}\n{}", a.text, sidecar.log());
+        let token = a.body["access_token"].as_str().expect("a token");
+        let claims = session(&sidecar, token).body["session"].clone();
+        if kept {
+            assert_eq!(a.body["email"], "rogue@example.org", "{verified}");
+            assert_eq!(claims["email"], "rogue@example.org", "{verified}");
+            assert_eq!(
+                stored_email(&mut admin).as_deref(),
+                Some("rogue@example.org")
+            );
+        } else {
+            assert!(a.body["email"].is_null(), "{verified}: {}", a.text);
+            assert!(
+                claims.get("email").is_none_or(Value::is_null),
+                "{verified}: {claims}"
+            );
+            assert_eq!(stored_email(&mut admin), None, "{verified}");
+        }
+    }
+}
+
+/// Runs `statement` (with `$1` = `body`) then reads `notes` as the
+/// session `token`, the way PostgREST runs a request: verify, publish the
+/// claims in request.jwt.claims, SET LOCAL ROLE to the role claim.
+fn as_session(cluster: &PgCluster, token: &str, statement: &str, body: &str) -> Vec<String> {
+    let mut authenticator = cluster.connect_as(DB, "authenticator");
+    let mut tx = authenticator.transaction().expect("begin");
+    let claims: Value = tx
+        .query_one("SELECT integration.verify_jwt($1)", &[&token])
+        .expect("verify")
+        .get(0);
+    tx.execute(
+        "SELECT set_config('request.jwt.claims', $1, true)",
+        &[&claims.to_string()],
+    )
+    .expect("claims");
+    let role = claims["role"].as_str().expect("a role claim");
+    tx.batch_execute(&format!("SET LOCAL ROLE {role}"))
+        .expect("set role");
+    tx.execute(statement, &[&body]).expect(statement);
+    let bodies = tx
+        .query("SELECT body FROM notes ORDER BY body", &[])
+        .expect("select")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.commit().expect("commit");
+    bodies
+}
+
+#[test]
+fn the_same_subject_at_two_providers_is_two_people_to_row_level_security() {
+    let (cluster, mut admin) = setup();
+    // Two providers whose users are both called `rogue-user`.
+    let idp = RogueOidc::start();
+    let other = RogueOidc::start();
+    rogue_provider(&mut admin, "staff", &idp);
+    rogue_provider(&mut admin, "guests", &other);
+    // The README's policy: rows belong to the session's `sub`.
+    admin
+        .batch_execute(
+            "CREATE TABLE notes (
+                 owner text NOT NULL DEFAULT current_setting('request.jwt.claims', true)::jsonb->>'sub',
+                 body text NOT NULL);
+             ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own_notes ON notes
+                 USING (owner = current_setting('request.jwt.claims', true)::jsonb->>'sub');
+             GRANT SELECT, INSERT ON notes TO app_user;
+             CREATE ROLE authenticator LOGIN;
+             GRANT app_user, integration_user TO authenticator;",
+        )
+        .expect("schema");
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=2"));
+    let staff = rogue_login(&sidecar, "staff");
+    let guest = rogue_login(&sidecar, "guests");
+    assert_eq!(staff.status, 200, "{}\n{}", staff.text, sidecar.log());
+    assert_eq!(guest.status, 200, "{}", guest.text);
+    let staff_token = staff.body["access_token"].as_str().expect("a token");
+    let guest_token = guest.body["access_token"].as_str().expect("a token");
+
+    let insert = "INSERT INTO notes (body) VALUES ($1)";
+    let seen = as_session(&cluster, staff_token, insert, "the staff member's note");
+    assert_eq!(seen, vec!["the staff member's note".to_owned()]);
+    let seen = as_session(&cluster, guest_token, insert, "the guest's note");
+    assert_eq!(
+        seen,
+        vec!["the guest's note".to_owned()],
+        "the guest reads only the guest's rows"
+    );
+    let seen = as_session(&cluster, staff_token, "SELECT $1::text", "");
+    assert_eq!(seen, vec!["the staff member's note".to_owned()]);
+
+    // The format: `provider:subject`, the raw subject and the provider apart.
+    assert_eq!(staff.body["sub"], "staff:rogue-user");
+    assert_eq!(staff.body["idp_sub"], "rogue-user");
+    assert_eq!(guest.body["sub"], "guests:rogue-user");
+    let claims = verify_in_sql(&mut admin, guest_token).expect("valid");
+    assert_eq!(claims["idp"], "guests");
+    assert_eq!(claims["idp_sub"], "rogue-user");
+}
+
+/// Refusals of SSO logins audited with a reason containing `like`.
+fn refusals(admin: &mut postgres::Client, like: &str) -> Vec<String> {
+    admin
+        .query(
+            "SELECT detail->>'reason' FROM integration.audit_log
+             WHERE action = 'sso.login' AND NOT ok AND detail->>'reason' LIKE '%' || $1 || '%'
+             ORDER BY at",
+            &[&like],
+        )
+        .expect("audit")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn claims_the_database_cannot_store_are_cleaned_or_refused_and_audited_without_database_text() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+    let no_database_text = |a: &Answer| {
+        for leak in [
+            "DETAIL",
+            "violates",
+            "identities",
+            "SQLSTATE",
+            "0x00",
+            "Failing row",
+        ] {
+            assert!(!a.text.contains(leak), "{leak} in {}", a.text);
+        }
+    };
+
+    // A user-editable name with a NUL: cleaned, and the user logs in.
+    idp.behave(|b| {
+        b.id_token_claims = json!({"name": "Ada\u{0}Lovelace"});
+        b.userinfo = json!({"nickname": "a\u{0}da", "n\u{0}ote": ["x\u{0}"]});
+    });
+    let a = rogue_login(&sidecar, "rogue");
+    assert_eq!(a.status, 200, "{}\n{}", a.text, sidecar.log());
+    let row = admin
+        .query_one(
+            "SELECT name, claims FROM integration.identities WHERE provider = 'rogue'",
+            &[],
+        )
+        .expect("identity");
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("AdaLovelace")
+    );
+    let claims: Value = row.get(1);
+    assert_eq!(claims["nickname"], "ada", "{claims}");
+    assert_eq!(claims["note"], json!(["x"]), "{claims}");
+
+    // Subjects that cannot be stored as they are: refused (401) and audited.
+    for (subject, reason) in [
+        ("s".repeat(600), "600 characters"),
+        ("ro\u{0}gue".to_owned(), "NUL"),
+    ] {
+        idp.behave(|b| {
+            b.id_token_claims = json!({ "sub": subject.clone() });
+            b.userinfo = json!({ "sub": subject.clone() });
+        });
+        let a = rogue_login(&sidecar, "rogue");
+        assert_eq!(a.status, 401, "{reason}: {}", a.text);
+        no_database_text(&a);
+        assert_eq!(refusals(&mut admin, reason).len(), 1, "{reason} is audited");
+    }
+    assert!(refusals(&mut admin, "database").is_empty());
+
+    // Callbacks without a login cookie: each refused, audited in one row.
+    for _ in 0..20 {
+        let a = answer(
+            client()
+                .get(sidecar.url("/auth/rogue/callback?code=c&state=s"))
+                .send()
+                .expect("callback"),
+        );
+        assert_eq!(a.status, 400, "{}", a.text);
+    }
+    let rows = refusals(&mut admin, "no login in progress");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].contains("1 such callbacks"), "{rows:?}");
+}
+
+#[test]
+fn a_login_state_finishes_one_login_even_when_its_cookie_is_kept() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+
+    // A client that keeps the login cookie although the callback deletes it.
+    let start = answer(
+        client()
+            .get(sidecar.url("/auth/rogue/login"))
+            .send()
+            .expect("login"),
+    );
+    assert_eq!(start.status, 302, "{}", start.text);
+    let authorize = start.location.expect("to the provider");
+    let cookie = start
+        .cookies
+        .iter()
+        .find_map(|c| {
+            c.split(';')
+                .next()
+                .filter(|c| c.starts_with("pg_integration_login="))
+        })
+        .expect("a login cookie")
+        .to_owned();
+    let finish = || {
+        // The provider hands out a fresh code for the same state and nonce.
+        let back = answer(client().get(&authorize).send().expect("authorize"));
+        let callback = back.location.expect("back to the sidecar");
+        answer(
+            client()
+                .get(&callback)
+                .header("cookie", &cookie)
+                .send()
+                .expect("callback"),
+        )
+    };
+    let first = finish();
+    assert_eq!(first.status, 200, "{}\n{}", first.text, sidecar.log());
+    for _ in 0..2 {
+        let again = finish();
+        assert_eq!(again.status, 400, "{}", again.text);
+        assert!(again.body.get("access_token").is_none(), "{}", again.text);
+        assert!(again.text.contains("finished already"), "{}", again.text);
+    }
+    assert_eq!(
+        idp.hits("/token"),
+        1,
+        "a spent state never reaches the token endpoint"
+    );
+}
+
+#[test]
+fn a_role_that_became_privileged_after_its_mapping_was_saved_gets_no_session() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    admin
+        .batch_execute("CREATE ROLE boss SUPERUSER NOLOGIN")
+        .expect("roles");
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+    assert_eq!(rogue_login(&sidecar, "rogue").status, 200);
+
+    // Each change comes after the provider (default_role app_user) was saved.
+    for (grant, revoke, why) in [
+        (
+            "GRANT pg_read_all_data TO app_user",
+            "REVOKE pg_read_all_data FROM app_user",
+            "pg_read_all_data",
+        ),
+        (
+            "GRANT pg_write_all_data TO app_user",
+            "REVOKE pg_write_all_data FROM app_user",
+            "pg_write_all_data",
+        ),
+        (
+            "GRANT pg_signal_backend TO app_user",
+            "REVOKE pg_signal_backend FROM app_user",
+            "pg_signal_backend",
+        ),
+        (
+            "GRANT boss TO app_user",
+            "REVOKE boss FROM app_user",
+            "boss",
+        ),
+        (
+            "GRANT integration_admin TO app_user",
+            "REVOKE integration_admin FROM app_user",
+            "integration_admin",
+        ),
+        (
+            "ALTER ROLE app_user SUPERUSER",
+            "ALTER ROLE app_user NOSUPERUSER",
+            "itself is privileged",
+        ),
+        (
+            "GRANT SELECT ON integration.signing_keys TO app_user",
+            "REVOKE SELECT ON integration.signing_keys FROM app_user",
+            "signing_keys",
+        ),
+    ] {
+        admin.batch_execute(grant).expect(grant);
+        let a = rogue_login(&sidecar, "rogue");
+        assert_eq!(a.status, 403, "{grant}: {}", a.text);
+        assert!(a.body.get("access_token").is_none(), "{grant}: {}", a.text);
+        let audited: Vec<String> = refusals(&mut admin, "may not be given to a session")
+            .into_iter()
+            .filter(|r| r.ends_with(why))
+            .collect();
+        assert_eq!(audited.len(), 1, "{grant}: audited, naming {why}");
+        admin.batch_execute(revoke).expect(revoke);
+    }
+    let fine = rogue_login(&sidecar, "rogue");
+    assert_eq!(fine.status, 200, "{}", fine.text);
 }

@@ -3,12 +3,15 @@
 //! the browser and keeps state, redirect and the protocol's secrets (nonce,
 //! PKCE verifier) in a short-lived login cookie signed with the session key
 //! (so any replica can finish the login). `/auth/{provider}/callback`
-//! checks that cookie and the returned `state` (constant time), clears the
-//! cookie (a login finishes once) and lets the protocol finish.
+//! checks that cookie and the returned `state` (constant time), spends the
+//! state (used_states.rs: a login finishes once, even with a kept cookie),
+//! clears the cookie and lets the protocol finish.
 
 use super::config::Provider;
 use super::session::{self, random_token, unix_now};
-use super::{check_redirect, complete, provider, record_failure, Credentials, SsoError};
+use super::{
+    check_redirect, complete, provider, record_failure, record_unsolicited, Credentials, SsoError,
+};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -133,6 +136,16 @@ async fn finish(
     };
     let result = async {
         let login = login_in_progress(state, &provider, params, headers)?;
+        // Spent before the provider is asked anything: a kept cookie
+        // cannot finish a second login.
+        super::used_states::spend(
+            state,
+            login["state"].as_str().unwrap_or_default(),
+            login["exp"]
+                .as_i64()
+                .unwrap_or_else(|| unix_now() + LOGIN_SECONDS),
+        )
+        .await?;
         let redirect_to = login["redirect_to"].as_str().map(str::to_owned);
         // The allowlist may have changed since the login started.
         check_redirect(&provider, redirect_to.as_deref())?;
@@ -161,6 +174,11 @@ async fn finish(
     let mut response = match result {
         Ok((identity, redirect_to)) => {
             complete(state, &provider, identity, redirect_to.as_deref()).await
+        }
+        // Anyone may send these at will: audited in bulk.
+        Err(e) if session::cookie(headers, LOGIN_COOKIE).is_none() => {
+            record_unsolicited(state, &provider.name, &e).await;
+            e.into_response()
         }
         Err(e) => {
             record_failure(state, &provider.name, &e, None).await;

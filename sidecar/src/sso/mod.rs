@@ -7,11 +7,14 @@
 //! `/.well-known/jwks.json`.
 
 mod browser;
+mod claims;
 mod config;
+mod idp_http;
 mod ldap;
 mod oauth2;
 mod oidc;
 pub mod session;
+mod used_states;
 
 use crate::errors::json_error;
 use crate::state::AppState;
@@ -185,15 +188,50 @@ impl SsoError {
         }
     }
 
-    /// What the client is told: never which of username or password was wrong.
+    /// What the audit log is told: a database failure only as such (its
+    /// text may quote the failing row; the server log has it).
+    fn audit_reason(&self) -> String {
+        match self {
+            SsoError::Database(_) => "the login could not be recorded in the database".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// What the client is told: never which of username or password was
+    /// wrong, and no URL (a provider's internal endpoints stay in the audit
+    /// log and the server log).
     fn public_message(&self) -> String {
         match self {
             SsoError::BadCredentials(_) => "invalid username or password".into(),
             SsoError::Rejected(_) => "the login was refused; start again".into(),
             SsoError::Database(_) => crate::errors::DATABASE_UNAVAILABLE.into(),
-            other => other.to_string(),
+            other => without_urls(&other.to_string()),
         }
     }
+}
+
+/// `text` with every `scheme://…` replaced by `<url>`.
+fn without_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let scheme_start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || "`'\"<>()[]{},;".contains(c))
+            .map_or(rest.len(), |i| at + i);
+        // Punctuation after a URL belongs to the sentence.
+        let end = scheme_start
+            + rest[scheme_start..end]
+                .trim_end_matches(|c: char| ".:!?".contains(c))
+                .len();
+        out.push_str(&rest[..scheme_start]);
+        out.push_str("<url>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl IntoResponse for SsoError {
@@ -213,6 +251,49 @@ pub struct Sso {
     pub issuer: Arc<str>,
     /// Whether cookies get `Secure` (the public URL is https).
     pub secure_cookies: bool,
+    /// Callbacks that arrive without a login cookie, audited in bulk.
+    pub unsolicited: Arc<Coalesced>,
+    /// Spent login states, when the database keeps no shared record.
+    pub used_states: Arc<used_states::LocalStates>,
+}
+
+/// How long refusals of one kind are gathered into one audit row.
+const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Refusals anyone can cause at will (a callback without a login cookie
+/// needs no secret), counted per provider: the first of a window is
+/// audited at once, the next ones only as the count of the next row.
+#[derive(Default)]
+pub struct Coalesced {
+    seen: std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>,
+}
+
+impl Coalesced {
+    /// `Some(n)`: audit one row for `n` refusals (this one and those
+    /// gathered since the last row); `None`: counted for the next row.
+    fn hit(&self, provider: &str) -> Option<u64> {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        match seen.get_mut(provider) {
+            Some((since, gathered)) if since.elapsed() < COALESCE_WINDOW => {
+                *gathered += 1;
+                None
+            }
+            Some((since, gathered)) => {
+                let n = *gathered + 1;
+                *since = now;
+                *gathered = 0;
+                Some(n)
+            }
+            None => {
+                seen.insert(provider.to_owned(), (now, 0));
+                Some(1)
+            }
+        }
+    }
 }
 
 impl Sso {
@@ -224,6 +305,8 @@ impl Sso {
             cache,
             issuer,
             secure_cookies: public_url.scheme() == "https",
+            unsolicited: Arc::default(),
+            used_states: Arc::default(),
         }
     }
 }
@@ -421,6 +504,13 @@ async fn complete(
     identity: Identity,
     redirect_to: Option<&str>,
 ) -> Response {
+    let identity = match claims::storable(identity) {
+        Ok(identity) => identity,
+        Err(e) => {
+            record_failure(state, &provider.name, &e, None).await;
+            return e.into_response();
+        }
+    };
     let input = MappingInput {
         groups: &identity.groups,
         claims: &identity.claims,
@@ -439,7 +529,10 @@ async fn complete(
     };
     let identity_id = match record_login(state, provider, &identity, &role).await {
         Ok(id) => id,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            record_failure(state, &provider.name, &e, Some(&identity.subject)).await;
+            return e.into_response();
+        }
     };
     let Some(keys) = state.sso.cache.keys() else {
         return SsoError::Unavailable("the SSO configuration is not loaded yet".into())
@@ -480,7 +573,8 @@ async fn complete(
         }
         None => Json(json!({
             "access_token": token, "token_type": "Bearer", "expires_at": exp,
-            "role": role, "sub": identity.subject, "email": identity.email,
+            "role": role, "sub": session::session_subject(&provider.name, &identity.subject),
+            "idp_sub": identity.subject, "email": identity.email,
         }))
         .into_response(),
     };
@@ -502,6 +596,7 @@ async fn record_login(
         .client()
         .await
         .map_err(|e| SsoError::Database(e.to_string()))?;
+    check_session_role(&client, &provider.name, role).await?;
     let row = client
         .query_one(
             "SELECT integration.sso_record_login($1, $2, $3, $4, $5, $6, $7::text::name)",
@@ -525,6 +620,66 @@ async fn record_login(
     Ok(row.get(0))
 }
 
+/// What makes a role unfit for a session, through any membership
+/// (`pg_has_role(…, 'MEMBER')` covers the role itself and every role it
+/// can SET ROLE to): a superuser, BYPASSRLS, REPLICATION or CREATEROLE
+/// role, a predefined role that reads or writes everything or signals
+/// backends, our own privileged roles, or the right to read the signing
+/// keys. The role itself is named first, then the role that makes it unfit.
+const DANGEROUS_MEMBERSHIP: &str = "
+    SELECT why FROM (
+        SELECT CASE WHEN x.rolname = $1::text::name THEN 'the role itself is privileged'
+                    ELSE 'it is a member of ' || x.rolname END AS why,
+               CASE WHEN x.rolname = $1::text::name THEN 0 ELSE 1 END AS rank
+        FROM pg_catalog.pg_roles x
+        WHERE pg_catalog.pg_has_role($1::text::name, x.oid, 'MEMBER')
+          AND (x.rolsuper OR x.rolbypassrls OR x.rolreplication OR x.rolcreaterole
+               OR x.rolname IN ('pg_read_all_data', 'pg_write_all_data', 'pg_signal_backend',
+                                'pg_read_server_files', 'pg_write_server_files',
+                                'pg_execute_server_program', 'pg_checkpoint',
+                                'integration_admin', 'integration_sidecar'))
+        UNION ALL
+        SELECT 'it can read integration.signing_keys', 2
+        WHERE pg_catalog.has_table_privilege($1::text::name, 'integration.signing_keys', 'SELECT')
+    ) found
+    ORDER BY rank, why
+    LIMIT 1";
+
+/// Checks at every login that `role` is still a plain role: a role made
+/// superuser, or granted a dangerous role, after its mapping was saved gets
+/// no session (403, audited).
+async fn check_session_role(
+    client: &tokio_postgres::Client,
+    provider: &str,
+    role: &str,
+) -> Result<(), SsoError> {
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1::text::name",
+            &[&role],
+        )
+        .await
+        .map_err(|e| SsoError::Database(crate::db::describe(&e)))?;
+    if exists.is_none() {
+        return Err(SsoError::NoRole(format!(
+            "role {role} of SSO provider {provider} does not exist"
+        )));
+    }
+    let found = client
+        .query_opt(DANGEROUS_MEMBERSHIP, &[&role])
+        .await
+        .map_err(|e| SsoError::Database(crate::db::describe(&e)))?;
+    match found {
+        None => Ok(()),
+        Some(row) => {
+            let why: String = row.get(0);
+            Err(SsoError::NoRole(format!(
+                "role {role} of SSO provider {provider} may not be given to a session: {why}"
+            )))
+        }
+    }
+}
+
 /// Audits a refused login; the audit is best effort (the answer does not wait on it failing).
 async fn record_failure(
     state: &AppState,
@@ -534,10 +689,31 @@ async fn record_failure(
 ) {
     tracing::info!(provider, error = %error, "SSO login refused");
     state.metrics.count_sso_login(provider, error.kind());
+    audit_failure(state, provider, &error.audit_reason(), username).await;
+}
+
+/// Audits a refused callback that came without a login cookie: one row per
+/// provider and [`COALESCE_WINDOW`], saying how many came.
+async fn record_unsolicited(state: &AppState, provider: &str, error: &SsoError) {
+    tracing::info!(provider, error = %error, "SSO callback without a login in progress");
+    state.metrics.count_sso_login(provider, error.kind());
+    if let Some(n) = state.sso.unsolicited.hit(provider) {
+        let reason = format!(
+            "{} ({n} such callbacks since the last row; at most one row per {} s)",
+            error.audit_reason(),
+            COALESCE_WINDOW.as_secs()
+        );
+        audit_failure(state, provider, &reason, None).await;
+    }
+}
+
+async fn audit_failure(state: &AppState, provider: &str, reason: &str, username: Option<&str>) {
     let Ok(client) = state.db.client().await else {
         return;
     };
-    let reason = error.to_string();
+    // Text holds no NUL in PostgreSQL: a typed username could carry one.
+    let reason = reason.replace('\0', "");
+    let username = username.map(|u| u.replace('\0', ""));
     if let Err(e) = client
         .execute(
             "SELECT integration.sso_record_failure($1, $2, $3)",
@@ -649,7 +825,11 @@ async fn end_session(state: &AppState, claims: &Value) -> Result<(), SsoError> {
     let jti = claims["jti"].as_str().unwrap_or_default();
     let exp = claims["exp"].as_f64().unwrap_or_default();
     let idp = claims["idp"].as_str().unwrap_or_default();
-    let sub = claims["sub"].as_str().unwrap_or_default();
+    // The provider's own subject (sessions minted before `idp_sub` existed: `sub`).
+    let sub = claims["idp_sub"]
+        .as_str()
+        .or_else(|| claims["sub"].as_str())
+        .unwrap_or_default();
     client
         .execute(
             "SELECT integration.sso_end_session($1, to_timestamp($2), $3, $4)",
@@ -675,5 +855,21 @@ async fn jwks(State(state): State<AppState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "the signing keys are not loaded yet",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_to_the_browser_carry_no_url() {
+        assert_eq!(
+            without_urls("OIDC discovery of http://10.0.0.7:8080/realms/x failed: `https://idp.internal/jwks` (no)"),
+            "OIDC discovery of <url> failed: `<url>` (no)"
+        );
+        assert_eq!(without_urls("no url here"), "no url here");
+        let e = SsoError::Upstream("userinfo ldap://a.b/c: refused".into());
+        assert_eq!(e.public_message(), "userinfo <url>: refused");
     }
 }

@@ -1,8 +1,9 @@
 //! Generic OAuth2 logins (GitHub-style providers without ID tokens): the
 //! authorization-code flow with PKCE (S256, unless `pkce: false` for servers
 //! that reject it), then the identity from `userinfo_url` read with the
-//! access token and picked by claim paths. Also the parts OIDC shares: the
-//! outbound HTTP client and reading an identity out of a JSON document.
+//! access token and picked by claim paths. Also the parts OIDC shares:
+//! reading userinfo (through the bounded client of idp_http.rs) and an
+//! identity out of a JSON document.
 //!
 //! Config keys: `authorize_url`, `token_url`, `userinfo_url`, `client_id`,
 //! secret `client_secret` (absent: a public client), `scopes` (array),
@@ -11,6 +12,7 @@
 //! provider with a private CA). A claim path is a member
 //! name or a JSON pointer (`/data/login`).
 
+use super::idp_http::IdpHttp;
 use super::{Identity, LoginStart, Protocol, SsoError};
 use futures_util::future::BoxFuture;
 use oauth2::basic::BasicClient;
@@ -20,36 +22,10 @@ use oauth2::{
 };
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::time::Duration;
 
-/// Longest a call to the identity provider may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest userinfo document read.
-const MAX_USERINFO_BYTES: usize = 256 * 1024;
-
-/// The HTTP client for identity providers: no redirects (a token endpoint
-/// that redirects could leak the code or the secret elsewhere), bounded
-/// time, and the provider's own CA (`ca_cert`, PEM) trusted besides the
-/// public roots when the config names one.
-pub fn http_client(config: &Value) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(HTTP_TIMEOUT)
-        // Some APIs (GitHub's) refuse requests without one.
-        .user_agent(concat!("integration-sidecar/", env!("CARGO_PKG_VERSION")));
-    if let Some(pem) = text(config, "ca_cert")? {
-        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-            .map_err(|e| format!("ca_cert is not PEM: {e}"))?;
-        if certs.is_empty() {
-            return Err("ca_cert holds no certificate".into());
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+/// The HTTP client for identity providers (see idp_http.rs).
+pub fn http_client(config: &Value) -> Result<IdpHttp, String> {
+    IdpHttp::from_config(config)
 }
 
 pub fn text(config: &Value, key: &str) -> Result<Option<String>, String> {
@@ -141,40 +117,35 @@ fn claim_text(claims: &Value, path: &str) -> Option<String> {
     claim(claims, path).and_then(scalar_text)
 }
 
-/// GETs a userinfo document with the access token; a JSON object or an error.
-pub async fn userinfo(
-    http: &reqwest::Client,
-    url: &str,
-    access_token: &str,
-) -> Result<Value, SsoError> {
-    let upstream = |e: reqwest::Error| SsoError::Upstream(format!("userinfo {url}: {e}"));
-    let mut response = http
+/// GETs a userinfo document with the access token; a JSON object or an
+/// error. The errors name no URL: they may be shown to the browser.
+pub async fn userinfo(http: &IdpHttp, url: &str, access_token: &str) -> Result<Value, SsoError> {
+    let response = http
+        .client()
         .get(url)
         .bearer_auth(access_token)
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(upstream)?;
+        .map_err(|e| {
+            SsoError::Upstream(format!(
+                "userinfo: {}",
+                crate::db::describe(&e.without_url())
+            ))
+        })?;
     if !response.status().is_success() {
         return Err(SsoError::Upstream(format!(
-            "userinfo {url} answered {}",
+            "userinfo answered {}",
             response.status()
         )));
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(upstream)? {
-        if body.len() + chunk.len() > MAX_USERINFO_BYTES {
-            return Err(SsoError::Upstream(format!(
-                "userinfo {url} is larger than {MAX_USERINFO_BYTES} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = http
+        .read(response)
+        .await
+        .map_err(|e| SsoError::Upstream(format!("userinfo: {e}")))?;
     match serde_json::from_slice(&body) {
         Ok(Value::Object(map)) => Ok(Value::Object(map)),
-        _ => Err(SsoError::Upstream(format!(
-            "userinfo {url} is not a JSON object"
-        ))),
+        _ => Err(SsoError::Upstream("userinfo is not a JSON object".into())),
     }
 }
 
@@ -214,7 +185,7 @@ pub struct OAuth2 {
     scopes: Vec<String>,
     pkce: bool,
     paths: ClaimPaths,
-    http: reqwest::Client,
+    http: IdpHttp,
 }
 
 impl OAuth2 {

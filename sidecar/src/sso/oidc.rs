@@ -2,24 +2,30 @@
 //! issuer (cached five minutes, fetched again at once when an ID token is
 //! signed by a key the cached JWKS lacks, since providers rotate keys), the
 //! authorization-code flow with PKCE (S256), `state` and `nonce`; the ID token
-//! is checked for signature, algorithm (allowlist, never `none` nor HMAC),
-//! issuer, audience, expiry and nonce. Userinfo is read when the provider has
-//! it (its `sub` must match), and RP-initiated logout is offered when the
-//! provider advertises an `end_session_endpoint`.
+//! is checked for signature (RSA keys of at least 2048 bits), algorithm
+//! (allowlist, never `none` nor HMAC), issuer, audience and `azp`, expiry,
+//! `nbf`, an `iat` window and nonce, as core's JWT verifier does. Userinfo is
+//! read when the provider has it (its `sub` must match); the email address
+//! is kept only when `email_verified` is true; RP-initiated logout is offered
+//! when the provider advertises an `end_session_endpoint`.
 //!
 //! Config keys: `issuer`, `client_id`, secret `client_secret` (absent: a
 //! public client), `scopes` (openid email profile), `userinfo` (true),
 //! `id_token_algs` (RS256 PS256 ES256 EdDSA), `post_logout_redirect_uri`,
-//! `ca_cert`, and the claim paths of oauth2.rs (`email_claim`, `name_claim`,
-//! `groups_claim`).
+//! `ca_cert`, `allow_http` (false: the issuer and every endpoint must be
+//! https), `endpoint_hosts` (hosts besides the issuer's that discovery may
+//! name for the token, JWKS and userinfo endpoints), and the claim paths of
+//! oauth2.rs (`email_claim`, `name_claim`, `groups_claim`).
 
+use super::idp_http::{IdpHttp, IdpHttpError};
 use super::oauth2::{code, http_client, required, scopes, text, token_error, userinfo, ClaimPaths};
 use super::{Identity, LoginStart, Protocol, SsoError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures_util::future::BoxFuture;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJwsSigningAlgorithm,
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKey,
+    CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
 };
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
@@ -34,6 +40,10 @@ use tokio::sync::Mutex;
 
 /// How long discovery (and so the provider's JWKS) is trusted before it is fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, as core's JWT verifier does.
+const CLOCK_LEEWAY_SECS: i64 = 30;
+/// Oldest `iat` accepted: a login lasts at most as long as its state (browser.rs).
+const MAX_ID_TOKEN_AGE_SECS: i64 = 600;
 
 type Metadata = ProviderMetadataWithLogout;
 
@@ -47,7 +57,8 @@ pub struct Oidc {
     algs: Vec<CoreJwsSigningAlgorithm>,
     post_logout: Option<PostLogoutRedirectUrl>,
     paths: ClaimPaths,
-    http: reqwest::Client,
+    http: IdpHttp,
+    endpoints: EndpointPolicy,
     discovered: Mutex<Option<(Instant, Arc<Metadata>)>>,
 }
 
@@ -70,9 +81,113 @@ fn signing_alg(name: &str) -> Result<CoreJwsSigningAlgorithm, String> {
     })
 }
 
+/// Where the endpoints named in discovery may be: https (unless
+/// `allow_http`) on the issuer's host or one of `endpoint_hosts`, since the
+/// sidecar sends the code, the client secret and access tokens there.
+struct EndpointPolicy {
+    allow_http: bool,
+    hosts: Vec<String>,
+}
+
+impl EndpointPolicy {
+    fn from_config(config: &Value, issuer: &str) -> Result<EndpointPolicy, String> {
+        let allow_http = match config.get("allow_http") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("allow_http must be true or false".into()),
+        };
+        let issuer_url = url::Url::parse(issuer).map_err(|e| format!("issuer: {e}"))?;
+        let mut hosts: Vec<String> = issuer_url
+            .host_str()
+            .map(str::to_ascii_lowercase)
+            .into_iter()
+            .collect();
+        match config.get("endpoint_hosts") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let host = item
+                        .as_str()
+                        .ok_or("endpoint_hosts must be an array of host names")?;
+                    hosts.push(host.to_ascii_lowercase());
+                }
+            }
+            Some(_) => return Err("endpoint_hosts must be an array of host names".into()),
+        }
+        let policy = EndpointPolicy { allow_http, hosts };
+        policy.check("the issuer", issuer)?;
+        Ok(policy)
+    }
+
+    /// Whether `url` (named `what`) may be called; the refusal names no URL.
+    fn check(&self, what: &str, url: &str) -> Result<(), String> {
+        let parsed = url::Url::parse(url).map_err(|_| format!("{what} is not a URL"))?;
+        match parsed.scheme() {
+            "https" => {}
+            "http" if self.allow_http => {}
+            "http" => {
+                return Err(format!(
+                    "{what} must be https (set allow_http only for a test provider)"
+                ))
+            }
+            _ => return Err(format!("{what} must be https")),
+        }
+        let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+        if self.hosts.contains(&host) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} is not on the issuer's host (list other hosts in endpoint_hosts)"
+            ))
+        }
+    }
+
+    /// Checks the endpoints the sidecar calls itself with secrets or tokens.
+    fn check_metadata(&self, metadata: &Metadata) -> Result<(), String> {
+        if let Some(token) = metadata.token_endpoint() {
+            self.check("the token endpoint", token.as_str())?;
+        }
+        if let Some(userinfo) = metadata.userinfo_endpoint() {
+            self.check("the userinfo endpoint", userinfo.as_str())?;
+        }
+        self.check("the JWKS", metadata.jwks_uri().as_str())
+    }
+}
+
+/// The HTTP client of discovery: refuses a URL the policy does not allow
+/// before calling it (the JWKS is fetched during discovery).
+struct Guarded<'a> {
+    http: &'a IdpHttp,
+    endpoints: &'a EndpointPolicy,
+}
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for Guarded<'_> {
+    type Error = IdpHttpError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, IdpHttpError>>
+                + Send
+                + Sync
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        let allowed = self
+            .endpoints
+            .check("the JWKS", &request.uri().to_string())
+            .map_err(IdpHttpError::Refused);
+        Box::pin(async move {
+            allowed?;
+            self.http.send(request).await
+        })
+    }
+}
+
 impl Oidc {
     pub fn from_config(config: &Value, secrets: &Value, redirect: &str) -> Result<Oidc, String> {
         let issuer = required(config, "issuer")?;
+        let endpoints = EndpointPolicy::from_config(config, &issuer)?;
         let algs = match config.get("id_token_algs") {
             None | Some(Value::Null) => vec!["RS256", "PS256", "ES256", "EdDSA"]
                 .into_iter()
@@ -101,6 +216,7 @@ impl Oidc {
                 .map_err(|e| format!("post_logout_redirect_uri: {e}"))?,
             paths: ClaimPaths::from_config(config)?,
             http: http_client(config)?,
+            endpoints,
             discovered: Mutex::new(None),
         })
     }
@@ -113,7 +229,13 @@ impl Oidc {
                 return Ok(metadata.clone());
             }
         }
-        let metadata = Metadata::discover_async(self.issuer.clone(), &self.http)
+        // Every URL discovery fetches (the document, then the JWKS) is
+        // checked before it is called.
+        let guarded = Guarded {
+            http: &self.http,
+            endpoints: &self.endpoints,
+        };
+        let metadata = Metadata::discover_async(self.issuer.clone(), &guarded)
             .await
             .map_err(|e| {
                 SsoError::Upstream(format!(
@@ -122,7 +244,11 @@ impl Oidc {
                     crate::db::describe(&e)
                 ))
             })?;
-        let metadata = Arc::new(metadata);
+        self.endpoints.check_metadata(&metadata).map_err(|e| {
+            SsoError::Upstream(format!("OIDC discovery of {}: {e}", self.issuer.as_str()))
+        })?;
+        let jwks = strong_keys(metadata.jwks(), self.issuer.as_str());
+        let metadata = Arc::new(metadata.set_jwks(jwks));
         *cached = Some((Instant::now(), metadata.clone()));
         Ok(metadata)
     }
@@ -167,7 +293,14 @@ impl Oidc {
         let nonce = Nonce::new(nonce.to_owned());
         let check = |metadata: &Metadata| {
             let client = self.client(metadata);
-            check_id_token(id_token, client.id_token_verifier(), &self.algs, &nonce)
+            check_id_token(
+                id_token,
+                client.id_token_verifier(),
+                &self.algs,
+                &nonce,
+                self.client_id.as_str(),
+                super::session::unix_now(),
+            )
         };
         let subject = match check(&metadata) {
             // A key the cached JWKS lacks: the provider may have rotated.
@@ -210,25 +343,127 @@ impl Oidc {
                 all.remove(k);
             }
         }
+        let verified = email_verified(&claims);
         let mut identity = self.paths.identity(claims)?;
         identity.subject = subject;
+        // An address the provider has not verified may be anyone's: it
+        // stays in the claims, never in the session nor identities.email.
+        if !verified {
+            identity.email = None;
+        }
         Ok(identity)
     }
 }
 
+/// The provider's keys without the RSA keys under
+/// [`integration_core::jwt::MIN_RSA_BITS`]: a token they sign finds no key.
+fn strong_keys(jwks: &CoreJsonWebKeySet, issuer: &str) -> CoreJsonWebKeySet {
+    let keys = jwks
+        .keys()
+        .iter()
+        .filter(|key| {
+            let Some(bits) = rsa_bits(key) else {
+                return true;
+            };
+            let strong = bits >= integration_core::jwt::MIN_RSA_BITS as usize;
+            if !strong {
+                tracing::warn!(
+                    issuer,
+                    bits,
+                    "OIDC: ignoring an RSA key of the provider's JWKS shorter than 2048 bits"
+                );
+            }
+            strong
+        })
+        .cloned()
+        .collect();
+    CoreJsonWebKeySet::new(keys)
+}
+
+/// The modulus length of an RSA key, in bits; `None` for other key types.
+fn rsa_bits(key: &CoreJsonWebKey) -> Option<usize> {
+    let jwk = serde_json::to_value(key).ok()?;
+    if jwk["kty"] != "RSA" {
+        return None;
+    }
+    let n = URL_SAFE_NO_PAD
+        .decode(jwk["n"].as_str().unwrap_or_default().trim_end_matches('='))
+        .unwrap_or_default();
+    let n = match n.iter().position(|b| *b != 0) {
+        Some(first) => &n[first..],
+        None => return Some(0),
+    };
+    Some(n.len() * 8 - n[0].leading_zeros() as usize)
+}
+
 /// Verifies an ID token: signed by a key of the provider's JWKS with an
-/// algorithm of `algs`, for our client, from the issuer, unexpired, with our
-/// nonce. Returns its subject.
+/// algorithm of `algs`, for our client (and, when it names an authorized
+/// party or several audiences, `azp` is our client), from the issuer, valid
+/// at `now` (`exp`, `nbf`, issued within the last ten minutes and not in
+/// the future), with our nonce. Returns its subject.
 fn check_id_token(
     id_token: &CoreIdToken,
     verifier: CoreIdTokenVerifier<'_>,
     algs: &[CoreJwsSigningAlgorithm],
     nonce: &Nonce,
+    client_id: &str,
+    now: i64,
 ) -> Result<String, ClaimsVerificationError> {
-    let verifier = verifier.set_allowed_algs(algs.iter().cloned());
-    id_token
-        .claims(&verifier, nonce)
-        .map(|claims| claims.subject().to_string())
+    let verifier = verifier
+        .set_allowed_algs(algs.iter().cloned())
+        .set_issue_time_verifier_fn(move |iat| {
+            let iat = iat.timestamp();
+            if iat > now + CLOCK_LEEWAY_SECS {
+                Err(format!("the ID token was issued in the future (iat {iat}, now {now})"))
+            } else if iat < now - MAX_ID_TOKEN_AGE_SECS - CLOCK_LEEWAY_SECS {
+                Err(format!(
+                    "the ID token was issued more than {MAX_ID_TOKEN_AGE_SECS} s ago (iat {iat}, now {now})"
+                ))
+            } else {
+                Ok(())
+            }
+        });
+    let claims = id_token.claims(&verifier, nonce)?;
+    let subject = claims.subject().to_string();
+    // What the library leaves unchecked, from the verified payload.
+    let payload = payload(&id_token.to_string())
+        .map_err(|e| ClaimsVerificationError::Other(e.to_string()))?;
+    match payload.get("azp") {
+        Some(Value::String(azp)) if *azp == client_id => {}
+        Some(other) => {
+            return Err(ClaimsVerificationError::InvalidAudience(format!(
+                "the authorized party (azp) {other} is not this client"
+            )))
+        }
+        None if claims.audiences().len() > 1 => {
+            return Err(ClaimsVerificationError::InvalidAudience(
+                "an ID token for several audiences must name this client as its authorized party (azp)".into(),
+            ))
+        }
+        None => {}
+    }
+    match payload.get("nbf") {
+        None => {}
+        Some(nbf) => match nbf.as_f64() {
+            Some(nbf) if nbf <= (now + CLOCK_LEEWAY_SECS) as f64 => {}
+            Some(nbf) => {
+                return Err(ClaimsVerificationError::Expired(format!(
+                    "the ID token is not valid before {nbf} (now {now})"
+                )))
+            }
+            None => {
+                return Err(ClaimsVerificationError::Other(
+                    "the ID token's nbf is not a number".into(),
+                ))
+            }
+        },
+    }
+    Ok(subject)
+}
+
+/// Whether the provider says the email address was verified (`email_verified: true`).
+fn email_verified(claims: &Value) -> bool {
+    claims.get("email_verified") == Some(&Value::Bool(true))
 }
 
 /// The claims of a token whose signature was verified already.
@@ -303,7 +538,6 @@ impl Protocol for Oidc {
 mod tests {
     use super::*;
     use integration_core::jwt;
-    use openidconnect::core::CoreJsonWebKeySet;
     use std::str::FromStr;
 
     const ISSUER: &str = "https://idp.example.org";
@@ -346,6 +580,8 @@ mod tests {
             verifier,
             &algs,
             &Nonce::new("n-0123456789".into()),
+            CLIENT,
+            session_now(),
         )
         .map_err(|e| e.to_string())
     }
@@ -404,8 +640,92 @@ mod tests {
     }
 
     #[test]
+    fn azp_nbf_and_the_iat_window_are_checked_as_core_does() {
+        let refused = |overrides: Value, why: &str| {
+            let err = verify(&rs256(&claims(overrides.clone()))).expect_err("refused");
+            assert!(err.contains(why), "{overrides}: {why}: {err}");
+        };
+        let now = session_now();
+        refused(json!({"azp": "another-client"}), "authorized party");
+        // The library refuses audiences besides ours already; azp is checked too.
+        refused(json!({"aud": [CLIENT, "another-client"]}), "audience");
+        refused(
+            json!({"aud": [CLIENT, "another-client"], "azp": "another-client"}),
+            "audience",
+        );
+        refused(json!({"azp": 7}), "");
+        refused(json!({"nbf": now + 600}), "not valid before");
+        refused(json!({"iat": now + 600}), "in the future");
+        refused(json!({"iat": now - 3600}), "ago");
+        for accepted in [
+            json!({"azp": CLIENT}),
+            json!({"aud": [CLIENT], "azp": CLIENT}),
+            json!({"nbf": now - 5, "iat": now - 60}),
+            json!({"nbf": now + 10}),
+        ] {
+            assert_eq!(
+                verify(&rs256(&claims(accepted.clone()))),
+                Ok("ada".into()),
+                "{accepted}"
+            );
+        }
+    }
+
+    #[test]
+    fn rsa_keys_under_2048_bits_are_dropped_from_the_providers_jwks() {
+        let mut jwks: Value = serde_json::from_str(JWKS).expect("JWKS");
+        // The modulus of a 1024-bit key (tests/oidc/rsa1024_private.pem).
+        let small = json!({"kty": "RSA", "kid": "rsa-small", "alg": "RS256", "e": "AQAB",
+            "n": URL_SAFE_NO_PAD.encode([0xe0u8; 128])});
+        jwks["keys"].as_array_mut().expect("keys").push(small);
+        let jwks: CoreJsonWebKeySet = serde_json::from_value(jwks).expect("JWKS");
+        let before: Vec<Option<usize>> = jwks.keys().iter().map(rsa_bits).collect();
+        assert!(
+            before.contains(&Some(2048)) && before.contains(&Some(1024)),
+            "{before:?}"
+        );
+        let kept = strong_keys(&jwks, ISSUER);
+        assert_eq!(kept.keys().len(), jwks.keys().len() - 1);
+        assert!(kept
+            .keys()
+            .iter()
+            .all(|k| rsa_bits(k).is_none_or(|b| b >= 2048)));
+    }
+
+    #[test]
+    fn endpoints_must_be_https_on_the_issuers_host_unless_configured() {
+        let policy = |config: Value| EndpointPolicy::from_config(&config, ISSUER);
+        let strict = policy(json!({})).expect("policy");
+        assert!(strict
+            .check("t", "https://IDP.example.org:8443/token")
+            .is_ok());
+        for refused in [
+            "http://idp.example.org/token",
+            "https://evil.example/token",
+            "https://idp.example.org.evil.example/token",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            let err = strict
+                .check("the token endpoint", refused)
+                .expect_err(refused);
+            assert!(!err.contains("://"), "{err}");
+        }
+        let listed = policy(json!({"endpoint_hosts": ["keys.example.net"], "allow_http": true}))
+            .expect("policy");
+        assert!(listed.check("t", "http://keys.example.net/jwks").is_ok());
+        assert!(listed.check("t", "https://evil.example/jwks").is_err());
+        let err = EndpointPolicy::from_config(&json!({}), "http://idp.internal:8080")
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("allow_http"), "{err}");
+        assert!(policy(json!({"allow_http": "yes"})).is_err());
+        assert!(policy(json!({"endpoint_hosts": "a"})).is_err());
+    }
+
+    #[test]
     fn only_asymmetric_id_token_algorithms_are_accepted() {
-        let config = |algs: Value| json!({"issuer": "http://127.0.0.1:1", "client_id": "c", "id_token_algs": algs});
+        let config = |algs: Value| json!({"issuer": "http://127.0.0.1:1", "allow_http": true, "client_id": "c", "id_token_algs": algs});
         let redirect = "http://127.0.0.1:2/auth/x/callback";
         assert!(
             Oidc::from_config(&config(json!(["RS256", "EdDSA"])), &json!({}), redirect).is_ok()

@@ -47,6 +47,13 @@ pub struct SessionClaims<'a> {
     pub lifetime_secs: i64,
 }
 
+/// The session's `sub`: `provider:subject`. Provider names hold no `:`, so
+/// the same subject at two providers never gives the same `sub`; the raw
+/// subject is the `idp_sub` claim and the provider the `idp` claim.
+pub fn session_subject(provider: &str, subject: &str) -> String {
+    format!("{provider}:{subject}")
+}
+
 /// Signs a session token with the active key; returns it and its expiry.
 pub fn mint(keys: &Keys, issuer: &str, who: &SessionClaims<'_>) -> Result<(String, i64), SsoError> {
     let active = keys
@@ -56,7 +63,8 @@ pub fn mint(keys: &Keys, issuer: &str, who: &SessionClaims<'_>) -> Result<(Strin
     let now = unix_now();
     let exp = now + who.lifetime_secs;
     let claims = json!({
-        "iss": issuer, "aud": AUDIENCE, "sub": who.subject, "role": who.role,
+        "iss": issuer, "aud": AUDIENCE, "sub": session_subject(who.provider, who.subject),
+        "idp_sub": who.subject, "role": who.role,
         "email": who.email, "name": who.name, "idp": who.provider,
         "identity": who.identity_id, "iat": now, "exp": exp, "jti": random_token(16),
     });
