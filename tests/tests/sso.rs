@@ -231,6 +231,16 @@ fn admin_functions_check_the_invoker_and_hide_secrets() {
         code, "42501",
         "superuser roles are not given to sessions: {message}"
     );
+    // Nor a role that only belongs to one that reads or writes everything.
+    admin
+        .batch_execute("CREATE ROLE reader NOLOGIN; GRANT pg_read_all_data TO reader;")
+        .expect("reader");
+    let (code, message) = sql_error(alice.execute(
+        "SELECT integration.alter_sso_provider('corp', default_role => 'reader')",
+        &[],
+    ));
+    assert_eq!(code, "42501", "{message}");
+    assert!(message.contains("pg_read_all_data"), "{message}");
     let (code, _) = sql_error(alice.execute(
         "SELECT integration.alter_sso_provider('corp', allowed_redirects => ARRAY['https://user@evil.example/'])",
         &[],

@@ -626,24 +626,9 @@ async fn record_login(
 /// role, a predefined role that reads or writes everything or signals
 /// backends, our own privileged roles, or the right to read the signing
 /// keys. The role itself is named first, then the role that makes it unfit.
-const DANGEROUS_MEMBERSHIP: &str = "
-    SELECT why FROM (
-        SELECT CASE WHEN x.rolname = $1::text::name THEN 'the role itself is privileged'
-                    ELSE 'it is a member of ' || x.rolname END AS why,
-               CASE WHEN x.rolname = $1::text::name THEN 0 ELSE 1 END AS rank
-        FROM pg_catalog.pg_roles x
-        WHERE pg_catalog.pg_has_role($1::text::name, x.oid, 'MEMBER')
-          AND (x.rolsuper OR x.rolbypassrls OR x.rolreplication OR x.rolcreaterole
-               OR x.rolname IN ('pg_read_all_data', 'pg_write_all_data', 'pg_signal_backend',
-                                'pg_read_server_files', 'pg_write_server_files',
-                                'pg_execute_server_program', 'pg_checkpoint',
-                                'integration_admin', 'integration_sidecar'))
-        UNION ALL
-        SELECT 'it can read integration.signing_keys', 2
-        WHERE pg_catalog.has_table_privilege($1::text::name, 'integration.signing_keys', 'SELECT')
-    ) found
-    ORDER BY rank, why
-    LIMIT 1";
+/// The rule of `integration.session_role_unfit` (sql/sso.sql), the one
+/// saving a provider checks too: why the role may not be given, or NULL.
+const DANGEROUS_MEMBERSHIP: &str = "SELECT integration.session_role_unfit($1::text::name)";
 
 /// Checks at every login that `role` is still a plain role: a role made
 /// superuser, or granted a dangerous role, after its mapping was saved gets
@@ -669,14 +654,11 @@ async fn check_session_role(
         .query_opt(DANGEROUS_MEMBERSHIP, &[&role])
         .await
         .map_err(|e| SsoError::Database(crate::db::describe(&e)))?;
-    match found {
+    match found.and_then(|row| row.get::<_, Option<String>>(0)) {
         None => Ok(()),
-        Some(row) => {
-            let why: String = row.get(0);
-            Err(SsoError::NoRole(format!(
-                "role {role} of SSO provider {provider} may not be given to a session: {why}"
-            )))
-        }
+        Some(why) => Err(SsoError::NoRole(format!(
+            "role {role} of SSO provider {provider} may not be given to a session: {why}"
+        ))),
     }
 }
 
