@@ -184,7 +184,13 @@ impl Dropped {
                     self.slots[i].0 = database;
                     i
                 }
-                None => self.slots.iter().position(|(d, _)| *d == 0).unwrap_or(0),
+                // Every slot holds another database's count: count this
+                // one as unattributed (database 0) in the last slot.
+                None => {
+                    let last = self.slots.len() - 1;
+                    self.slots[last].0 = 0;
+                    last
+                }
             },
         };
         self.slots[slot].1 += 1;
