@@ -596,7 +596,7 @@ BEGIN
                 -- One bad event (a trigger's error, a value the table
                 -- refuses) fails alone: the others are stored one by one.
                 FOR k IN 1 .. cardinality((g.batch).ords) LOOP
-                    CONTINUE WHEN cardinality((g.batch).ords) = 1;
+                    EXIT WHEN cardinality((g.batch).ords) = 1;
                     BEGIN
                         SELECT * INTO r FROM integration._store_webhook_events(
                             ROW(ARRAY[(g.batch).ords[k]], ARRAY[(g.batch).names[k]],
