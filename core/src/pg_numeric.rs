@@ -20,9 +20,20 @@ pub fn binary_to_text(raw: &[u8]) -> Result<String, &'static str> {
         0x0000 | 0x4000 => {}
         _ => return Err("invalid numeric sign"),
     }
+    // As PostgreSQL's numeric_recv: a scale it can hold, base-10000
+    // digits, nothing after them.
+    if dscale > 0x3FFF {
+        return Err("invalid numeric scale");
+    }
+    if raw.len() != 8 + 2 * ndigits {
+        return Err("numeric length does not match its digit count");
+    }
     let digits = (0..ndigits)
         .map(|i| word(8 + 2 * i))
         .collect::<Result<Vec<u16>, _>>()?;
+    if digits.iter().any(|&d| d > 9999) {
+        return Err("invalid numeric digit (above 9999)");
+    }
     let group = |g: i32| -> u16 {
         if g < 0 {
             0
@@ -105,5 +116,23 @@ mod tests {
         );
         assert!(binary_to_text(&[0, 1]).is_err());
         assert!(binary_to_text(&encode(&[1], 0, 0x1234, 0)).is_err());
+    }
+
+    /// A hostile server's digits outside base 10000 would print as five
+    /// digits and shift every following one: refused, as numeric_recv does.
+    #[test]
+    fn refuses_what_numeric_recv_refuses() {
+        assert_eq!(
+            binary_to_text(&encode(&[1, 10000], 1, 0, 0)),
+            Err("invalid numeric digit (above 9999)")
+        );
+        assert!(binary_to_text(&encode(&[9999, 9999], 1, 0, 0)).is_ok());
+        let mut trailing = encode(&[1], 0, 0, 0);
+        trailing.extend_from_slice(&[0, 7]);
+        assert!(binary_to_text(&trailing).is_err());
+        assert_eq!(
+            binary_to_text(&encode(&[1], 0, 0, 0x4000)),
+            Err("invalid numeric scale")
+        );
     }
 }
