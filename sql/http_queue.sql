@@ -29,6 +29,9 @@ CREATE TABLE integration.http_requests (
     policy          jsonb NOT NULL
 );
 CREATE INDEX http_requests_due ON integration.http_requests (next_attempt_at, id);
+-- Each role's requests in due order: the worker takes every role's turn
+-- from it, and http_enqueue() counts a role's queued requests with it.
+CREATE INDEX http_requests_role ON integration.http_requests (created_by, next_attempt_at, id);
 CREATE INDEX http_requests_claimed ON integration.http_requests (claimed_by)
     WHERE claimed_by IS NOT NULL;
 COMMENT ON TABLE integration.http_requests IS

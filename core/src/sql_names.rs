@@ -175,9 +175,28 @@ pub fn unqualified_names(sql: &str) -> Vec<String> {
     let tokens = tokens(sql);
     let at = |i: usize| tokens.get(i);
     let is = |i: usize, c: char| at(i) == Some(&Token::Punct(c));
-    // CTE names: `name AS (`.
+    // CTE names: `name AS (` and `name(columns) AS (`.
+    let closing = |open: usize| -> Option<usize> {
+        let mut depth = 0usize;
+        for (j, token) in tokens.iter().enumerate().skip(open) {
+            match token {
+                Token::Punct('(') => depth += 1,
+                Token::Punct(')') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(j);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    };
+    let defines = |after: usize| word(at(after)) == Some("as") && is(after + 1, '(');
     let ctes: Vec<&str> = (0..tokens.len())
-        .filter(|&i| word(at(i + 1)) == Some("as") && is(i + 2, '('))
+        .filter(|&i| {
+            defines(i + 1) || (is(i + 1, '(') && closing(i + 1).is_some_and(|j| defines(j + 1)))
+        })
         .filter_map(|i| word(at(i)))
         .collect();
     let mut found = Vec::new();
@@ -202,6 +221,7 @@ pub fn unqualified_names(sql: &str) -> Vec<String> {
                     && !after_cast
                     && !alias
                     && !SYNTAX.contains(&name.as_str())
+                    && !ctes.contains(&name.as_str())
                 {
                     found.push(format!("{name}()"));
                 }
@@ -316,6 +336,14 @@ mod tests {
         assert_eq!(
             unqualified_names("SELECT extract(epoch FROM min(t) - now()) FROM integration.q"),
             ["min()", "now()"]
+        );
+        // A recursive CTE with a column list is the statement's own name.
+        assert_eq!(
+            unqualified_names(
+                "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 3)
+                 SELECT x FROM r JOIN q ON true"
+            ),
+            ["q"]
         );
     }
 

@@ -792,3 +792,103 @@ fn an_allowance_removed_after_queueing_stops_the_retries() {
         server.hits("/seq/revoked/503")
     );
 }
+
+/// One role cannot take the queue from the others: its queued requests and
+/// body bytes are bounded at enqueue, it has at most
+/// `http_queue_role_concurrency` requests in flight, and roles take turns,
+/// so another role's request is answered within its own timeout while a
+/// flood of slow requests waits (issue 27, item 2).
+#[test]
+fn a_flooding_role_cannot_hold_the_queue_or_delay_another() {
+    let cluster = PgCluster::start();
+    let server = TestServer::start();
+    let mut db = database(&cluster, "app");
+    db.batch_execute(
+        "ALTER DATABASE app SET integration.http_queue_concurrency = 4;
+         ALTER DATABASE app SET integration.http_queue_role_concurrency = 2;
+         CREATE ROLE flood LOGIN IN ROLE integration_user;
+         CREATE ROLE victim LOGIN IN ROLE integration_user;
+         CREATE ROLE bulky LOGIN IN ROLE integration_user;
+         ALTER ROLE flood SET integration.http_queue_role_max_requests = 40;
+         ALTER ROLE bulky SET integration.http_queue_role_max_bytes = '64kB';",
+    )
+    .unwrap();
+    let mut flood = cluster.connect_as("app", "flood");
+    // Slow requests, queued before the victim's: each holds a place 30 s.
+    flood
+        .execute(
+            "SELECT integration.http_enqueue('GET', $1 || '/slow/30000?n=' || n)
+             FROM generate_series(1, 40) n",
+            &[&server.url("")],
+        )
+        .unwrap();
+    let (code, message) = db_error(flood.query_one(
+        "SELECT integration.http_enqueue('GET', $1)",
+        &[&server.url("/slow/1")],
+    ));
+    assert_eq!(code, SqlState::CONFIGURATION_LIMIT_EXCEEDED);
+    assert!(message.contains("has 40 HTTP requests queued"), "{message}");
+    // The refusal is audited (by the worker, after the error).
+    wait_for_count(
+        &cluster,
+        &mut db,
+        "SELECT count(*) FROM integration.audit_log
+         WHERE action = 'http.enqueue' AND actor = 'flood' AND NOT ok
+           AND detail->>'reason' LIKE '%has 40 HTTP requests queued%'",
+        1,
+        Duration::from_secs(30),
+    );
+    // The flood's first requests are in flight before the victim queues.
+    let start = Instant::now();
+    while server.max_in_flight() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{}",
+            cluster.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut victim = cluster.connect_as("app", "victim");
+    let id: i64 = victim
+        .query_one(
+            "SELECT integration.http_enqueue('GET', $1, timeout => '5 s')",
+            &[&server.url("/slow/10")],
+        )
+        .unwrap()
+        .get(0);
+    let status: Option<i32> = victim
+        .query_one(
+            "SELECT status FROM integration.http_result($1, '5 s')",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        status,
+        Some(200),
+        "the victim's request waited past its timeout\n{}",
+        cluster.log_tail()
+    );
+    let max = server.max_in_flight();
+    assert!(
+        max <= 3,
+        "{max} in flight: the flood had more than its 2 places"
+    );
+    // Bytes: 40 kB fits under 64 kB, another 40 kB does not until the
+    // first has gone (here: cancelled).
+    let mut bulky = cluster.connect_as("app", "bulky");
+    let enqueue = "SELECT integration.http_enqueue('POST', $1, body => pg_catalog.convert_to(repeat('x', 40000), 'UTF8'))";
+    bulky
+        .query_one(enqueue, &[&server.url("/slow/30000")])
+        .unwrap();
+    let (code, message) = db_error(bulky.query_one(enqueue, &[&server.url("/slow/1")]));
+    assert_eq!(code, SqlState::CONFIGURATION_LIMIT_EXCEEDED);
+    assert!(message.contains("body bytes queued"), "{message}");
+    bulky
+        .execute("DELETE FROM integration.http_requests", &[])
+        .unwrap();
+    bulky.query_one(enqueue, &[&server.url("/slow/1")]).unwrap();
+    flood
+        .execute("DELETE FROM integration.http_requests", &[])
+        .unwrap();
+}

@@ -45,6 +45,9 @@ static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(64);
 static HOST_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
 static RESPONSE_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(6 * 3600);
+static ROLE_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
+static ROLE_MAX_REQUESTS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static ROLE_MAX_KB: GucSetting<i32> = GucSetting::<i32>::new(100 * 1024);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -76,6 +79,36 @@ pub fn init() {
         10_000,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"integration.http_queue_role_concurrency",
+        c"Queued HTTP requests of one role in flight at most.",
+        c"Roles take turns for the worker's places, so one role's slow or many requests cannot hold all of them.",
+        &ROLE_CONCURRENCY,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"integration.http_queue_role_max_requests",
+        c"HTTP requests one role may have queued at once.",
+        c"http_enqueue() refuses more (SQLSTATE 53400); set it per role with ALTER ROLE ... SET.",
+        &ROLE_MAX_REQUESTS,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"integration.http_queue_role_max_bytes",
+        c"Request body bytes one role may have queued at once.",
+        c"http_enqueue() refuses more (SQLSTATE 53400); set it per role with ALTER ROLE ... SET.",
+        &ROLE_MAX_KB,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
     );
     GucRegistry::define_int_guc(
         c"integration.http_response_ttl",
@@ -164,6 +197,93 @@ fn check_callback(callback: &Regprocedure) {
     }
 }
 
+thread_local! {
+    /// What the caller has queued, counted at its first `http_enqueue()`
+    /// of the transaction and kept up to date by the following ones.
+    static QUEUED: std::cell::RefCell<Option<Queued>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A role's queued requests and their body bytes.
+struct Queued {
+    role: String,
+    requests: i64,
+    bytes: i64,
+}
+
+/// Counts `role`'s queued requests, at most `limit` of them.
+fn count_queued(role: &str, limit: i64) -> Queued {
+    let (requests, bytes) = as_owner(|| {
+        Spi::connect(|client| {
+            let row = client
+                .select(
+                    "SELECT pg_catalog.count(*),
+                            coalesce(pg_catalog.sum(pg_catalog.octet_length(s.body)), 0)::bigint
+                     FROM (SELECT q.body FROM integration.http_requests q
+                           WHERE q.created_by = $1 LIMIT $2) s",
+                    None,
+                    &[role.into(), limit.into()],
+                )?
+                .first();
+            Ok::<_, pgrx::spi::Error>((row.get::<i64>(1)?, row.get::<i64>(2)?))
+        })
+        .unwrap_or_else(|e| error!("count the queued HTTP requests of {role}: {e}"))
+    });
+    Queued {
+        role: role.to_string(),
+        requests: requests.unwrap_or(0),
+        bytes: bytes.unwrap_or(0),
+    }
+}
+
+/// Refuses a request that would take `role` past its queue limits, else
+/// counts it as queued. Requests queued concurrently by the role's other
+/// sessions are seen by their next transaction.
+fn take_room(role: &str, host: &str, body: usize) {
+    let max_requests = i64::from(ROLE_MAX_REQUESTS.get());
+    let max_bytes = i64::from(ROLE_MAX_KB.get()).saturating_mul(1024);
+    let body = i64::try_from(body).unwrap_or(i64::MAX);
+    let fresh = QUEUED.with_borrow(|q| q.as_ref().is_none_or(|q| q.role != role));
+    if fresh {
+        let counted = count_queued(role, max_requests.saturating_add(1));
+        if QUEUED.replace(Some(counted)).is_none() {
+            register_xact_callback(PgXactCallbackEvent::Commit, || drop(QUEUED.take()));
+            register_xact_callback(PgXactCallbackEvent::Abort, || drop(QUEUED.take()));
+        }
+    }
+    let refusal = QUEUED.with_borrow_mut(|q| {
+        let q = q.as_mut()?;
+        if q.requests >= max_requests {
+            return Some((
+                format!("role {role} has {} HTTP requests queued, the most integration.http_queue_role_max_requests allows", q.requests),
+                "integration.http_queue_role_max_requests",
+                max_requests.saturating_mul(10).to_string(),
+            ));
+        }
+        if q.bytes.saturating_add(body) > max_bytes {
+            return Some((
+                format!("role {role} has {} body bytes queued; {body} more would pass integration.http_queue_role_max_bytes ({max_bytes})", q.bytes),
+                "integration.http_queue_role_max_bytes",
+                format!("'{}MB'", (max_bytes >> 20).max(1).saturating_mul(10)),
+            ));
+        }
+        q.requests += 1;
+        q.bytes = q.bytes.saturating_add(body);
+        None
+    });
+    if let Some((message, setting, example)) = refusal {
+        audit::refuse("http.enqueue", host, &message);
+        raise(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            message,
+            Some(&format!(
+                "Wait for the worker to deliver them, or cancel some (DELETE FROM integration.http_requests WHERE ...); \
+                 an administrator may raise the limit for the role: ALTER ROLE \"{}\" SET {setting} = {example}",
+                role.replace('"', "\"\"")
+            )),
+        )
+    }
+}
+
 fn interval_micros(interval: &Interval) -> i64 {
     i64::try_from(interval.as_micros()).unwrap_or(i64::MAX)
 }
@@ -244,6 +364,7 @@ fn http_enqueue(
     }
     let caller = current_user_name();
     let host = url.host_str().unwrap_or_default().to_string();
+    take_room(&caller, &host, body.as_ref().map_or(0, Vec::len));
     let args = [
         DatumWithOid::from(method.as_str()),
         url.as_str().into(),
@@ -555,10 +676,12 @@ struct Batch {
     jobs: Vec<Job>,
     total: usize,
     per_host: usize,
+    per_role: usize,
 }
 
 /// Runs on the worker's runtime thread: keeps up to `total` requests in
-/// flight (at most `per_host` to one host) from a backlog of claimed jobs,
+/// flight (at most `per_host` to one host and `per_role` of one role) from
+/// a backlog of claimed jobs,
 /// starting the next as soon as one ends, while the worker's main thread
 /// writes to Postgres.
 async fn dispatch(
@@ -568,13 +691,18 @@ async fn dispatch(
     let mut backlog: VecDeque<Job> = VecDeque::new();
     let mut running: JoinSet<Finished> = JoinSet::new();
     let mut hosts: HashMap<String, usize> = HashMap::new();
-    let (mut total, mut per_host) = (1, 1);
+    let mut roles: HashMap<String, usize> = HashMap::new();
+    let (mut total, mut per_host, mut per_role) = (1, 1, 1);
     loop {
         let mut i = 0;
         while running.len() < total && i < backlog.len() {
-            if hosts.get(&backlog[i].finished.host).copied().unwrap_or(0) < per_host {
+            let job = &backlog[i].finished;
+            if hosts.get(&job.host).copied().unwrap_or(0) < per_host
+                && roles.get(&job.actor).copied().unwrap_or(0) < per_role
+            {
                 if let Some(job) = backlog.remove(i) {
                     *hosts.entry(job.finished.host.clone()).or_default() += 1;
+                    *roles.entry(job.finished.actor.clone()).or_default() += 1;
                     running.spawn(job.run());
                 }
             } else {
@@ -586,6 +714,7 @@ async fn dispatch(
                 Some(batch) => {
                     total = batch.total;
                     per_host = batch.per_host;
+                    per_role = batch.per_role;
                     backlog.extend(batch.jobs);
                 }
                 None => return,
@@ -593,6 +722,7 @@ async fn dispatch(
             Some(ended) = running.join_next(), if !running.is_empty() => {
                 let Ok(finished) = ended else { continue };
                 release(&mut hosts, &finished.host);
+                release(&mut roles, &finished.actor);
                 if done.send(finished).is_err() {
                     return;
                 }
@@ -601,12 +731,12 @@ async fn dispatch(
     }
 }
 
-/// Counts one request to `host` as finished.
-fn release(hosts: &mut HashMap<String, usize>, host: &str) {
-    if let Some(count) = hosts.get_mut(host) {
+/// Counts one request to a host (or of a role) as finished.
+fn release(counts: &mut HashMap<String, usize>, key: &str) {
+    if let Some(count) = counts.get_mut(key) {
         *count -= 1;
         if *count == 0 {
-            hosts.remove(host);
+            counts.remove(key);
         }
     }
 }
@@ -629,6 +759,7 @@ pub struct Deliverer {
     /// Claimed and not yet finished: in the backlog or in flight.
     outstanding: usize,
     per_host: HashMap<String, usize>,
+    per_role: HashMap<String, usize>,
     last_reclaim: Option<Instant>,
     last_cleanup: Option<Instant>,
 }
@@ -669,6 +800,7 @@ impl Deliverer {
             done_rx,
             outstanding: 0,
             per_host: HashMap::new(),
+            per_role: HashMap::new(),
             last_reclaim: None,
             last_cleanup: None,
         })
@@ -690,21 +822,31 @@ impl Deliverer {
         for done in &finished {
             self.outstanding -= 1;
             release(&mut self.per_host, &done.host);
+            release(&mut self.per_role, &done.actor);
         }
         let total = usize::try_from(CONCURRENCY.get()).unwrap_or(1);
         let host_cap = usize::try_from(HOST_CONCURRENCY.get()).unwrap_or(1);
+        let role_cap = usize::try_from(ROLE_CONCURRENCY.get()).unwrap_or(1);
         // A backlog as large again as the caps keeps the dispatcher busy
         // while this thread is in Postgres.
         let free = (2 * total).saturating_sub(self.outstanding);
         let host_room = i32::try_from(2 * host_cap).unwrap_or(i32::MAX);
+        let role_room = i32::try_from(2 * role_cap).unwrap_or(i32::MAX);
         let now = Instant::now();
         let reclaim = self.last_reclaim.is_none_or(|t| now - t >= RECLAIM_EVERY);
         let cleanup = self.last_cleanup.is_none_or(|t| now - t >= cleanup_every());
-        let busy: Vec<(String, i32)> = self
-            .per_host
-            .iter()
-            .map(|(h, n)| (h.clone(), host_room - i32::try_from(*n).unwrap_or(i32::MAX)))
-            .collect();
+        let places = |counts: &HashMap<String, usize>, room: i32| -> Vec<(String, i32)> {
+            counts
+                .iter()
+                .map(|(k, n)| (k.clone(), room - i32::try_from(*n).unwrap_or(i32::MAX)))
+                .collect()
+        };
+        let busy = Room {
+            host_room,
+            hosts: places(&self.per_host, host_room),
+            role_room,
+            roles: places(&self.per_role, role_room),
+        };
         // SAFETY: reading the clock.
         let at = unsafe { pg_sys::GetCurrentTimestamp() };
         let calls: Vec<HttpCall> = finished.iter().map(|f| audit_entry(f, at)).collect();
@@ -725,7 +867,7 @@ impl Deliverer {
                 }
                 let callbacks = store(&verdicts, &calls);
                 let claimed = if free > 0 {
-                    claim(free, host_room, &busy)
+                    claim(free, &busy)
                 } else {
                     Vec::new()
                 };
@@ -770,7 +912,7 @@ impl Deliverer {
             run_callback(callback);
         }
         let worked = !verdicts.is_empty() || !claimed.is_empty();
-        self.send(claimed, total, host_cap);
+        self.send(claimed, total, host_cap, role_cap);
         Activity {
             worked,
             in_flight: self.outstanding,
@@ -818,11 +960,12 @@ impl Deliverer {
 
     /// Hands claimed requests to the dispatcher; those that cannot be sent
     /// at all (policy, bad URL) finish at once.
-    fn send(&mut self, claimed: Vec<Claimed>, total: usize, per_host: usize) {
+    fn send(&mut self, claimed: Vec<Claimed>, total: usize, per_host: usize, per_role: usize) {
         let mut jobs = Vec::new();
         for claimed in claimed {
             self.outstanding += 1;
             *self.per_host.entry(claimed.host.clone()).or_default() += 1;
+            *self.per_role.entry(claimed.created_by.clone()).or_default() += 1;
             let prepared = self.prepare(&claimed);
             let finished = Finished {
                 id: claimed.id,
@@ -855,6 +998,7 @@ impl Deliverer {
             jobs,
             total,
             per_host,
+            per_role,
         });
     }
 
@@ -1011,22 +1155,44 @@ thread_local! {
 
 /// Planned for each claim, not saved: a generic plan cannot know the LIMIT
 /// and scans the whole queue where the custom plan reads the index.
-const CLAIM_SQL: &str = "WITH candidates AS (
-        SELECT id, host, next_attempt_at FROM integration.http_requests
-        WHERE next_attempt_at <= pg_catalog.now() AND host <> ALL ($5::text[])
-        ORDER BY next_attempt_at, id
-        LIMIT $1 * 4
+/// Roles take turns: each role's due requests come from its own index
+/// range (found by skipping from role to role), ranked within the role,
+/// and the first of every role go before the second of any. A role or host
+/// without places left is passed over.
+const CLAIM_SQL: &str = "WITH RECURSIVE roles(role) AS (
+        (SELECT q.created_by FROM integration.http_requests q ORDER BY q.created_by LIMIT 1)
+        UNION ALL
+        SELECT (SELECT q.created_by FROM integration.http_requests q
+                WHERE q.created_by > roles.role ORDER BY q.created_by LIMIT 1)
+        FROM roles WHERE roles.role IS NOT NULL
+    ), room AS (
+        SELECT roles.role, coalesce(b.places, $6) AS places
+        FROM roles
+        LEFT JOIN ROWS FROM (pg_catalog.unnest($7::name[]),
+                             pg_catalog.unnest($8::int[])) AS b(role, places) ON b.role = roles.role
+        WHERE roles.role IS NOT NULL
+    ), candidates AS (
+        SELECT c.id, c.host, c.created_by, c.next_attempt_at
+        FROM room, LATERAL (
+            SELECT q.id, q.host, q.created_by, q.next_attempt_at FROM integration.http_requests q
+            WHERE q.created_by = room.role AND q.next_attempt_at <= pg_catalog.now()
+              AND q.host <> ALL ($5::text[])
+            ORDER BY q.next_attempt_at, q.id
+            LIMIT LEAST(room.places, $1 * 4)
+        ) c
+        WHERE room.places > 0
     ), chosen AS (
         SELECT id FROM (
             SELECT c.id, c.next_attempt_at,
                    pg_catalog.row_number() OVER (PARTITION BY c.host ORDER BY c.next_attempt_at, c.id) AS n,
+                   pg_catalog.row_number() OVER (PARTITION BY c.created_by ORDER BY c.next_attempt_at, c.id) AS turn,
                    coalesce(b.places, $2) AS places
             FROM candidates c
             LEFT JOIN ROWS FROM (pg_catalog.unnest($3::text[]),
                                  pg_catalog.unnest($4::int[])) AS b(host, places) ON b.host = c.host
         ) ranked
         WHERE n <= places
-        ORDER BY next_attempt_at, id
+        ORDER BY turn, next_attempt_at, id
         LIMIT $1
     ), locked AS (
         -- Only the chosen rows are locked; one that another
@@ -1046,15 +1212,28 @@ const CLAIM_SQL: &str = "WITH candidates AS (
               (extract(epoch FROM r.backoff) * 1000000)::bigint AS backoff_us,
               r.created_by::text AS created_by";
 
-/// Takes up to `free` due requests, at most `host_room` per host counting
-/// those outstanding (`busy`: host and its free places).
-fn claim(free: usize, host_room: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
-    let hosts: Vec<&str> = busy.iter().map(|(h, _)| h.as_str()).collect();
-    let places: Vec<i32> = busy.iter().map(|(_, n)| *n).collect();
-    let full: Vec<&str> = busy
+/// The places the worker has left: how many claimed requests a host (or a
+/// role) may have outstanding, and those it has used some of.
+struct Room {
+    host_room: i32,
+    hosts: Vec<(String, i32)>,
+    role_room: i32,
+    roles: Vec<(String, i32)>,
+}
+
+/// Takes up to `free` due requests, at most the room's places per host and
+/// per role, counting those outstanding.
+fn claim(free: usize, room: &Room) -> Vec<Claimed> {
+    let names = |places: &[(String, i32)]| -> Vec<String> {
+        places.iter().map(|(k, _)| k.clone()).collect()
+    };
+    let counts =
+        |places: &[(String, i32)]| -> Vec<i32> { places.iter().map(|(_, n)| *n).collect() };
+    let full: Vec<String> = room
+        .hosts
         .iter()
         .filter(|(_, n)| *n <= 0)
-        .map(|(h, _)| h.as_str())
+        .map(|(h, _)| h.clone())
         .collect();
     let free = i64::try_from(free).unwrap_or(i64::MAX);
     Spi::connect_mut(|client| {
@@ -1063,10 +1242,13 @@ fn claim(free: usize, host_room: i32, busy: &[(String, i32)]) -> Vec<Claimed> {
             None,
             &[
                 free.into(),
-                host_room.into(),
-                hosts.into(),
-                places.into(),
+                room.host_room.into(),
+                names(&room.hosts).into(),
+                counts(&room.hosts).into(),
                 full.into(),
+                room.role_room.into(),
+                names(&room.roles).into(),
+                counts(&room.roles).into(),
             ],
         )?;
         let micros =
