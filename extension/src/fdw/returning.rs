@@ -22,6 +22,50 @@ struct Request {
 
 thread_local! {
     static REQUEST: RefCell<Option<Request>> = const { RefCell::new(None) };
+    /// The columns of the row being written that hold `time '24:00:00'`.
+    static END_OF_DAY: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Microseconds in a day: `time '24:00:00'`.
+const END_OF_DAY_MICROS: i64 = 86_400_000_000;
+
+/// The value to send for column `name` of the row being written:
+/// supabase-wrappers reads `time '24:00:00'` as midnight of the same day
+/// (pgrx's modular conversion), so the value is taken again from the row.
+pub fn exact_time(name: &str, cell: &Option<Cell>) -> Option<Cell> {
+    match cell {
+        Some(Cell::Time(t))
+            if i64::from(*t) == 0 && END_OF_DAY.with_borrow(|c| c.iter().any(|n| n == name)) =>
+        {
+            pgrx::datum::Time::try_from(END_OF_DAY_MICROS)
+                .ok()
+                .map(Cell::Time)
+        }
+        _ => None,
+    }
+}
+
+/// Notes the `time` columns of the row in `slot` that hold 24:00:00.
+unsafe fn note_end_of_day(rinfo: *mut pg_sys::ResultRelInfo, slot: *mut pg_sys::TupleTableSlot) {
+    let mut found = Vec::new();
+    unsafe {
+        if !slot.is_null() && u32::from((*slot).tts_flags) & pg_sys::TTS_FLAG_EMPTY == 0 {
+            let desc = (*(*rinfo).ri_RelationDesc).rd_att;
+            let natts = (*desc).natts;
+            pg_sys::slot_getsomeattrs_int(slot, natts);
+            let attrs = (*desc).attrs.as_slice(natts as usize);
+            for (i, a) in attrs.iter().enumerate() {
+                if a.atttypid == pg_sys::TIMEOID
+                    && !a.attisdropped
+                    && !*(*slot).tts_isnull.add(i)
+                    && (*(*slot).tts_values.add(i)).value() as i64 == END_OF_DAY_MICROS
+                {
+                    found.push(pgrx::name_data_to_str(&a.attname).to_string());
+                }
+            }
+        }
+    }
+    END_OF_DAY.set(found);
 }
 
 /// The columns to send back when the running insert, update or delete has
@@ -82,6 +126,7 @@ pub unsafe fn exec(
     unsafe {
         // Left over if an error cut the last call short.
         REQUEST.with(|r| r.borrow_mut().take());
+        note_end_of_day(rinfo, slot);
         if (*rinfo).ri_projectReturning.is_null() {
             return inner(estate, rinfo, slot, plan_slot);
         }

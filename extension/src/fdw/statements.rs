@@ -4,7 +4,9 @@
 //! primary key (a composite key travels as a JSON array in `__rowid`).
 
 use crate::fdw::planner::PlanFacts;
+use crate::fdw::returning;
 use crate::fdw::scan::{ParamCondition, PlanColumn, ScanPlan};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use supabase_wrappers::prelude::{Aggregate, Cell, Column, Limit, Qual, Row, Sort};
 
@@ -279,6 +281,21 @@ fn value<D: RemoteSql>(cell: &Option<Cell>) -> Result<String, D::Error> {
     }
 }
 
+/// The cells of a row to write, as the local row holds them (see
+/// [`returning::exact_time`]).
+fn exact_cells<'a>(
+    row: impl Iterator<Item = (&'a String, &'a Option<Cell>)>,
+) -> Vec<(&'a String, Cow<'a, Option<Cell>>)> {
+    row.map(|(name, cell)| {
+        let cell = match returning::exact_time(name, cell) {
+            Some(exact) => Cow::Owned(Some(exact)),
+            None => Cow::Borrowed(cell),
+        };
+        (name, cell)
+    })
+    .collect()
+}
+
 /// `UPDATE … SET … WHERE key`, or None when nothing changes. With a
 /// composite key, `__rowid` is not a remote column.
 pub fn update<D: RemoteSql>(
@@ -287,10 +304,10 @@ pub fn update<D: RemoteSql>(
     new_row: &Row,
     condition: &str,
 ) -> Result<Option<String>, D::Error> {
-    let sets = new_row
-        .iter()
+    let sets = exact_cells(new_row.iter())
+        .into_iter()
         .filter(|(name, _)| !(composite && name.as_str() == COMPOSITE_ROWID))
-        .map(|(name, cell)| Ok(format!("{} = {}", D::ident(name)?, value::<D>(cell)?)))
+        .map(|(name, cell)| Ok(format!("{} = {}", D::ident(name)?, value::<D>(&cell)?)))
         .collect::<Result<Vec<_>, D::Error>>()?;
     Ok((!sets.is_empty())
         .then(|| format!("UPDATE {table} SET {} WHERE {condition}", sets.join(", "))))
@@ -322,14 +339,15 @@ impl InsertBatch {
     /// previous batch when this row names other columns).
     pub fn push<D: RemoteSql>(&mut self, row: &Row) -> Result<Vec<String>, D::Error> {
         let mut names = Vec::new();
-        let mut cells = Vec::new();
-        for (name, cell) in row.iter() {
+        let mut exact = Vec::new();
+        for (name, cell) in exact_cells(row.iter()) {
             if self.composite && name == COMPOSITE_ROWID {
                 continue;
             }
             names.push(name.as_str());
-            cells.push(cell);
+            exact.push(cell);
         }
+        let cells: Vec<&Option<Cell>> = exact.iter().map(|c| c.as_ref()).collect();
         let quoted = names
             .iter()
             .map(|n| D::ident(n))

@@ -73,6 +73,22 @@ impl<'a> FromSql<'a> for RawInterval {
     }
 }
 
+/// The interval PostgreSQL stores as these fields, whatever their signs:
+/// `'1 mon -1 day'` is valid, though `Interval::new` refuses it.
+fn interval(time: i64, day: i32, month: i32) -> Interval {
+    let raw = pg_sys::Interval { time, day, month };
+    // SAFETY: a by-reference datum pointing at an interval, which
+    // `from_polymorphic_datum` copies before `raw` goes away.
+    unsafe {
+        Interval::from_polymorphic_datum(
+            pg_sys::Datum::from(std::ptr::addr_of!(raw).cast_mut()),
+            false,
+            pg_sys::INTERVALOID,
+        )
+    }
+    .expect("a non-null datum")
+}
+
 struct RawUuid([u8; 16]);
 
 impl<'a> FromSql<'a> for RawUuid {
@@ -128,12 +144,8 @@ pub fn cell(row: &Row, i: usize, column: &str, local: pg_sys::Oid) -> Result<Opt
             )),
             None => None,
         },
-        pg_sys::INTERVALOID => match get::<RawInterval>(row, i, column)? {
-            Some(RawInterval(us, days, months)) => Some(Cell::Interval(
-                Interval::new(months, days, us).map_err(|e| bad(column, e))?,
-            )),
-            None => None,
-        },
+        pg_sys::INTERVALOID => get::<RawInterval>(row, i, column)?
+            .map(|RawInterval(us, days, months)| Cell::Interval(interval(us, days, months))),
         pg_sys::JSONBOID | pg_sys::JSONOID => {
             get::<serde_json::Value>(row, i, column)?.map(|v| Cell::Json(JsonB(v)))
         }
