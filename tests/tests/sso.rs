@@ -1014,6 +1014,7 @@ fn oidc_setup() -> (PgCluster, postgres::Client, OidcProvider, u16) {
              SELECT integration.create_sso_provider('generic', 'oauth2',
                  jsonb_build_object('authorize_url', '{issuer}/auth', 'token_url', '{issuer}/token',
                      'userinfo_url', '{issuer}/me', 'client_id', 'oauth2', 'client_secret', '{OAUTH2_SECRET}',
+                     'allow_http', true,
                      'scopes', jsonb_build_array('openid', 'email', 'profile', 'groups')),
                  role_mapping => {mapping});"
         ))
@@ -1379,7 +1380,7 @@ fn a_login_post_is_checked_for_its_provider_and_size_before_its_body_is_parsed()
             "SELECT integration.create_sso_provider('generic', 'oauth2',
                  jsonb_build_object('authorize_url', 'http://127.0.0.1:9/auth',
                      'token_url', 'http://127.0.0.1:9/token', 'userinfo_url', 'http://127.0.0.1:9/me',
-                     'client_id', 'c', 'client_secret', 's'),
+                     'client_id', 'c', 'client_secret', 's', 'allow_http', true),
                  default_role => 'app_user');
              SELECT integration.create_sso_provider('dir', 'ldap',
                  jsonb_build_object('url', 'ldap://127.0.0.1:9',
@@ -1729,6 +1730,114 @@ fn endpoints_named_in_discovery_must_be_https_on_the_issuers_host_and_errors_nam
     assert_eq!(ftp.status, 502, "{}", ftp.text);
     assert!(ftp.text.contains("must be https"), "{}", ftp.text);
     no_url(&ftp);
+}
+
+#[test]
+fn oauth2_urls_must_be_https_on_the_authorize_urls_host_and_errors_name_no_url() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    let issuer = idp.issuer();
+    let port = issuer.rsplit(':').next().expect("a port").to_owned();
+    // `localhost` is the rogue provider under another host name.
+    let elsewhere = format!("http://localhost:{port}");
+    let mut provider = |name: &str, changes: Value| {
+        let mut config = json!({
+            "authorize_url": format!("{issuer}/authorize"), "token_url": format!("{issuer}/token"),
+            "userinfo_url": format!("{issuer}/userinfo"), "client_id": "rogue-client",
+            "client_secret": "rogue-secret-0123456789", "allow_http": true,
+        });
+        if let (Some(config), Some(changes)) = (config.as_object_mut(), changes.as_object()) {
+            config.extend(changes.clone());
+        }
+        admin
+            .execute(
+                "SELECT integration.create_sso_provider($1, 'oauth2', $2, default_role => 'app_user')",
+                &[&name, &config],
+            )
+            .unwrap_or_else(|e| panic!("{name}: {:?}", e.as_db_error()));
+    };
+    provider("o-fine", json!({}));
+    provider(
+        "o-token",
+        json!({"token_url": format!("{elsewhere}/token")}),
+    );
+    provider(
+        "o-userinfo",
+        json!({"userinfo_url": format!("{elsewhere}/userinfo")}),
+    );
+    provider(
+        "o-listed",
+        json!({"token_url": format!("{elsewhere}/token"),
+               "userinfo_url": format!("{elsewhere}/userinfo"), "endpoint_hosts": ["localhost"]}),
+    );
+    provider("o-plain-http", json!({"allow_http": null}));
+    provider(
+        "o-no-scheme",
+        json!({"token_url": "idp.internal.example/token"}),
+    );
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=6"));
+    let no_url = |a: &Answer| {
+        for internal in ["localhost", "127.0.0.1", "://", "idp.internal"] {
+            assert!(!a.text.contains(internal), "{internal} in {}", a.text);
+        }
+    };
+
+    let fine = rogue_login(&sidecar, "o-fine");
+    assert_eq!(fine.status, 200, "{}\n{}", fine.text, sidecar.log());
+    assert_eq!(fine.body["idp_sub"], integration_tests::rogue_oidc::SUBJECT);
+
+    // Token or userinfo URL on another host: the provider is not used at all.
+    let authorized = idp.hits("/authorize");
+    for (name, key) in [("o-token", "token_url"), ("o-userinfo", "userinfo_url")] {
+        let a = rogue_login(&sidecar, name);
+        assert_eq!(a.status, 503, "{name}: {}", a.text);
+        assert!(
+            a.text
+                .contains(&format!("{key} is not on authorize_url's host")),
+            "{name}: {}",
+            a.text
+        );
+        no_url(&a);
+    }
+    assert_eq!(idp.hits("localhost/token"), 0, "the secret went elsewhere");
+    assert_eq!(
+        idp.hits("localhost/userinfo"),
+        0,
+        "the token went elsewhere"
+    );
+
+    // Hosts listed in endpoint_hosts are allowed.
+    let listed = rogue_login(&sidecar, "o-listed");
+    assert_eq!(listed.status, 200, "{}\n{}", listed.text, sidecar.log());
+    assert_eq!(idp.hits("localhost/token"), 1);
+    assert_eq!(idp.hits("localhost/userinfo"), 1);
+
+    // Without allow_http nothing over http is contacted.
+    let plain = rogue_login(&sidecar, "o-plain-http");
+    assert_eq!(plain.status, 503, "{}", plain.text);
+    assert!(
+        plain.text.contains("authorize_url must be https"),
+        "{}",
+        plain.text
+    );
+    assert!(plain.text.contains("allow_http"), "{}", plain.text);
+    no_url(&plain);
+
+    // A URL an admin mistyped is not echoed to the browser.
+    let mistyped = rogue_login(&sidecar, "o-no-scheme");
+    assert_eq!(mistyped.status, 503, "{}", mistyped.text);
+    assert!(
+        mistyped.text.contains("token_url is not a URL"),
+        "{}",
+        mistyped.text
+    );
+    no_url(&mistyped);
+    assert_eq!(
+        idp.hits("/authorize"),
+        authorized + 1,
+        "only o-listed sent the browser to the provider"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 mod browser;
 mod claims;
 mod config;
+mod endpoints;
 mod idp_http;
 mod ldap;
 mod oauth2;
