@@ -2038,9 +2038,11 @@ fn claims_the_database_cannot_store_are_cleaned_or_refused_and_audited_without_d
         assert_eq!(refusals(&mut admin, reason).len(), 1, "{reason} is audited");
     }
     assert!(refusals(&mut admin, "database").is_empty());
+}
 
-    // Callbacks without a login cookie: each refused, audited in one row.
-    for _ in 0..20 {
+/// Sends `n` callbacks without a login cookie (anyone can); each is refused.
+fn unsolicited_callbacks(sidecar: &Sidecar, n: u64) {
+    for _ in 0..n {
         let a = answer(
             client()
                 .get(sidecar.url("/auth/rogue/callback?code=c&state=s"))
@@ -2049,9 +2051,56 @@ fn claims_the_database_cannot_store_are_cleaned_or_refused_and_audited_without_d
         );
         assert_eq!(a.status, 400, "{}", a.text);
     }
-    let rows = refusals(&mut admin, "no login in progress");
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0].contains("1 such callbacks"), "{rows:?}");
+}
+
+/// The counts of the coalesced audit rows of callbacks without a login,
+/// oldest first ("… (N such callbacks since the last row; …)").
+fn coalesced_counts(admin: &mut postgres::Client) -> Vec<u64> {
+    refusals(admin, "no login in progress")
+        .iter()
+        .map(|reason| {
+            reason
+                .split_once(" such callbacks")
+                .and_then(|(before, _)| before.rsplit('(').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no count in {reason}"))
+        })
+        .collect()
+}
+
+#[test]
+fn callbacks_without_a_login_are_audited_in_counted_rows_that_add_up_after_silence_and_at_shutdown()
+{
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    let mut sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+
+    // A burst: the first is audited at once, the others only counted.
+    unsolicited_callbacks(&sidecar, 25);
+    assert_eq!(coalesced_counts(&mut admin), vec![1]);
+
+    // Then silence: once the minute is over the count gets its row anyway.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while coalesced_counts(&mut admin).iter().sum::<u64>() < 25 {
+        assert!(
+            Instant::now() < deadline,
+            "the burst's count was not audited within 90 s: {:?}",
+            coalesced_counts(&mut admin)
+        );
+        sleep(Duration::from_millis(500));
+    }
+    assert_eq!(coalesced_counts(&mut admin), vec![1, 24]);
+
+    // Another burst right after that row waits for the next window...
+    unsolicited_callbacks(&sidecar, 10);
+    assert_eq!(coalesced_counts(&mut admin), vec![1, 24]);
+    // ...and is written when the sidecar stops.
+    let (status, _) = sidecar.terminate();
+    assert!(status.success(), "{status}");
+    let counts = coalesced_counts(&mut admin);
+    assert_eq!(counts, vec![1, 24, 10], "35 callbacks, three rows");
 }
 
 #[test]
