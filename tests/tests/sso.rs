@@ -2157,6 +2157,93 @@ fn a_login_state_finishes_one_login_even_when_its_cookie_is_kept() {
     );
 }
 
+/// A login started at `sidecar` by a client that will keep its login
+/// cookie: where the provider is, and the cookie.
+fn kept_login(sidecar: &Sidecar, provider: &str) -> (String, String) {
+    let start = answer(
+        client()
+            .get(sidecar.url(&format!("/auth/{provider}/login")))
+            .send()
+            .expect("login"),
+    );
+    assert_eq!(start.status, 302, "{}", start.text);
+    let cookie = start
+        .cookies
+        .iter()
+        .find_map(|c| {
+            c.split(';')
+                .next()
+                .filter(|c| c.starts_with("pg_integration_login="))
+        })
+        .expect("a login cookie")
+        .to_owned();
+    (start.location.expect("to the provider"), cookie)
+}
+
+/// Finishes a kept login at `sidecar` (whatever replica started it): the
+/// provider hands out a fresh code for the same state, and the callback,
+/// addressed to the public URL, is sent to `sidecar` as a load balancer would.
+fn finish_kept_on(sidecar: &Sidecar, public: &str, authorize: &str, cookie: &str) -> Answer {
+    let back = answer(client().get(authorize).send().expect("authorize"));
+    let callback = back.location.expect("back to the sidecar");
+    let path = callback
+        .strip_prefix(public)
+        .unwrap_or_else(|| panic!("{callback} is not under {public}"));
+    answer(
+        client()
+            .get(sidecar.url(path))
+            .header("cookie", cookie)
+            .send()
+            .expect("callback"),
+    )
+}
+
+#[test]
+fn a_login_state_finished_on_one_replica_is_refused_by_another() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    // Two replicas on one database, behind one public address.
+    let port = integration_tests::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let args = ["--public-url", public.as_str()];
+    let database = cluster.url(DB, "integration_sidecar");
+    let one = Sidecar::start_on(port, &database, &args, None);
+    let two = Sidecar::start(&database, &args, None);
+    for sidecar in [&one, &two] {
+        wait_until(|| sidecar.log().contains("providers=1"));
+    }
+
+    // Either replica finishes a login the other started (the login cookie
+    // is signed with the shared key)... but only once, whichever replica
+    // the kept cookie comes back to.
+    for (started, finished, replayed) in [(&one, &two, &one), (&two, &one, &two)] {
+        let (authorize, cookie) = kept_login(started, "rogue");
+        let first = finish_kept_on(finished, &public, &authorize, &cookie);
+        assert_eq!(first.status, 200, "{}\n{}", first.text, finished.log());
+        assert!(first.body["access_token"].is_string(), "{}", first.text);
+        for sidecar in [replayed, finished] {
+            let again = finish_kept_on(sidecar, &public, &authorize, &cookie);
+            assert_eq!(again.status, 400, "{}", again.text);
+            assert!(again.body.get("access_token").is_none(), "{}", again.text);
+            assert!(again.text.contains("finished already"), "{}", again.text);
+        }
+    }
+    assert_eq!(
+        idp.hits("/token"),
+        2,
+        "a state spent on one replica never reaches the token endpoint from another"
+    );
+    let shared: i64 = admin
+        .query_one("SELECT count(*) FROM integration.used_login_states", &[])
+        .expect("the shared record")
+        .get(0);
+    assert_eq!(
+        shared, 2,
+        "both replicas recorded their state in the database"
+    );
+}
+
 #[test]
 fn a_role_that_became_privileged_after_its_mapping_was_saved_gets_no_session() {
     let (cluster, mut admin) = setup();
