@@ -82,7 +82,10 @@ async fn run(config: config::Config) -> Result<(), StartError> {
     );
     // Logs whether the database is reachable; the sidecar serves either way.
     state.check_database().await.ok();
-    server.serve(app(state)).await?;
+    sso::spawn_coalesced_flush(state.clone());
+    server.serve(app(state.clone())).await?;
+    // Refusals gathered for a later audit row get it before the pool closes.
+    sso::flush_coalesced(&state, true).await;
     db.close();
     Ok(())
 }

@@ -1014,6 +1014,7 @@ fn oidc_setup() -> (PgCluster, postgres::Client, OidcProvider, u16) {
              SELECT integration.create_sso_provider('generic', 'oauth2',
                  jsonb_build_object('authorize_url', '{issuer}/auth', 'token_url', '{issuer}/token',
                      'userinfo_url', '{issuer}/me', 'client_id', 'oauth2', 'client_secret', '{OAUTH2_SECRET}',
+                     'allow_http', true,
                      'scopes', jsonb_build_array('openid', 'email', 'profile', 'groups')),
                  role_mapping => {mapping});"
         ))
@@ -1379,7 +1380,7 @@ fn a_login_post_is_checked_for_its_provider_and_size_before_its_body_is_parsed()
             "SELECT integration.create_sso_provider('generic', 'oauth2',
                  jsonb_build_object('authorize_url', 'http://127.0.0.1:9/auth',
                      'token_url', 'http://127.0.0.1:9/token', 'userinfo_url', 'http://127.0.0.1:9/me',
-                     'client_id', 'c', 'client_secret', 's'),
+                     'client_id', 'c', 'client_secret', 's', 'allow_http', true),
                  default_role => 'app_user');
              SELECT integration.create_sso_provider('dir', 'ldap',
                  jsonb_build_object('url', 'ldap://127.0.0.1:9',
@@ -1732,6 +1733,114 @@ fn endpoints_named_in_discovery_must_be_https_on_the_issuers_host_and_errors_nam
 }
 
 #[test]
+fn oauth2_urls_must_be_https_on_the_authorize_urls_host_and_errors_name_no_url() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    let issuer = idp.issuer();
+    let port = issuer.rsplit(':').next().expect("a port").to_owned();
+    // `localhost` is the rogue provider under another host name.
+    let elsewhere = format!("http://localhost:{port}");
+    let mut provider = |name: &str, changes: Value| {
+        let mut config = json!({
+            "authorize_url": format!("{issuer}/authorize"), "token_url": format!("{issuer}/token"),
+            "userinfo_url": format!("{issuer}/userinfo"), "client_id": "rogue-client",
+            "client_secret": "rogue-secret-0123456789", "allow_http": true,
+        });
+        if let (Some(config), Some(changes)) = (config.as_object_mut(), changes.as_object()) {
+            config.extend(changes.clone());
+        }
+        admin
+            .execute(
+                "SELECT integration.create_sso_provider($1, 'oauth2', $2, default_role => 'app_user')",
+                &[&name, &config],
+            )
+            .unwrap_or_else(|e| panic!("{name}: {:?}", e.as_db_error()));
+    };
+    provider("o-fine", json!({}));
+    provider(
+        "o-token",
+        json!({"token_url": format!("{elsewhere}/token")}),
+    );
+    provider(
+        "o-userinfo",
+        json!({"userinfo_url": format!("{elsewhere}/userinfo")}),
+    );
+    provider(
+        "o-listed",
+        json!({"token_url": format!("{elsewhere}/token"),
+               "userinfo_url": format!("{elsewhere}/userinfo"), "endpoint_hosts": ["localhost"]}),
+    );
+    provider("o-plain-http", json!({"allow_http": null}));
+    provider(
+        "o-no-scheme",
+        json!({"token_url": "idp.internal.example/token"}),
+    );
+    let sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=6"));
+    let no_url = |a: &Answer| {
+        for internal in ["localhost", "127.0.0.1", "://", "idp.internal"] {
+            assert!(!a.text.contains(internal), "{internal} in {}", a.text);
+        }
+    };
+
+    let fine = rogue_login(&sidecar, "o-fine");
+    assert_eq!(fine.status, 200, "{}\n{}", fine.text, sidecar.log());
+    assert_eq!(fine.body["idp_sub"], integration_tests::rogue_oidc::SUBJECT);
+
+    // Token or userinfo URL on another host: the provider is not used at all.
+    let authorized = idp.hits("/authorize");
+    for (name, key) in [("o-token", "token_url"), ("o-userinfo", "userinfo_url")] {
+        let a = rogue_login(&sidecar, name);
+        assert_eq!(a.status, 503, "{name}: {}", a.text);
+        assert!(
+            a.text
+                .contains(&format!("{key} is not on authorize_url's host")),
+            "{name}: {}",
+            a.text
+        );
+        no_url(&a);
+    }
+    assert_eq!(idp.hits("localhost/token"), 0, "the secret went elsewhere");
+    assert_eq!(
+        idp.hits("localhost/userinfo"),
+        0,
+        "the token went elsewhere"
+    );
+
+    // Hosts listed in endpoint_hosts are allowed.
+    let listed = rogue_login(&sidecar, "o-listed");
+    assert_eq!(listed.status, 200, "{}\n{}", listed.text, sidecar.log());
+    assert_eq!(idp.hits("localhost/token"), 1);
+    assert_eq!(idp.hits("localhost/userinfo"), 1);
+
+    // Without allow_http nothing over http is contacted.
+    let plain = rogue_login(&sidecar, "o-plain-http");
+    assert_eq!(plain.status, 503, "{}", plain.text);
+    assert!(
+        plain.text.contains("authorize_url must be https"),
+        "{}",
+        plain.text
+    );
+    assert!(plain.text.contains("allow_http"), "{}", plain.text);
+    no_url(&plain);
+
+    // A URL an admin mistyped is not echoed to the browser.
+    let mistyped = rogue_login(&sidecar, "o-no-scheme");
+    assert_eq!(mistyped.status, 503, "{}", mistyped.text);
+    assert!(
+        mistyped.text.contains("token_url is not a URL"),
+        "{}",
+        mistyped.text
+    );
+    no_url(&mistyped);
+    assert_eq!(
+        idp.hits("/authorize"),
+        authorized + 1,
+        "only o-listed sent the browser to the provider"
+    );
+}
+
+#[test]
 fn an_email_address_reaches_the_session_only_when_the_provider_verified_it() {
     let (cluster, mut admin) = setup();
     let idp = RogueOidc::start();
@@ -1929,9 +2038,11 @@ fn claims_the_database_cannot_store_are_cleaned_or_refused_and_audited_without_d
         assert_eq!(refusals(&mut admin, reason).len(), 1, "{reason} is audited");
     }
     assert!(refusals(&mut admin, "database").is_empty());
+}
 
-    // Callbacks without a login cookie: each refused, audited in one row.
-    for _ in 0..20 {
+/// Sends `n` callbacks without a login cookie (anyone can); each is refused.
+fn unsolicited_callbacks(sidecar: &Sidecar, n: u64) {
+    for _ in 0..n {
         let a = answer(
             client()
                 .get(sidecar.url("/auth/rogue/callback?code=c&state=s"))
@@ -1940,9 +2051,56 @@ fn claims_the_database_cannot_store_are_cleaned_or_refused_and_audited_without_d
         );
         assert_eq!(a.status, 400, "{}", a.text);
     }
-    let rows = refusals(&mut admin, "no login in progress");
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0].contains("1 such callbacks"), "{rows:?}");
+}
+
+/// The counts of the coalesced audit rows of callbacks without a login,
+/// oldest first ("… (N such callbacks since the last row; …)").
+fn coalesced_counts(admin: &mut postgres::Client) -> Vec<u64> {
+    refusals(admin, "no login in progress")
+        .iter()
+        .map(|reason| {
+            reason
+                .split_once(" such callbacks")
+                .and_then(|(before, _)| before.rsplit('(').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no count in {reason}"))
+        })
+        .collect()
+}
+
+#[test]
+fn callbacks_without_a_login_are_audited_in_counted_rows_that_add_up_after_silence_and_at_shutdown()
+{
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    let mut sidecar = start_sidecar(&cluster);
+    wait_until(|| sidecar.log().contains("providers=1"));
+
+    // A burst: the first is audited at once, the others only counted.
+    unsolicited_callbacks(&sidecar, 25);
+    assert_eq!(coalesced_counts(&mut admin), vec![1]);
+
+    // Then silence: once the minute is over the count gets its row anyway.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while coalesced_counts(&mut admin).iter().sum::<u64>() < 25 {
+        assert!(
+            Instant::now() < deadline,
+            "the burst's count was not audited within 90 s: {:?}",
+            coalesced_counts(&mut admin)
+        );
+        sleep(Duration::from_millis(500));
+    }
+    assert_eq!(coalesced_counts(&mut admin), vec![1, 24]);
+
+    // Another burst right after that row waits for the next window...
+    unsolicited_callbacks(&sidecar, 10);
+    assert_eq!(coalesced_counts(&mut admin), vec![1, 24]);
+    // ...and is written when the sidecar stops.
+    let (status, _) = sidecar.terminate();
+    assert!(status.success(), "{status}");
+    let counts = coalesced_counts(&mut admin);
+    assert_eq!(counts, vec![1, 24, 10], "35 callbacks, three rows");
 }
 
 #[test]
@@ -1996,6 +2154,93 @@ fn a_login_state_finishes_one_login_even_when_its_cookie_is_kept() {
         idp.hits("/token"),
         1,
         "a spent state never reaches the token endpoint"
+    );
+}
+
+/// A login started at `sidecar` by a client that will keep its login
+/// cookie: where the provider is, and the cookie.
+fn kept_login(sidecar: &Sidecar, provider: &str) -> (String, String) {
+    let start = answer(
+        client()
+            .get(sidecar.url(&format!("/auth/{provider}/login")))
+            .send()
+            .expect("login"),
+    );
+    assert_eq!(start.status, 302, "{}", start.text);
+    let cookie = start
+        .cookies
+        .iter()
+        .find_map(|c| {
+            c.split(';')
+                .next()
+                .filter(|c| c.starts_with("pg_integration_login="))
+        })
+        .expect("a login cookie")
+        .to_owned();
+    (start.location.expect("to the provider"), cookie)
+}
+
+/// Finishes a kept login at `sidecar` (whatever replica started it): the
+/// provider hands out a fresh code for the same state, and the callback,
+/// addressed to the public URL, is sent to `sidecar` as a load balancer would.
+fn finish_kept_on(sidecar: &Sidecar, public: &str, authorize: &str, cookie: &str) -> Answer {
+    let back = answer(client().get(authorize).send().expect("authorize"));
+    let callback = back.location.expect("back to the sidecar");
+    let path = callback
+        .strip_prefix(public)
+        .unwrap_or_else(|| panic!("{callback} is not under {public}"));
+    answer(
+        client()
+            .get(sidecar.url(path))
+            .header("cookie", cookie)
+            .send()
+            .expect("callback"),
+    )
+}
+
+#[test]
+fn a_login_state_finished_on_one_replica_is_refused_by_another() {
+    let (cluster, mut admin) = setup();
+    let idp = RogueOidc::start();
+    rogue_provider(&mut admin, "rogue", &idp);
+    // Two replicas on one database, behind one public address.
+    let port = integration_tests::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let args = ["--public-url", public.as_str()];
+    let database = cluster.url(DB, "integration_sidecar");
+    let one = Sidecar::start_on(port, &database, &args, None);
+    let two = Sidecar::start(&database, &args, None);
+    for sidecar in [&one, &two] {
+        wait_until(|| sidecar.log().contains("providers=1"));
+    }
+
+    // Either replica finishes a login the other started (the login cookie
+    // is signed with the shared key)... but only once, whichever replica
+    // the kept cookie comes back to.
+    for (started, finished, replayed) in [(&one, &two, &one), (&two, &one, &two)] {
+        let (authorize, cookie) = kept_login(started, "rogue");
+        let first = finish_kept_on(finished, &public, &authorize, &cookie);
+        assert_eq!(first.status, 200, "{}\n{}", first.text, finished.log());
+        assert!(first.body["access_token"].is_string(), "{}", first.text);
+        for sidecar in [replayed, finished] {
+            let again = finish_kept_on(sidecar, &public, &authorize, &cookie);
+            assert_eq!(again.status, 400, "{}", again.text);
+            assert!(again.body.get("access_token").is_none(), "{}", again.text);
+            assert!(again.text.contains("finished already"), "{}", again.text);
+        }
+    }
+    assert_eq!(
+        idp.hits("/token"),
+        2,
+        "a state spent on one replica never reaches the token endpoint from another"
+    );
+    let shared: i64 = admin
+        .query_one("SELECT count(*) FROM integration.used_login_states", &[])
+        .expect("the shared record")
+        .get(0);
+    assert_eq!(
+        shared, 2,
+        "both replicas recorded their state in the database"
     );
 }
 

@@ -1916,7 +1916,7 @@ fn hostile_input_beside_valid_deliveries_stores_each_valid_one_once_and_memory_r
              SELECT integration.create_sso_provider('generic', 'oauth2',
                  jsonb_build_object('authorize_url', 'http://127.0.0.1:9/auth',
                      'token_url', 'http://127.0.0.1:9/token', 'userinfo_url', 'http://127.0.0.1:9/me',
-                     'client_id', 'c', 'client_secret', 's'),
+                     'client_id', 'c', 'client_secret', 's', 'allow_http', true),
                  default_role => 'app_user')",
         )
         .expect("an SSO provider");

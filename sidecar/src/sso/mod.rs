@@ -9,6 +9,7 @@
 mod browser;
 mod claims;
 mod config;
+mod endpoints;
 mod idp_http;
 mod ldap;
 mod oauth2;
@@ -31,6 +32,7 @@ use integration_core::sso::{map_role, redirect_allowed, MappingInput};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use config::Cache;
 use config::{Lookup, Provider};
@@ -258,42 +260,116 @@ pub struct Sso {
 }
 
 /// How long refusals of one kind are gathered into one audit row.
-const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+const COALESCE_WINDOW: Duration = Duration::from_secs(60);
+/// How often gathered refusals whose window ended are written: a burst
+/// followed by silence gets its counted row within a few seconds of the
+/// window's end (and at shutdown), not only when the next refusal comes.
+const COALESCE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 /// Refusals anyone can cause at will (a callback without a login cookie
 /// needs no secret), counted per provider: the first of a window is
-/// audited at once, the next ones only as the count of the next row.
+/// audited at once, the next ones as one row with their count once the
+/// window ended ([`flush_coalesced`]), so the counts of the rows add up to
+/// the refusals.
 #[derive(Default)]
 pub struct Coalesced {
-    seen: std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>,
+    seen: std::sync::Mutex<HashMap<String, Gathered>>,
+}
+
+/// The refusals of one provider since its last row.
+struct Gathered {
+    /// When the last row was written.
+    since: Instant,
+    count: u64,
+    /// The audit reason of the latest one.
+    reason: String,
 }
 
 impl Coalesced {
-    /// `Some(n)`: audit one row for `n` refusals (this one and those
-    /// gathered since the last row); `None`: counted for the next row.
-    fn hit(&self, provider: &str) -> Option<u64> {
+    /// `Some(n)`: audit one row for `n` refusals now (this one and those
+    /// gathered since the last row); `None`: counted for a later row.
+    fn hit(&self, provider: &str, reason: &str, now: Instant) -> Option<u64> {
         let mut seen = self
             .seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = std::time::Instant::now();
         match seen.get_mut(provider) {
-            Some((since, gathered)) if since.elapsed() < COALESCE_WINDOW => {
-                *gathered += 1;
+            Some(g) if now.duration_since(g.since) < COALESCE_WINDOW => {
+                g.count += 1;
+                reason.clone_into(&mut g.reason);
                 None
             }
-            Some((since, gathered)) => {
-                let n = *gathered + 1;
-                *since = now;
-                *gathered = 0;
+            Some(g) => {
+                let n = g.count + 1;
+                g.since = now;
+                g.count = 0;
                 Some(n)
             }
             None => {
-                seen.insert(provider.to_owned(), (now, 0));
+                seen.insert(
+                    provider.to_owned(),
+                    Gathered {
+                        since: now,
+                        count: 0,
+                        reason: String::new(),
+                    },
+                );
                 Some(1)
             }
         }
     }
+
+    /// Takes the counts due for a row: those whose window ended by `now`,
+    /// or all of them when `everything` (at shutdown). Providers with
+    /// nothing gathered and an ended window are forgotten, so their next
+    /// refusal is audited at once.
+    fn take(&self, now: Instant, everything: bool) -> Vec<(String, u64, String)> {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut due = Vec::new();
+        seen.retain(|provider, g| {
+            let ended = now.duration_since(g.since) >= COALESCE_WINDOW;
+            if g.count > 0 && (ended || everything) {
+                due.push((provider.clone(), g.count, std::mem::take(&mut g.reason)));
+                g.since = now;
+                g.count = 0;
+                return true;
+            }
+            !ended
+        });
+        due
+    }
+}
+
+/// The audit reason of a row standing for `n` refusals.
+fn coalesced_reason(reason: &str, n: u64) -> String {
+    format!(
+        "{reason} ({n} such callbacks since the last row; at most one row per {} s)",
+        COALESCE_WINDOW.as_secs()
+    )
+}
+
+/// Writes the rows of gathered refusals whose window ended (all of them
+/// when `everything`).
+pub async fn flush_coalesced(state: &AppState, everything: bool) {
+    for (provider, n, reason) in state.sso.unsolicited.take(Instant::now(), everything) {
+        audit_failure(state, &provider, &coalesced_reason(&reason, n), None).await;
+    }
+}
+
+/// Writes due rows of gathered refusals every [`COALESCE_FLUSH_EVERY`]
+/// until the sidecar stops (which writes the rest: [`flush_coalesced`]).
+pub fn spawn_coalesced_flush(state: AppState) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(COALESCE_FLUSH_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            flush_coalesced(&state, false).await;
+        }
+    });
 }
 
 impl Sso {
@@ -674,18 +750,14 @@ async fn record_failure(
     audit_failure(state, provider, &error.audit_reason(), username).await;
 }
 
-/// Audits a refused callback that came without a login cookie: one row per
-/// provider and [`COALESCE_WINDOW`], saying how many came.
+/// Audits a refused callback that came without a login cookie: at most one
+/// row per provider and [`COALESCE_WINDOW`], saying how many it stands for.
 async fn record_unsolicited(state: &AppState, provider: &str, error: &SsoError) {
     tracing::info!(provider, error = %error, "SSO callback without a login in progress");
     state.metrics.count_sso_login(provider, error.kind());
-    if let Some(n) = state.sso.unsolicited.hit(provider) {
-        let reason = format!(
-            "{} ({n} such callbacks since the last row; at most one row per {} s)",
-            error.audit_reason(),
-            COALESCE_WINDOW.as_secs()
-        );
-        audit_failure(state, provider, &reason, None).await;
+    let reason = error.audit_reason();
+    if let Some(n) = state.sso.unsolicited.hit(provider, &reason, Instant::now()) {
+        audit_failure(state, provider, &coalesced_reason(&reason, n), None).await;
     }
 }
 
@@ -843,6 +915,39 @@ async fn jwks(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coalesced_refusals_are_all_counted_once_in_rows_at_most_one_a_window() {
+        let c = Coalesced::default();
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut counted = 0;
+        // A burst: the first audited at once, the rest gathered.
+        assert_eq!(c.hit("p", "r", t0), Some(1));
+        counted += 1;
+        for i in 0..9 {
+            assert_eq!(c.hit("p", "r", at(i)), None);
+        }
+        assert_eq!(c.hit("q", "r", at(1)), Some(1));
+        counted += 1;
+        // Nothing is due before the window ends, then the burst's count is.
+        assert!(c.take(at(59), false).is_empty());
+        let due = c.take(at(60), false);
+        assert_eq!(due, vec![("p".to_owned(), 9, "r".to_owned())]);
+        counted += 9;
+        // A refusal right after that row waits for the next window...
+        assert_eq!(c.hit("p", "r", at(61)), None);
+        assert!(c.take(at(100), false).is_empty());
+        // ...unless the sidecar stops: then everything gathered is written.
+        let rest = c.take(at(100), true);
+        assert_eq!(rest, vec![("p".to_owned(), 1, "r".to_owned())]);
+        counted += 1;
+        assert_eq!(counted, 12, "every refusal is in exactly one row");
+        // A quiet provider is forgotten: its next refusal is audited at once.
+        assert!(c.take(at(200), true).is_empty());
+        assert!(c.take(at(200), false).is_empty());
+        assert_eq!(c.hit("p", "r", at(201)), Some(1));
+    }
 
     #[test]
     fn answers_to_the_browser_carry_no_url() {

@@ -9,9 +9,12 @@
 //! secret `client_secret` (absent: a public client), `scopes` (array),
 //! `pkce` (true), `subject_claim` (sub), `email_claim` (email),
 //! `name_claim` (name), `groups_claim` (groups), `ca_cert` (PEM, for a
-//! provider with a private CA). A claim path is a member
+//! provider with a private CA), `allow_http` (false: every URL must be
+//! https), `endpoint_hosts` (hosts besides authorize_url's that
+//! `token_url` and `userinfo_url` may be on). A claim path is a member
 //! name or a JSON pointer (`/data/login`).
 
+use super::endpoints::EndpointPolicy;
 use super::idp_http::IdpHttp;
 use super::{Identity, LoginStart, Protocol, SsoError};
 use futures_util::future::BoxFuture;
@@ -190,13 +193,18 @@ pub struct OAuth2 {
 
 impl OAuth2 {
     pub fn from_config(config: &Value, secrets: &Value, redirect: &str) -> Result<OAuth2, String> {
+        // The token and userinfo URLs get the code, the client secret and
+        // the access token: https, on authorize_url's host unless listed.
+        // Errors name the key, never the value: they may reach the browser.
+        let authorize_url = required(config, "authorize_url")?;
+        let endpoints = EndpointPolicy::from_config(config, "authorize_url", &authorize_url)?;
         let url = |key: &str| -> Result<String, String> {
             let value = required(config, key)?;
-            url::Url::parse(&value).map_err(|e| format!("{key} {value}: {e}"))?;
+            endpoints.check(key, &value)?;
             Ok(value)
         };
         Ok(OAuth2 {
-            authorize_url: AuthUrl::new(url("authorize_url")?).map_err(|e| e.to_string())?,
+            authorize_url: AuthUrl::new(authorize_url).map_err(|e| e.to_string())?,
             token_url: TokenUrl::new(url("token_url")?).map_err(|e| e.to_string())?,
             userinfo_url: url("userinfo_url")?,
             client_id: ClientId::new(required(config, "client_id")?),
@@ -294,6 +302,63 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(err.contains("must be a string"), "{err}");
+    }
+
+    fn configured(changes: Value) -> Result<OAuth2, String> {
+        let mut config = json!({
+            "authorize_url": "https://login.example.com/oauth/authorize",
+            "token_url": "https://login.example.com/oauth/token",
+            "userinfo_url": "https://login.example.com/user", "client_id": "c",
+        });
+        if let (Some(config), Some(changes)) = (config.as_object_mut(), changes.as_object()) {
+            config.extend(changes.clone());
+        }
+        OAuth2::from_config(&config, &json!({}), "https://sidecar.example/cb")
+    }
+
+    #[test]
+    fn urls_must_be_https_and_on_the_authorize_urls_host_unless_configured() {
+        assert!(configured(json!({})).is_ok());
+        for (changes, why) in [
+            (
+                json!({"token_url": "http://login.example.com/token"}),
+                "token_url must be https",
+            ),
+            (
+                json!({"userinfo_url": "http://login.example.com/user"}),
+                "userinfo_url must be https",
+            ),
+            (
+                json!({"authorize_url": "http://login.example.com/authorize"}),
+                "authorize_url must be https",
+            ),
+            (
+                json!({"token_url": "https://tokens.internal.example/token"}),
+                "token_url is not on authorize_url's host",
+            ),
+            (
+                json!({"userinfo_url": "https://api.internal.example/user"}),
+                "userinfo_url is not on authorize_url's host",
+            ),
+            (
+                json!({"token_url": "idp.internal.example/token"}),
+                "token_url is not a URL",
+            ),
+        ] {
+            let err = configured(changes.clone()).err().unwrap_or_default();
+            assert!(err.starts_with(why), "{changes}: {err}");
+            assert!(!err.contains("internal"), "{changes}: {err}");
+            assert!(!err.contains("://"), "{changes}: {err}");
+        }
+        let listed = configured(json!({
+            "userinfo_url": "https://api.example.net/user", "endpoint_hosts": ["api.example.net"],
+        }));
+        assert!(listed.is_ok(), "{:?}", listed.err());
+        let plain = configured(json!({
+            "authorize_url": "http://127.0.0.1:9/authorize", "token_url": "http://127.0.0.1:9/token",
+            "userinfo_url": "http://127.0.0.1:9/user", "allow_http": true,
+        }));
+        assert!(plain.is_ok(), "{:?}", plain.err());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! name for the token, JWKS and userinfo endpoints), and the claim paths of
 //! oauth2.rs (`email_claim`, `name_claim`, `groups_claim`).
 
+use super::endpoints::EndpointPolicy;
 use super::idp_http::{IdpHttp, IdpHttpError};
 use super::oauth2::{code, http_client, required, scopes, text, token_error, userinfo, ClaimPaths};
 use super::{Identity, LoginStart, Protocol, SsoError};
@@ -81,77 +82,16 @@ fn signing_alg(name: &str) -> Result<CoreJwsSigningAlgorithm, String> {
     })
 }
 
-/// Where the endpoints named in discovery may be: https (unless
-/// `allow_http`) on the issuer's host or one of `endpoint_hosts`, since the
-/// sidecar sends the code, the client secret and access tokens there.
-struct EndpointPolicy {
-    allow_http: bool,
-    hosts: Vec<String>,
-}
-
-impl EndpointPolicy {
-    fn from_config(config: &Value, issuer: &str) -> Result<EndpointPolicy, String> {
-        let allow_http = match config.get("allow_http") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err("allow_http must be true or false".into()),
-        };
-        let issuer_url = url::Url::parse(issuer).map_err(|e| format!("issuer: {e}"))?;
-        let mut hosts: Vec<String> = issuer_url
-            .host_str()
-            .map(str::to_ascii_lowercase)
-            .into_iter()
-            .collect();
-        match config.get("endpoint_hosts") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                for item in items {
-                    let host = item
-                        .as_str()
-                        .ok_or("endpoint_hosts must be an array of host names")?;
-                    hosts.push(host.to_ascii_lowercase());
-                }
-            }
-            Some(_) => return Err("endpoint_hosts must be an array of host names".into()),
-        }
-        let policy = EndpointPolicy { allow_http, hosts };
-        policy.check("the issuer", issuer)?;
-        Ok(policy)
+/// Checks the endpoints named in discovery that the sidecar calls itself
+/// with secrets or tokens.
+fn check_metadata(policy: &EndpointPolicy, metadata: &Metadata) -> Result<(), String> {
+    if let Some(token) = metadata.token_endpoint() {
+        policy.check("the token endpoint", token.as_str())?;
     }
-
-    /// Whether `url` (named `what`) may be called; the refusal names no URL.
-    fn check(&self, what: &str, url: &str) -> Result<(), String> {
-        let parsed = url::Url::parse(url).map_err(|_| format!("{what} is not a URL"))?;
-        match parsed.scheme() {
-            "https" => {}
-            "http" if self.allow_http => {}
-            "http" => {
-                return Err(format!(
-                    "{what} must be https (set allow_http only for a test provider)"
-                ))
-            }
-            _ => return Err(format!("{what} must be https")),
-        }
-        let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
-        if self.hosts.contains(&host) {
-            Ok(())
-        } else {
-            Err(format!(
-                "{what} is not on the issuer's host (list other hosts in endpoint_hosts)"
-            ))
-        }
+    if let Some(userinfo) = metadata.userinfo_endpoint() {
+        policy.check("the userinfo endpoint", userinfo.as_str())?;
     }
-
-    /// Checks the endpoints the sidecar calls itself with secrets or tokens.
-    fn check_metadata(&self, metadata: &Metadata) -> Result<(), String> {
-        if let Some(token) = metadata.token_endpoint() {
-            self.check("the token endpoint", token.as_str())?;
-        }
-        if let Some(userinfo) = metadata.userinfo_endpoint() {
-            self.check("the userinfo endpoint", userinfo.as_str())?;
-        }
-        self.check("the JWKS", metadata.jwks_uri().as_str())
-    }
+    policy.check("the JWKS", metadata.jwks_uri().as_str())
 }
 
 /// The HTTP client of discovery: refuses a URL the policy does not allow
@@ -187,7 +127,7 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for Guarded<'_> {
 impl Oidc {
     pub fn from_config(config: &Value, secrets: &Value, redirect: &str) -> Result<Oidc, String> {
         let issuer = required(config, "issuer")?;
-        let endpoints = EndpointPolicy::from_config(config, &issuer)?;
+        let endpoints = EndpointPolicy::from_config(config, "the issuer", &issuer)?;
         let algs = match config.get("id_token_algs") {
             None | Some(Value::Null) => vec!["RS256", "PS256", "ES256", "EdDSA"]
                 .into_iter()
@@ -244,7 +184,7 @@ impl Oidc {
                     crate::db::describe(&e)
                 ))
             })?;
-        self.endpoints.check_metadata(&metadata).map_err(|e| {
+        check_metadata(&self.endpoints, &metadata).map_err(|e| {
             SsoError::Upstream(format!("OIDC discovery of {}: {e}", self.issuer.as_str()))
         })?;
         let jwks = strong_keys(metadata.jwks(), self.issuer.as_str());
@@ -690,37 +630,6 @@ mod tests {
             .keys()
             .iter()
             .all(|k| rsa_bits(k).is_none_or(|b| b >= 2048)));
-    }
-
-    #[test]
-    fn endpoints_must_be_https_on_the_issuers_host_unless_configured() {
-        let policy = |config: Value| EndpointPolicy::from_config(&config, ISSUER);
-        let strict = policy(json!({})).expect("policy");
-        assert!(strict
-            .check("t", "https://IDP.example.org:8443/token")
-            .is_ok());
-        for refused in [
-            "http://idp.example.org/token",
-            "https://evil.example/token",
-            "https://idp.example.org.evil.example/token",
-            "file:///etc/passwd",
-            "not a url",
-        ] {
-            let err = strict
-                .check("the token endpoint", refused)
-                .expect_err(refused);
-            assert!(!err.contains("://"), "{err}");
-        }
-        let listed = policy(json!({"endpoint_hosts": ["keys.example.net"], "allow_http": true}))
-            .expect("policy");
-        assert!(listed.check("t", "http://keys.example.net/jwks").is_ok());
-        assert!(listed.check("t", "https://evil.example/jwks").is_err());
-        let err = EndpointPolicy::from_config(&json!({}), "http://idp.internal:8080")
-            .err()
-            .unwrap_or_default();
-        assert!(err.contains("allow_http"), "{err}");
-        assert!(policy(json!({"allow_http": "yes"})).is_err());
-        assert!(policy(json!({"endpoint_hosts": "a"})).is_err());
     }
 
     #[test]
