@@ -45,12 +45,13 @@ pub fn exact_time(name: &str, cell: &Option<Cell>) -> Option<Cell> {
     }
 }
 
-/// Notes the `time` columns of the row in `slot` that hold 24:00:00.
-unsafe fn note_end_of_day(rinfo: *mut pg_sys::ResultRelInfo, slot: *mut pg_sys::TupleTableSlot) {
+/// Notes the `time` columns of the row to write in `slot` that hold
+/// 24:00:00.
+unsafe fn note_end_of_day(slot: *mut pg_sys::TupleTableSlot) {
     let mut found = Vec::new();
     unsafe {
         if !slot.is_null() && u32::from((*slot).tts_flags) & pg_sys::TTS_FLAG_EMPTY == 0 {
-            let desc = (*(*rinfo).ri_RelationDesc).rd_att;
+            let desc = (*slot).tts_tupleDescriptor;
             let natts = (*desc).natts;
             pg_sys::slot_getsomeattrs_int(slot, natts);
             let attrs = (*desc).attrs.as_slice(natts as usize);
@@ -109,7 +110,9 @@ pub unsafe fn plan_modify(
 
 /// Runs supabase-wrappers' ExecForeignInsert/Update/Delete `inner`; with
 /// RETURNING, stores the row the wrapper delivered in `slot`, or answers
-/// NULL (nothing written) when the remote wrote no row.
+/// NULL (nothing written) when the remote wrote no row. `writes_row`: an
+/// insert or update, whose `slot` holds the row to write (a delete's only
+/// receives RETURNING).
 ///
 /// # Safety
 /// The executor's arguments and the routine's own function.
@@ -119,6 +122,7 @@ pub unsafe fn exec(
     slot: *mut pg_sys::TupleTableSlot,
     plan_slot: *mut pg_sys::TupleTableSlot,
     inner: pg_sys::ExecForeignInsert_function,
+    writes_row: bool,
 ) -> *mut pg_sys::TupleTableSlot {
     let Some(inner) = inner else {
         return std::ptr::null_mut();
@@ -126,7 +130,11 @@ pub unsafe fn exec(
     unsafe {
         // Left over if an error cut the last call short.
         REQUEST.with(|r| r.borrow_mut().take());
-        note_end_of_day(rinfo, slot);
+        if writes_row {
+            note_end_of_day(slot);
+        } else {
+            END_OF_DAY.with_borrow_mut(Vec::clear);
+        }
         if (*rinfo).ri_projectReturning.is_null() {
             return inner(estate, rinfo, slot, plan_slot);
         }
@@ -218,7 +226,7 @@ macro_rules! hook_returning {
         }
 
         macro_rules! exec_fn {
-            ($name:ident, $inner:ident) => {
+            ($name:ident, $inner:ident, $writes_row:expr) => {
                 #[pg_guard]
                 unsafe extern "C-unwind" fn $name(
                     estate: *mut pg_sys::EState,
@@ -228,13 +236,22 @@ macro_rules! hook_returning {
                 ) -> *mut pg_sys::TupleTableSlot {
                     let inner = $inner.get().copied().flatten();
                     // SAFETY: the executor's arguments and the routine's function.
-                    unsafe { $crate::fdw::returning::exec(estate, rinfo, slot, plan_slot, inner) }
+                    unsafe {
+                        $crate::fdw::returning::exec(
+                            estate,
+                            rinfo,
+                            slot,
+                            plan_slot,
+                            inner,
+                            $writes_row,
+                        )
+                    }
                 }
             };
         }
-        exec_fn!(insert, INSERT);
-        exec_fn!(update, UPDATE);
-        exec_fn!(delete, DELETE);
+        exec_fn!(insert, INSERT, true);
+        exec_fn!(update, UPDATE, true);
+        exec_fn!(delete, DELETE, false);
 
         let routine = &mut *$routine;
         let _ = PLAN.set(routine.PlanForeignModify);
