@@ -37,6 +37,7 @@ impl Engine {
                 ("sslrootcert", "sslrootcert", false),
                 ("sslcert", "sslcert", true),
                 ("sslkey", "sslkey", true),
+                (PLAIN_PASSWORD_OPTION, PLAIN_PASSWORD_OPTION, false),
             ],
             Engine::Mysql => &[
                 ("ssl-mode", "ssl_mode", false),
@@ -47,6 +48,7 @@ impl Engine {
                 ("ssl_cert", "ssl_cert", true),
                 ("ssl-key", "ssl_key", true),
                 ("ssl_key", "ssl_key", true),
+                (PLAIN_PASSWORD_OPTION, PLAIN_PASSWORD_OPTION, false),
             ],
         }
     }
@@ -54,8 +56,8 @@ impl Engine {
     /// The server options of this engine's wrapper that set up TLS.
     pub fn tls_options(self) -> &'static [&'static str] {
         match self {
-            Engine::Postgres => &["sslmode", "sslrootcert"],
-            Engine::Mysql => &["ssl_mode", "ssl_ca"],
+            Engine::Postgres => &["sslmode", "sslrootcert", PLAIN_PASSWORD_OPTION],
+            Engine::Mysql => &["ssl_mode", "ssl_ca", PLAIN_PASSWORD_OPTION],
         }
     }
 
@@ -119,6 +121,10 @@ fn percent_decode(s: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+/// The server option that lets a password travel without TLS to a host
+/// off this machine, or be asked for in clear text by the server.
+pub const PLAIN_PASSWORD_OPTION: &str = "allow_password_without_tls";
 
 /// True when a connection to `host` leaves this machine: such a remote
 /// gets TLS unless its server options say otherwise, so that a password

@@ -227,3 +227,95 @@ fn a_silent_server_cannot_hold_the_backend() {
     assert!(!held.lock().unwrap().is_empty(), "the server was reached");
     assert_no_crash(&local);
 }
+
+/// A PostgreSQL "server" that asks for the password in clear text
+/// (AuthenticationCleartextPassword) and records what comes back.
+fn cleartext_asker() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&received);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut length = [0u8; 4];
+            if stream.read_exact(&mut length).is_err() {
+                continue;
+            }
+            let mut startup = vec![0u8; (u32::from_be_bytes(length) as usize).saturating_sub(4)];
+            if stream.read_exact(&mut startup).is_err() {
+                continue;
+            }
+            let _ = stream.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]);
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            keep.lock().unwrap().extend_from_slice(&answer);
+        }
+    });
+    (port, received)
+}
+
+/// A password never crosses the network in plain text unless the server
+/// allows it (issue 28): a server that asks for it in clear text on a
+/// connection without TLS is refused before it is sent, and a host off
+/// this machine without TLS is refused before connecting, for both wrappers.
+#[test]
+fn a_password_is_never_sent_in_plain_text_unless_allowed() {
+    let (port, received) = cleartext_asker();
+    let local = PgCluster::start();
+    let mut db = local.create_database("app");
+    let error = db
+        .execute(
+            "SELECT integration.add_data_source('asker', $1)",
+            &[&format!(
+                "postgresql://u:secret-pw@127.0.0.1:{port}/x?sslmode=disable"
+            )],
+        )
+        .unwrap_err();
+    let message = error.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("password in clear text")),
+        "{error:?}"
+    );
+    let seen = String::from_utf8_lossy(&received.lock().unwrap()).to_string();
+    assert!(
+        !seen.contains("secret-pw"),
+        "the password was sent: {seen:?}"
+    );
+    // Allowed by the server option: the same server then gets it.
+    let _ = db.execute(
+        "SELECT integration.add_data_source('asker', $1)",
+        &[&format!(
+            "postgresql://u:secret-pw@127.0.0.1:{port}/x?sslmode=disable&allow_password_without_tls=true"
+        )],
+    );
+    let start = std::time::Instant::now();
+    while !String::from_utf8_lossy(&received.lock().unwrap()).contains("secret-pw") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the allowed password never arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Off this machine without TLS: refused before any connection (the
+    // address is TEST-NET-1, never routed).
+    for url in [
+        "postgresql://u:pw@192.0.2.1/x?sslmode=disable",
+        "mysql://u:pw@192.0.2.1/x?ssl-mode=disabled",
+    ] {
+        let error = db
+            .execute("SELECT integration.add_data_source('far', $1)", &[&url])
+            .unwrap_err();
+        let message = error.as_db_error().map(|e| e.message().to_string());
+        assert!(
+            message.as_deref().is_some_and(
+                |m| m.contains("password would cross the network to 192.0.2.1 without TLS")
+            ),
+            "{url}: {error:?}"
+        );
+    }
+    assert_no_crash(&local);
+}

@@ -5,6 +5,7 @@
 //! no mode falls back to plain text when the server has no TLS.
 
 use crate::fdw::statements::Problem;
+use integration_core::data_sources::PLAIN_PASSWORD_OPTION;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
@@ -127,6 +128,46 @@ impl TlsOptionNames {
             root_cert,
             client,
         })
+    }
+
+    /// Whether the server lets a password go without TLS (see
+    /// [`PLAIN_PASSWORD_OPTION`]); refuses a password that would cross
+    /// the network in plain text when it does not.
+    pub fn password_without_tls(
+        &self,
+        server: &std::collections::HashMap<String, String>,
+        host: &str,
+        settings: &TlsSettings,
+        password: bool,
+    ) -> Result<bool, Problem> {
+        let allowed = match server
+            .get(PLAIN_PASSWORD_OPTION)
+            .map(|v| v.to_ascii_lowercase())
+        {
+            None => false,
+            Some(v) if v == "true" || v == "on" => true,
+            Some(v) if v == "false" || v == "off" => false,
+            Some(_) => {
+                return Err(Problem::Option {
+                    option: PLAIN_PASSWORD_OPTION.into(),
+                    reason: "must be true or false".into(),
+                })
+            }
+        };
+        if password
+            && !allowed
+            && settings.mode == TlsMode::Disable
+            && integration_core::data_sources::leaves_the_machine(host)
+        {
+            return Err(Problem::Option {
+                option: self.mode.into(),
+                reason: format!(
+                    "the password would cross the network to {host} without TLS; use TLS, or set \
+                     {PLAIN_PASSWORD_OPTION} 'true' on the server if the network is trusted"
+                ),
+            });
+        }
+        Ok(allowed)
     }
 
     fn pair_missing(&self, missing: &str) -> Problem {

@@ -61,6 +61,7 @@ impl ConnectOptions {
             mapping,
         } = options::endpoint(server_def, 3306)?;
         let tls = TLS_OPTIONS.settings(server, &mapping, &host)?;
+        TLS_OPTIONS.password_without_tls(server, &host, &tls, password.is_some())?;
         Ok(ConnectOptions {
             server_name: server_def.server_name.clone(),
             host,

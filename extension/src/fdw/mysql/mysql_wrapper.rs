@@ -28,6 +28,7 @@ const SERVER_OPTIONS: &[&str] = &[
     "batch_size",
     "ssl_mode",
     "ssl_ca",
+    integration_core::data_sources::PLAIN_PASSWORD_OPTION,
 ];
 const MAPPING_OPTIONS: &[&str] = &["user", "password", "ssl_cert", "ssl_key"];
 const TABLE_OPTIONS: &[&str] = &[

@@ -14,10 +14,14 @@ pub use crate::fdw::ConnKey;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use supabase_wrappers::prelude::ForeignServer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::MakeTlsConnect;
@@ -35,6 +39,9 @@ pub struct ConnectOptions {
     pub password: Option<String>,
     pub connect_timeout: Duration,
     pub tls: TlsSettings,
+    /// The server may ask for the password in clear text on a connection
+    /// without TLS.
+    pub cleartext_allowed: bool,
 }
 
 /// libpq's names. `require` verifies like `verify-full` (libpq's `require`
@@ -65,6 +72,8 @@ impl ConnectOptions {
             mapping,
         } = options::endpoint(server_def, 5432)?;
         let tls = TLS_OPTIONS.settings(server, &mapping, &host)?;
+        let cleartext_allowed =
+            TLS_OPTIONS.password_without_tls(server, &host, &tls, password.is_some())?;
         Ok(ConnectOptions {
             server_name: server_def.server_name.clone(),
             host,
@@ -82,6 +91,7 @@ impl ConnectOptions {
                 10,
             )? as u64),
             tls,
+            cleartext_allowed,
         })
     }
 }
@@ -91,16 +101,169 @@ impl ConnectOptions {
 #[derive(Clone)]
 struct Canceller {
     token: CancelToken,
-    tls: Option<Arc<ClientConfig>>,
+    /// TLS, or where to connect without it (the connection was opened on
+    /// a socket of ours, which the token does not know).
+    tls: std::result::Result<Arc<ClientConfig>, (String, u16)>,
 }
 
 impl Canceller {
     async fn cancel(self) {
         let _ = match self.tls {
-            None => self.token.cancel_query(NoTls).await,
-            Some(config) => self.token.cancel_query(RustlsConnect(config)).await,
+            Err((host, port)) => match TcpStream::connect((host.as_str(), port)).await {
+                Ok(stream) => self.token.cancel_query_raw(stream, NoTls).await,
+                Err(_) => return,
+            },
+            Ok(config) => self.token.cancel_query(RustlsConnect(config)).await,
         };
     }
+}
+
+/// What the server said first, read to end its authentication:
+/// `AuthenticationCleartextPassword` ('R', code 3) on a connection
+/// without TLS is refused before the password is sent.
+struct NoCleartext<S> {
+    inner: S,
+    /// The message header being read (type and length).
+    header: [u8; 5],
+    have: usize,
+    /// Body bytes of the current message still to pass; the first four of
+    /// an 'R' are its code.
+    left: usize,
+    code: [u8; 4],
+    code_have: usize,
+    /// Authentication ended (ok or error): nothing more is looked at.
+    done: bool,
+}
+
+impl<S> NoCleartext<S> {
+    fn new(inner: S) -> NoCleartext<S> {
+        NoCleartext {
+            inner,
+            header: [0; 5],
+            have: 0,
+            left: 0,
+            code: [0; 4],
+            code_have: 0,
+            done: false,
+        }
+    }
+
+    /// Follows the messages in `bytes`; an error for a cleartext request.
+    fn scan(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !self.done && !bytes.is_empty() {
+            if self.have < 5 {
+                let take = (5 - self.have).min(bytes.len());
+                self.header[self.have..self.have + take].copy_from_slice(&bytes[..take]);
+                self.have += take;
+                bytes = &bytes[take..];
+                if self.have == 5 {
+                    let length = u32::from_be_bytes([
+                        self.header[1],
+                        self.header[2],
+                        self.header[3],
+                        self.header[4],
+                    ]);
+                    self.left = (length as usize).saturating_sub(4);
+                    self.code_have = 0;
+                    if self.header[0] == b'E' {
+                        self.done = true;
+                    }
+                    if self.left == 0 {
+                        self.have = 0;
+                    }
+                }
+                continue;
+            }
+            let take = self.left.min(bytes.len());
+            if self.header[0] == b'R' && self.code_have < 4 {
+                let n = (4 - self.code_have).min(take);
+                self.code[self.code_have..self.code_have + n].copy_from_slice(&bytes[..n]);
+                self.code_have += n;
+                if self.code_have == 4 {
+                    match u32::from_be_bytes(self.code) {
+                        0 => self.done = true,
+                        3 => {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::PermissionDenied,
+                                format!(
+                                    "the server asked for the password in clear text on a connection \
+                                     without TLS; refused (use TLS, or set {} 'true' on the server)",
+                                    integration_core::data_sources::PLAIN_PASSWORD_OPTION
+                                ),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            self.left -= take;
+            bytes = &bytes[take..];
+            if self.left == 0 {
+                self.have = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for NoCleartext<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if !this.done => Poll::Ready(this.scan(&buf.filled()[before..])),
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for NoCleartext<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Connects without TLS on a socket of ours, which refuses a cleartext
+/// password request unless allowed.
+async fn open_plain(
+    config: &Config,
+    opts: &ConnectOptions,
+    rt: &Runtime,
+) -> std::result::Result<Client, PostgresWrapperError> {
+    let stream = TcpStream::connect((opts.host.as_str(), opts.port))
+        .await
+        .map_err(|e| PostgresWrapperError::Remote {
+            server: crate::fdw::remote_at(&opts.server_name, &opts.host, opts.port),
+            code: None,
+            message: format!("cannot connect: {e}"),
+        })?;
+    let _ = stream.set_nodelay(true);
+    let mut guarded = NoCleartext::new(stream);
+    guarded.done = opts.cleartext_allowed;
+    let (client, connection) = config
+        .connect_raw(guarded, NoTls)
+        .await
+        .map_err(|e| connect_failed(opts, e))?;
+    rt.spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
 }
 
 struct Conn {
@@ -176,11 +339,13 @@ async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<(Client, Cancell
         match &tls {
             None => {
                 config.ssl_mode(SslMode::Disable);
-                open(&config, NoTls, rt).await
+                open_plain(&config, opts, rt).await
             }
             Some(tls_config) => {
                 config.ssl_mode(SslMode::Require);
-                open(&config, RustlsConnect(tls_config.clone()), rt).await
+                open(&config, RustlsConnect(tls_config.clone()), rt)
+                    .await
+                    .map_err(|e| connect_failed(opts, e))
             }
         }
     };
@@ -195,11 +360,10 @@ async fn connect(opts: &ConnectOptions, rt: &Runtime) -> Result<(Client, Cancell
                 "no answer to the connection handshake within {} s (connect_timeout)",
                 opts.connect_timeout.as_secs()
             ),
-        })?
-        .map_err(|e| connect_failed(opts, e))?;
+        })??;
     let canceller = Canceller {
         token: client.cancel_token(),
-        tls,
+        tls: tls.ok_or_else(|| (opts.host.clone(), opts.port)),
     };
     // Text that goes back to the same server (composite keys, literals)
     // must read the same way it was written.

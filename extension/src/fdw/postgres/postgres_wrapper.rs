@@ -30,6 +30,7 @@ const SERVER_OPTIONS: &[&str] = &[
     "connect_timeout",
     "sslmode",
     "sslrootcert",
+    integration_core::data_sources::PLAIN_PASSWORD_OPTION,
 ];
 const MAPPING_OPTIONS: &[&str] = &["user", "password", "sslcert", "sslkey"];
 const TABLE_OPTIONS: &[&str] = &[
