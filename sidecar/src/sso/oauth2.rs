@@ -93,6 +93,7 @@ impl ClaimPaths {
             name: claim_text(&claims, &self.name),
             groups,
             claims,
+            logout_key: None,
         })
     }
 }
