@@ -223,7 +223,7 @@ BEGIN
                 USING ERRCODE = '22023';
         END IF;
         IF p.config ? 'version' AND p.config->'version' NOT IN ('2', '3') THEN
-            RAISE EXCEPTION 'version of CAS provider % must be 2 or 3, not %', p.name, left(p.config->>'version', 50)
+            RAISE EXCEPTION 'version of CAS provider % must be the number 2 or 3, not %', p.name, left((p.config->'version')::text, 50)
                 USING ERRCODE = '22023';
         END IF;
         IF p.config ? 'attributes' AND (jsonb_typeof(p.config->'attributes') <> 'object'

@@ -2,7 +2,8 @@
 //! `{server_url}/login?service=…`, comes back to the callback with a service
 //! ticket, and the ticket is validated server-to-server at
 //! `{server_url}/p3/serviceValidate` (3, with attributes) or
-//! `{server_url}/serviceValidate` (2, the user only) through the bounded,
+//! `{server_url}/serviceValidate` (2, the user only: attributes a server
+//! sends there anyway are not used) through the bounded,
 //! TLS-verifying client of idp_http.rs. The `service` is the callback URL
 //! with the login's `state`, kept in the signed login cookie, so the string
 //! validated is the one the CAS server redirected with. The ticket's SHA-256
@@ -62,9 +63,11 @@ impl Cas {
         match parsed.scheme() {
             "https" => {}
             "http" if allow_http => {}
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "server_url {server_url} must be https:// (\"allow_http\": true for a test server)"
-            )),
+            ))
+            }
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(format!(
@@ -130,6 +133,12 @@ impl Cas {
         let answer = cas::parse_service_response(&body)
             .map_err(|e| SsoError::Upstream(format!("ticket validation: {e}")))?;
         match answer {
+            // CAS 2.0 defines no attributes; some servers send them anyway,
+            // and a version 2 provider is configured not to rely on them.
+            ValidationResponse::Success(mut ok) if self.version < 3 => {
+                ok.attributes.clear();
+                Ok(self.identity(ok))
+            }
             ValidationResponse::Success(ok) => Ok(self.identity(ok)),
             // The message may quote the ticket: only the code is kept.
             ValidationResponse::Failure { code, .. } => Err(refusal(&code)),
