@@ -5,7 +5,9 @@
 //! accepts; CAS 2 logins (the user only, the default role); replayed tickets
 //! and tickets issued for another service refused (401, audited without the
 //! ticket); back-channel single logout ending the session of its ticket; a
-//! stopped CAS server answered 502.
+//! stopped CAS server answered 502; and a CAS server of ours answering
+//! garbage, error statuses and hostile XML (DOCTYPE, 10 MB, deep nesting):
+//! 502, never a ticket in the answer, the audit log or the sidecar log.
 
 use integration_tests::cas_server::{CAS_PASSWORD, CAS_USER, OTHER_SERVICE};
 use integration_tests::{CasServer, PgCluster, Sidecar};
@@ -493,4 +495,128 @@ fn cas_configs_are_checked_when_saved() {
             &[],
         )
         .expect("a valid CAS provider");
+}
+
+/// A CAS server of ours that answers every request with the status and
+/// body it is given (a bad or hostile server); stops with the test process.
+struct RogueCas {
+    port: u16,
+    answer: std::sync::Arc<std::sync::Mutex<(u16, Vec<u8>)>>,
+}
+
+impl RogueCas {
+    fn start() -> RogueCas {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let answer = std::sync::Arc::new(std::sync::Mutex::new((200, Vec::new())));
+        let shared = answer.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                // Read the request head; the sidecar sends no body.
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                    line.clear();
+                }
+                let (status, body) = shared.lock().expect("answer").clone();
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            }
+        });
+        RogueCas { port, answer }
+    }
+
+    fn answer_with(&self, status: u16, body: impl Into<Vec<u8>>) {
+        *self.answer.lock().expect("answer") = (status, body.into());
+    }
+}
+
+#[test]
+fn garbage_and_hostile_answers_of_a_cas_server_are_a_bad_gateway() {
+    let cluster = PgCluster::start();
+    let mut admin = cluster.create_database(DB);
+    let rogue = RogueCas::start();
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE integration_sidecar LOGIN;
+             CREATE ROLE app_user NOLOGIN;
+             SELECT integration.ensure_signing_key();
+             SELECT integration.create_sso_provider('rogue', 'cas',
+                 jsonb_build_object('server_url', 'http://127.0.0.1:{}/cas', 'allow_http', true),
+                 default_role => 'app_user');",
+            rogue.port
+        ))
+        .unwrap_or_else(|e| panic!("setup: {:?}", e.as_db_error()));
+    let sidecar = Sidecar::start(&cluster.url(DB, "integration_sidecar"), &[], None);
+    wait_until(|| sidecar.log().contains("SSO configuration loaded"));
+    let ticket = "ST-42-secretticketvalue";
+    let attempt = |status: u16, body: Vec<u8>| -> Answer {
+        rogue.answer_with(status, body);
+        let browser = browser();
+        let login_url = start_login(&browser, &sidecar, "rogue");
+        let service = query(&login_url, "service").expect("a service");
+        answer(
+            browser
+                .get(format!("{service}&ticket={ticket}"))
+                .send()
+                .expect("GET the callback"),
+        )
+    };
+    let success = |user: &str| {
+        format!(
+            r#"<cas:serviceResponse xmlns:cas="http://www.yale.edu/tp/cas"><cas:authenticationSuccess><cas:user>{user}</cas:user></cas:authenticationSuccess></cas:serviceResponse>"#
+        )
+    };
+    let billion_laughs = format!(
+        r#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>{}"#,
+        success("&b;")
+    );
+    let huge = success(&"a".repeat(10 * 1024 * 1024));
+    let deep = format!(
+        r#"<cas:serviceResponse xmlns:cas="http://www.yale.edu/tp/cas"><cas:authenticationSuccess><cas:user>u</cas:user><cas:proxies>{}{}</cas:proxies></cas:authenticationSuccess></cas:serviceResponse>"#,
+        "<a>".repeat(5000),
+        "</a>".repeat(5000)
+    );
+    for (status, body, reason) in [
+        (200, "<html><body>Maintenance</body></html>".to_owned(), "not a CAS serviceResponse"),
+        (500, success("alice"), "answered the ticket validation with 500"),
+        (200, billion_laughs, "DOCTYPE"),
+        (200, huge, "larger than 1048576 bytes"),
+        (200, deep, "deeper than 32"),
+        (
+            200,
+            r#"<cas:serviceResponse xmlns:cas="http://www.yale.edu/tp/cas"><cas:authenticationFailure code="INTERNAL_ERROR">oops</cas:authenticationFailure></cas:serviceResponse>"#.to_owned(),
+            "could not validate the ticket: INTERNAL_ERROR",
+        ),
+    ] {
+        let a = attempt(status, body.into_bytes());
+        assert_eq!(a.status, 502, "{reason}: {}\n{}", a.text, sidecar.log());
+        let last = refusals(&mut admin, "rogue").pop().unwrap_or_default();
+        assert!(last.contains(reason), "{reason}: {last}");
+    }
+    // A refusal quoting the ticket: 401, and the ticket goes nowhere.
+    let a = attempt(
+        200,
+        format!(r#"<cas:serviceResponse xmlns:cas="http://www.yale.edu/tp/cas"><cas:authenticationFailure code="INVALID_TICKET">Ticket {ticket} not recognized</cas:authenticationFailure></cas:serviceResponse>"#).into_bytes(),
+    );
+    assert_eq!(a.status, 401, "{}", a.text);
+    assert!(!a.text.contains(ticket));
+    assert!(
+        !audit_text(&mut admin).contains(ticket),
+        "a ticket reached the audit log"
+    );
+    assert!(
+        !sidecar.log().contains(ticket),
+        "a ticket reached the sidecar log"
+    );
+    // And a good answer still logs in: the refusals above changed nothing.
+    let a = attempt(200, success("alice").into_bytes());
+    assert_eq!(a.status, 200, "{}\n{}", a.text, sidecar.log());
+    assert_eq!(a.body["sub"], "rogue:alice");
 }
