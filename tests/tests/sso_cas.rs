@@ -290,6 +290,23 @@ fn cas_3_login_maps_attributes_to_a_role_and_sql_accepts_the_session() {
         !audit_text(&mut admin).contains(&ticket),
         "a ticket reached the audit log"
     );
+
+    // Logging out at the sidecar ends the session and names the CAS logout.
+    let a = answer(
+        sidecar
+            .client
+            .post(sidecar.url("/auth/logout"))
+            .bearer_auth(&token)
+            .send()
+            .expect("POST /auth/logout"),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["session_ended"], true);
+    assert_eq!(
+        a.body["end_session_url"],
+        format!("{}/logout", cas.server_url())
+    );
+    assert_eq!(session(&sidecar, &token).status, 401);
 }
 
 #[test]

@@ -237,6 +237,12 @@ impl Protocol for Cas {
         })
     }
 
+    /// The CAS server's own logout (which in turn sends single-logout
+    /// requests to every service of that CAS session).
+    fn logout_url<'a>(&'a self) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move { Some(format!("{}/logout", self.server_url)) })
+    }
+
     fn logout_request_key(&self, logout_request: &str) -> Result<String, SsoError> {
         cas::parse_logout_request(logout_request.as_bytes())
             .map(|ticket| ticket_hash(&ticket))
