@@ -24,10 +24,18 @@ deps: apt-deps pgrx-deps
 # from Debian (slapd) and from npm (oidc-provider).
 VENV := $(BUILD)/venv
 OIDC := $(BUILD)/oidc
-test-deps: $(VENV)/.installed sso-apt-deps $(OIDC)/node_modules/.installed
+CAS  := $(BUILD)/cas
+test-deps: $(VENV)/.installed sso-apt-deps $(OIDC)/node_modules/.installed $(CAS)/.installed
 $(VENV)/.installed: apt-deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
+	touch $@
+
+# The CAS server of the tests (django-cas-server on Django 5.2), in its own
+# virtualenv: tests/src/cas_server.rs gives each run its settings and SQLite file.
+$(CAS)/.installed: | apt-deps
+	python3 -m venv $(CAS)
+	$(CAS)/bin/pip install --quiet --disable-pip-version-check 'django>=5.2,<5.3' django-cas-server==3.1.0
 	touch $@
 
 # $(call apt_install,PACKAGES) installs those missing, silently when none is.

@@ -99,7 +99,9 @@ TO integration_admin, integration_sidecar;
 GRANT EXECUTE ON FUNCTION
     integration.sso_record_login(text, text, text, text, text[], jsonb, name),
     integration.sso_record_failure(text, text, text),
-    integration.sso_end_session(text, timestamptz, text, text)
+    integration.sso_end_session(text, timestamptz, text, text),
+    integration.sso_cas_link_session(text, text, text, text, timestamptz),
+    integration.sso_cas_single_logout(text, text)
 TO integration_sidecar;
 
 -- External databases: the wrappers' handler functions exist by now.

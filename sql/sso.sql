@@ -189,6 +189,7 @@ BEGIN
         WHEN 'oidc' THEN ARRAY['issuer', 'client_id']
         WHEN 'oauth2' THEN ARRAY['authorize_url', 'token_url', 'userinfo_url', 'client_id']
         WHEN 'ldap' THEN ARRAY['url']
+        WHEN 'cas' THEN ARRAY['server_url']
         ELSE ARRAY[]::text[] END;
     missing := ARRAY(SELECT unnest(needed) EXCEPT SELECT jsonb_object_keys(p.config) ORDER BY 1);
     IF cardinality(missing) > 0 THEN
@@ -209,6 +210,27 @@ BEGIN
         END IF;
         IF p.config ? 'search_filter' AND NOT p.config ? 'search_base' THEN
             RAISE EXCEPTION 'LDAP provider % searches, so it needs search_base', p.name USING ERRCODE = '22023';
+        END IF;
+    END IF;
+    IF p.kind = 'cas' THEN
+        IF jsonb_typeof(p.config->'server_url') IS DISTINCT FROM 'string'
+           OR p.config->>'server_url' !~ '^https?://[^/@?#]+(/[^?#]*)?$' THEN
+            RAISE EXCEPTION 'server_url of CAS provider % must be an absolute URL without user info, query or fragment (the CAS server''s base, as https://cas.example.org/cas)', p.name
+                USING ERRCODE = '22023';
+        END IF;
+        IF p.config->>'server_url' NOT LIKE 'https://%' AND p.config->'allow_http' IS DISTINCT FROM 'true' THEN
+            RAISE EXCEPTION 'server_url of CAS provider % must be https:// (tickets are validated over it); set "allow_http": true only for a test server', p.name
+                USING ERRCODE = '22023';
+        END IF;
+        IF p.config ? 'version' AND p.config->'version' NOT IN ('2', '3') THEN
+            RAISE EXCEPTION 'version of CAS provider % must be the number 2 or 3, not %', p.name, left((p.config->'version')::text, 50)
+                USING ERRCODE = '22023';
+        END IF;
+        IF p.config ? 'attributes' AND (jsonb_typeof(p.config->'attributes') <> 'object'
+           OR EXISTS (SELECT FROM jsonb_each(p.config->'attributes') a
+                      WHERE jsonb_typeof(a.value) <> 'string' OR a.key NOT IN ('email', 'name', 'groups'))) THEN
+            RAISE EXCEPTION 'attributes of CAS provider % must be an object naming the CAS attribute of email, name or groups, as {"email": "mail", "name": "cn", "groups": "memberOf"}', p.name
+                USING ERRCODE = '22023';
         END IF;
     END IF;
     FOR rule IN SELECT value FROM jsonb_array_elements(p.role_mapping) LOOP
@@ -434,6 +456,7 @@ CREATE TABLE integration.ended_sessions (
 COMMENT ON TABLE integration.ended_sessions IS
     'pg_integration SSO sessions ended before they expired; verify_jwt(token) refuses them';
 SELECT pg_catalog.pg_extension_config_dump('integration.ended_sessions', '');
+SELECT pg_catalog.pg_extension_config_dump('integration.cas_sessions', '');
 
 -- Called by the sidecar on logout; forgets ended sessions that expired since.
 CREATE FUNCTION integration.sso_end_session(jti text, expires_at timestamptz, provider text, subject text)
@@ -515,6 +538,57 @@ BEGIN
     VALUES (hash, LEAST(valid_until, now() + interval '15 minutes'))
     ON CONFLICT ON CONSTRAINT used_login_states_pkey DO NOTHING;
     RETURN FOUND;
+END
+$$;
+
+-- CAS single logout: the session each service ticket started, by the
+-- ticket's SHA-256 (hex; the ticket itself is never stored), kept until the
+-- session would have expired. The CAS server's logoutRequest names the ticket.
+CREATE TABLE integration.cas_sessions (
+    provider     text NOT NULL REFERENCES integration.sso_providers (name)
+                 ON UPDATE CASCADE ON DELETE CASCADE,
+    ticket_hash  text NOT NULL CHECK (ticket_hash ~ '^[0-9a-f]{64}$'),
+    jti          text NOT NULL CHECK (pg_catalog.length(jti) BETWEEN 1 AND 200),
+    subject      text NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    PRIMARY KEY (provider, ticket_hash)
+);
+CREATE INDEX cas_sessions_expires_at ON integration.cas_sessions (expires_at);
+COMMENT ON TABLE integration.cas_sessions IS
+    'pg_integration CAS sessions by service ticket hash, for single logout';
+
+-- Called by the sidecar when a CAS login mints a session; prunes a bounded
+-- batch of expired records.
+CREATE FUNCTION integration.sso_cas_link_session(
+    provider text, ticket_hash text, jti text, subject text, expires_at timestamptz
+) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM integration.cas_sessions c
+     WHERE c.ctid = ANY (ARRAY(SELECT d.ctid FROM integration.cas_sessions d
+                               WHERE d.expires_at < now() LIMIT 100));
+    INSERT INTO integration.cas_sessions AS c (provider, ticket_hash, jti, subject, expires_at)
+    VALUES (provider, ticket_hash, jti, left(subject, 500), expires_at)
+    ON CONFLICT ON CONSTRAINT cas_sessions_pkey DO NOTHING;
+END
+$$;
+
+-- Back-channel single logout: ends the session the ticket started (through
+-- sso_end_session, which audits it). False, and nothing changed, for a
+-- ticket that started no session still known.
+CREATE FUNCTION integration.sso_cas_single_logout(provider text, ticket_hash text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integration.cas_sessions;
+BEGIN
+    DELETE FROM integration.cas_sessions c
+     WHERE c.provider = sso_cas_single_logout.provider AND c.ticket_hash = sso_cas_single_logout.ticket_hash
+    RETURNING c.* INTO s;
+    IF NOT FOUND OR s.expires_at < now() THEN
+        RETURN false;
+    END IF;
+    PERFORM integration.sso_end_session(s.jti, s.expires_at, s.provider, s.subject);
+    RETURN true;
 END
 $$;
 

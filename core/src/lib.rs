@@ -2,6 +2,7 @@
 //! Everything here is tested with a plain `cargo test -p integration-core`.
 
 pub mod api_keys;
+pub mod cas;
 pub mod data_sources;
 pub mod http_policy;
 pub mod http_retry;

@@ -3,6 +3,7 @@
 //! PostgreSQL refuses to run as root, so when the tests run as root the
 //! servers run as the `postgres` OS user.
 
+pub mod cas_server;
 pub mod certs;
 mod httpbin;
 pub mod ldap;
@@ -17,6 +18,7 @@ mod sidecar;
 pub mod sql;
 mod test_server;
 
+pub use cas_server::CasServer;
 pub use httpbin::HttpBin;
 pub use ldap::Slapd;
 pub use mariadb::{MariaDb, MARIADB_ROOT_PASSWORD};

@@ -113,7 +113,8 @@ pub async fn callback(
     finish(&state, &name, &params, &headers).await
 }
 
-/// `POST /auth/{provider}/callback` (`response_mode=form_post`, SAML later).
+/// `POST /auth/{provider}/callback` (`response_mode=form_post`, SAML later,
+/// and CAS single logout).
 pub async fn callback_form(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -121,6 +122,10 @@ pub async fn callback_form(
     body: Bytes,
 ) -> Response {
     let params: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    // An identity provider's back channel, not a browser (CAS single logout).
+    if let Some(logout_request) = params.get("logoutRequest") {
+        return super::single_logout::handle(&state, &name, logout_request).await;
+    }
     finish(&state, &name, &params, &headers).await
 }
 

@@ -62,6 +62,7 @@ pub fn storable(identity: Identity) -> Result<Identity, SsoError> {
         name,
         groups,
         claims: bounded(clean(identity.claims)),
+        logout_key: identity.logout_key,
     })
 }
 
@@ -120,6 +121,7 @@ mod tests {
             name: Some("Ada\0 Lovelace".into()),
             groups: vec!["adm\0ins".into(), "x".repeat(600), String::new()],
             claims,
+            logout_key: None,
         }
     }
 

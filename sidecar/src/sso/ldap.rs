@@ -233,6 +233,7 @@ impl Ldap {
             name: first(&self.name_attribute),
             groups,
             claims: Value::Object(claims),
+            logout_key: None,
         }
     }
 }

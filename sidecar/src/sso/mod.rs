@@ -7,6 +7,7 @@
 //! `/.well-known/jwks.json`.
 
 mod browser;
+mod cas;
 mod claims;
 mod config;
 mod endpoints;
@@ -15,6 +16,7 @@ mod ldap;
 mod oauth2;
 mod oidc;
 pub mod session;
+mod single_logout;
 mod used_states;
 
 use crate::errors::json_error;
@@ -49,6 +51,9 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// Every claim or attribute, stored in `identities.claims` (never a token).
     pub claims: Value,
+    /// What a back-channel logout will name to end the session this login
+    /// starts (CAS: the SHA-256 of the service ticket), kept with the session.
+    pub logout_key: Option<String>,
 }
 
 /// What a login is finished with.
@@ -128,6 +133,15 @@ pub trait Protocol: Send + Sync {
             }
             Credentials::Callback { params, kept } => self.finish_callback(params, kept),
         }
+    }
+
+    /// The key of the session a back-channel logout request (a form field
+    /// `logoutRequest` posted to the callback) ends; the same as the
+    /// [`Identity::logout_key`] of the login that started it.
+    fn logout_request_key(&self, _logout_request: &str) -> Result<String, SsoError> {
+        Err(SsoError::BadRequest(
+            "this provider takes no back-channel logout request".into(),
+        ))
     }
 
     /// Where to end the session at the identity provider too (RP-initiated logout), if it can.
@@ -623,10 +637,18 @@ async fn complete(
         identity_id,
         lifetime_secs: provider.lifetime_secs,
     };
-    let (token, exp) = match session::mint(&keys, &state.sso.issuer, &who) {
+    let (token, exp, jti) = match session::mint(&keys, &state.sso.issuer, &who) {
         Ok(minted) => minted,
         Err(e) => return e.into_response(),
     };
+    if let Some(key) = &identity.logout_key {
+        if let Err(e) =
+            single_logout::link(state, provider, key, &jti, &identity.subject, exp).await
+        {
+            record_failure(state, &provider.name, &e, Some(&identity.subject)).await;
+            return e.into_response();
+        }
+    }
     state.metrics.count_sso_login(&provider.name, "ok");
     let cookie = session::set_cookie(
         COOKIE,

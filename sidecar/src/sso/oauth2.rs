@@ -96,6 +96,7 @@ impl ClaimPaths {
             name: claim_text(&claims, &self.name),
             groups,
             claims,
+            logout_key: None,
         })
     }
 }

@@ -54,23 +54,28 @@ pub fn session_subject(provider: &str, subject: &str) -> String {
     format!("{provider}:{subject}")
 }
 
-/// Signs a session token with the active key; returns it and its expiry.
-pub fn mint(keys: &Keys, issuer: &str, who: &SessionClaims<'_>) -> Result<(String, i64), SsoError> {
+/// Signs a session token with the active key; returns it, its expiry and its `jti`.
+pub fn mint(
+    keys: &Keys,
+    issuer: &str,
+    who: &SessionClaims<'_>,
+) -> Result<(String, i64, String), SsoError> {
     let active = keys
         .active
         .as_ref()
         .ok_or_else(|| SsoError::Unavailable("no active signing key yet".into()))?;
     let now = unix_now();
     let exp = now + who.lifetime_secs;
+    let jti = random_token(16);
     let claims = json!({
         "iss": issuer, "aud": AUDIENCE, "sub": session_subject(who.provider, who.subject),
         "idp_sub": who.subject, "role": who.role,
         "email": who.email, "name": who.name, "idp": who.provider,
-        "identity": who.identity_id, "iat": now, "exp": exp, "jti": random_token(16),
+        "identity": who.identity_id, "iat": now, "exp": exp, "jti": jti,
     });
     let token = jwt::sign(&claims, &active.private_pem, SESSION_ALG, Some(&active.kid))
         .map_err(|e| SsoError::Internal(format!("cannot sign the session token: {e}")))?;
-    Ok((token, exp))
+    Ok((token, exp, jti))
 }
 
 /// Verifies a token minted by [`mint`] (any published key) and returns its claims.
