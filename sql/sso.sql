@@ -456,7 +456,6 @@ CREATE TABLE integration.ended_sessions (
 COMMENT ON TABLE integration.ended_sessions IS
     'pg_integration SSO sessions ended before they expired; verify_jwt(token) refuses them';
 SELECT pg_catalog.pg_extension_config_dump('integration.ended_sessions', '');
-SELECT pg_catalog.pg_extension_config_dump('integration.cas_sessions', '');
 
 -- Called by the sidecar on logout; forgets ended sessions that expired since.
 CREATE FUNCTION integration.sso_end_session(jti text, expires_at timestamptz, provider text, subject text)
@@ -556,6 +555,7 @@ CREATE TABLE integration.cas_sessions (
 CREATE INDEX cas_sessions_expires_at ON integration.cas_sessions (expires_at);
 COMMENT ON TABLE integration.cas_sessions IS
     'pg_integration CAS sessions by service ticket hash, for single logout';
+SELECT pg_catalog.pg_extension_config_dump('integration.cas_sessions', '');
 
 -- Called by the sidecar when a CAS login mints a session; prunes a bounded
 -- batch of expired records.
