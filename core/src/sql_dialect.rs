@@ -623,3 +623,40 @@ mod tests {
         assert_eq!(my("time", "time(6)"), "interval");
     }
 }
+
+/// Whether a PostgreSQL statement can run in a cursor (`DECLARE … CURSOR
+/// FOR`), which refuses data-modifying statements, also inside `WITH`:
+/// true for a query that names no data-modifying keyword. A false answer
+/// for a query (a column named `delete`) only costs reading it whole.
+pub fn postgres_query_fits_a_cursor(statement: &str) -> bool {
+    let words: Vec<String> = statement
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    match words.first().map(String::as_str) {
+        Some("select" | "values" | "table") => true,
+        Some("with") => !words
+            .iter()
+            .any(|w| matches!(w.as_str(), "insert" | "update" | "delete" | "merge")),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::postgres_query_fits_a_cursor as fits;
+
+    #[test]
+    fn only_queries_without_data_modification_go_in_a_cursor() {
+        assert!(fits("SELECT g FROM generate_series(1, 10) g"));
+        assert!(fits("  values (1), (2)"));
+        assert!(fits("WITH a AS (SELECT 1) SELECT * FROM a"));
+        assert!(!fits("INSERT INTO t VALUES (1) RETURNING id"));
+        assert!(!fits(
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"
+        ));
+        assert!(!fits("update t set a = 1 returning a"));
+        assert!(!fits(""));
+    }
+}

@@ -250,16 +250,21 @@ fn query(name: &str, sql: &str, params: default!(JsonB, "'[]'")) -> SetOfIterato
             .collect(),
         _ => invalid("params must be a JSON array"),
     };
-    let rows = match wrapper.as_str() {
+    // Rows stream: each call of the set-returning function takes the next.
+    let mut next: Box<dyn FnMut() -> Option<serde_json::Value>> = match wrapper.as_str() {
         "postgres_wrapper" => {
-            postgres::pass_through::query(&server, sql, &params).unwrap_or_else(|e| fail(e))
+            let mut rows =
+                postgres::pass_through::query(&server, sql, &params).unwrap_or_else(|e| fail(e));
+            Box::new(move || rows.next().unwrap_or_else(|e| fail(e)))
         }
         "mysql_wrapper" => {
-            mysql::pass_through::query(&server, sql, &params).unwrap_or_else(|e| fail(e))
+            let mut rows =
+                mysql::pass_through::query(&server, sql, &params).unwrap_or_else(|e| fail(e));
+            Box::new(move || rows.next().unwrap_or_else(|e| fail(e)))
         }
         other => invalid(&format!(
             "server {name:?} uses {other}, not a pg_integration wrapper"
         )),
     };
-    SetOfIterator::new(rows.into_iter().map(JsonB))
+    SetOfIterator::new(std::iter::from_fn(move || next().map(JsonB)))
 }

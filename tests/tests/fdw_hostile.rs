@@ -319,3 +319,66 @@ fn a_password_is_never_sent_in_plain_text_unless_allowed() {
     }
     assert_no_crash(&local);
 }
+
+/// The pass-through streams (issue 28): a caller that takes three rows of
+/// a result that never ends gets them, for both wrappers, where a
+/// pass-through that read its whole result first would never return; the
+/// connection serves the next statement, and a data-modifying statement
+/// (which a cursor refuses) still runs.
+#[test]
+fn the_pass_through_streams_its_result() {
+    let (maria, local, _db) = maria_source();
+    let remote = PgCluster::start();
+    remote
+        .connect("postgres")
+        .batch_execute(
+            "CREATE ROLE remote_user LOGIN PASSWORD 'pw';
+             CREATE TABLE public.log (id int);
+             GRANT ALL ON public.log TO remote_user;",
+        )
+        .unwrap();
+    let mut db = local.connect("app");
+    db.execute(
+        "SELECT integration.add_data_source('pg', $1)",
+        &[&format!(
+            "postgresql://remote_user:pw@127.0.0.1:{}/postgres",
+            remote.port()
+        )],
+    )
+    .unwrap();
+    db.batch_execute("ALTER DATABASE app SET statement_timeout = '30s'")
+        .unwrap();
+    let _ = &maria;
+    for (source, endless) in [
+        ("pg", "SELECT generate_series(1, 1000000000000) AS g"),
+        ("my", "SELECT seq AS g FROM seq_1_to_1000000000000"),
+    ] {
+        let rows = within_a_minute(
+            &local,
+            "",
+            &format!("SELECT integration.query('{source}', '{endless}')->>'g' AS g LIMIT 3"),
+        )
+        .unwrap_or_else(|e| panic!("{source}: {e}"));
+        let got: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(got, ["1", "2", "3"], "{source}");
+        // Stopped early inside a transaction, the connection goes on.
+        let rows = within_a_minute(
+            &local,
+            &format!(
+                "BEGIN; SELECT integration.query('{source}', '{endless}') LIMIT 2;
+                 SELECT integration.query('{source}', 'SELECT 7 AS n'); COMMIT;"
+            ),
+            "SELECT 1",
+        );
+        assert!(rows.is_ok(), "{source}: {rows:?}");
+    }
+    let id: Value = db
+        .query_one(
+            "SELECT * FROM integration.query('pg', 'INSERT INTO public.log VALUES (5) RETURNING id')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(id["id"], 5);
+    assert_no_crash(&local);
+}

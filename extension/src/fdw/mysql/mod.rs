@@ -8,6 +8,7 @@ mod connection;
 mod decode;
 mod deparse;
 mod import;
+mod lent;
 mod mysql_wrapper;
 pub mod pass_through;
 

@@ -3,6 +3,7 @@
 
 use super::connection::{self, ConnKey, ConnectOptions};
 use super::deparse::{self, Mysql};
+use super::lent::Lent;
 use super::{decode, import};
 use super::{MysqlWrapperError, Result};
 use crate::fdw::aggregate;
@@ -16,9 +17,8 @@ use mysql_async::{Conn, Value};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
 use supabase_wrappers::prelude::*;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 const SERVER_OPTIONS: &[&str] = &[
     "host",
@@ -55,15 +55,8 @@ pub struct MysqlWrapper {
 
 /// Where a scan's rows come from.
 enum Rows {
-    /// A task streams the result through a channel of `fetch_size` rows; it
-    /// hands the connection back when the result is read to its end.
-    Stream {
-        rows: mpsc::Receiver<std::result::Result<RemoteRow, mysql_async::Error>>,
-        conn: Option<oneshot::Receiver<Conn>>,
-        cached: bool,
-        /// The task reading the result, aborted when it cannot be stopped.
-        task: tokio::task::JoinHandle<()>,
-    },
+    /// A task streams the result through a channel of `fetch_size` rows.
+    Stream(Box<Lent<RemoteRow>>),
     /// The whole result, for scans under UPDATE/DELETE, which need the
     /// connection while the scan is open.
     Buffered(VecDeque<RemoteRow>),
@@ -72,11 +65,7 @@ enum Rows {
 /// A scan's remote result being read.
 pub struct Reading {
     server: String,
-    key: ConnKey,
     source: Rows,
-    /// Who stops the remote statement when the local query is cancelled.
-    opts: ConnectOptions,
-    connection_id: u32,
 }
 
 impl RemoteRows for Reading {
@@ -89,7 +78,6 @@ impl RemoteRows for Reading {
         let server = options::foreign_server(plan.server.into());
         let opts = ConnectOptions::for_server(&server)?;
         let key = ConnKey::current(server.server_oid);
-        let mut connection_id = 0;
         let source = if plan.modifying {
             let rows = connection::with_conn(key, &opts, async move |conn| {
                 let mut result = conn.query_iter(sql).await?;
@@ -101,53 +89,32 @@ impl RemoteRows for Reading {
             })?;
             Rows::Buffered(rows)
         } else {
-            let (mut conn, cached) = connection::lend(key, &opts)?;
-            connection_id = conn.id();
-            let (tx, rx) = mpsc::channel(plan.fetch_size);
-            let (conn_tx, conn_rx) = oneshot::channel();
-            let rt = connection::runtime()?;
-            let task = rt.spawn(async move {
-                if let Err(e) = stream(&mut conn, sql, &tx).await {
-                    let _ = tx.send(Err(e)).await;
-                }
-                let _ = conn_tx.send(conn);
-            });
-            Rows::Stream {
-                rows: rx,
-                conn: Some(conn_rx),
-                cached,
-                task,
-            }
+            Rows::Stream(Box::new(Lent::open(
+                key,
+                &opts,
+                plan.fetch_size,
+                move |mut conn, tx| async move {
+                    if let Err(e) = stream(&mut conn, sql, &tx).await {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                    conn
+                },
+            )?))
         };
         Ok(Reading {
             server: server.server_name,
-            key,
             source,
-            opts,
-            connection_id,
         })
     }
 
     fn next(&mut self, plan: &ScanPlan, cells: &mut Vec<Option<Cell>>) -> Result<bool> {
         let remote = match &mut self.source {
             Rows::Buffered(rows) => rows.pop_front(),
-            Rows::Stream { rows, .. } => {
-                // A row already there needs no wait (and no timer).
-                let received = match rows.try_recv() {
-                    Ok(row) => Some(row),
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        let rt = connection::runtime()?;
-                        let kill = connection::kill_query(self.opts.clone(), self.connection_id);
-                        crate::fdw::wait_cancellable(&rt, rows.recv(), kill)
-                    }
-                };
-                match received {
-                    Some(Ok(values)) => Some(values),
-                    Some(Err(e)) => return Err(MysqlWrapperError::remote(&self.server, e)),
-                    None => None,
-                }
-            }
+            Rows::Stream(lent) => match lent.next()? {
+                Some(Ok(values)) => Some(values),
+                Some(Err(e)) => return Err(MysqlWrapperError::remote(&self.server, e)),
+                None => None,
+            },
         };
         let Some(mut remote) = remote else {
             return Ok(false);
@@ -176,49 +143,12 @@ impl RemoteRows for Reading {
         Ok(true)
     }
 
-    /// Hands the connection back. A result read to its end gives it back
-    /// at once. The rest of one the scan stopped early (a LIMIT, a local
-    /// filter that found enough) is not waited for, as it may never end:
-    /// the remote statement is killed, and a connection that is not back
-    /// within a few seconds is dropped (a remote transaction on it is lost:
-    /// the local commit then fails).
+    /// Hands a streamed result's connection back (see [`Lent::close`]).
     fn close(self) -> Result<()> {
-        let Rows::Stream {
-            rows,
-            conn: Some(mut conn),
-            cached,
-            task,
-        } = self.source
-        else {
-            return Ok(());
-        };
-        drop(rows);
-        let back = match conn.try_recv() {
-            Ok(conn) => Some(conn),
-            Err(oneshot::error::TryRecvError::Closed) => None,
-            Err(oneshot::error::TryRecvError::Empty) => {
-                let rt = connection::runtime()?;
-                let kill = connection::kill_query(self.opts.clone(), self.connection_id);
-                let stopped = async {
-                    kill.await;
-                    tokio::time::timeout(Duration::from_secs(5), conn)
-                        .await
-                        .ok()?
-                        .ok()
-                };
-                crate::fdw::wait_cancellable(&rt, stopped, async {})
-            }
-        };
-        match back {
-            Some(conn) => connection::give_back(self.key, conn, cached),
-            None => {
-                task.abort();
-                if cached {
-                    connection::lost(self.key);
-                }
-            }
+        match self.source {
+            Rows::Stream(lent) => lent.close(),
+            Rows::Buffered(_) => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -6,9 +6,13 @@
 use super::connection::{self, ConnKey, ConnectOptions};
 use super::{PostgresWrapperError, Result};
 use bytes::BytesMut;
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::error::Error;
+use std::rc::Rc;
 use supabase_wrappers::prelude::ForeignServer;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
+use tokio_postgres::Client;
 
 /// A parameter in text format: the remote parses it as the type it infers.
 #[derive(Debug)]
@@ -51,21 +55,77 @@ pub fn version(server: &ForeignServer) -> Result<String> {
     Ok(row.get(0))
 }
 
+/// Rows a pass-through cursor fetches at a time.
+const FETCH: usize = 1000;
+
+/// The rows of a pass-through statement as they come: a remote cursor read
+/// [`FETCH`] rows at a time, so a result of any size takes bounded memory
+/// here and a caller that stops early never reads the rest.
+pub struct Rows {
+    server: String,
+    key: ConnKey,
+    client: Rc<Client>,
+    fetch: String,
+    batch: VecDeque<serde_json::Value>,
+    done: bool,
+}
+
+thread_local! {
+    static CURSORS: Cell<u64> = const { Cell::new(0) };
+}
+
+impl Rows {
+    /// The next row, fetching the next batch when needed.
+    pub fn next(&mut self) -> Result<Option<serde_json::Value>> {
+        if self.batch.is_empty() && !self.done {
+            let rows = connection::wait(self.key, self.client.query(&self.fetch, &[]))?
+                .map_err(|e| PostgresWrapperError::remote(&self.server, e))?;
+            self.done = rows.len() < FETCH;
+            self.batch
+                .extend(rows.iter().map(|r| r.get::<_, serde_json::Value>(0)));
+        }
+        Ok(self.batch.pop_front())
+    }
+}
+
 /// Runs `sql` (a statement that returns rows; `$1`, `$2`, … bound to
-/// `params`) inside the remote transaction and returns each row as jsonb.
-pub fn query(
-    server: &ForeignServer,
-    sql: &str,
-    params: &[Option<String>],
-) -> Result<Vec<serde_json::Value>> {
+/// `params`) inside the remote transaction; its rows come back as jsonb
+/// built by the remote server, through a cursor for a query, whole for a
+/// data-modifying statement (a cursor refuses those).
+pub fn query(server: &ForeignServer, sql: &str, params: &[Option<String>]) -> Result<Rows> {
     let opts = ConnectOptions::for_server(server)?;
     let key = ConnKey::current(server.server_oid);
     let client = connection::in_transaction(key, &opts)?;
     let statement = sql.trim().trim_end_matches(';');
-    let wrapped = format!("WITH q AS ({statement}) SELECT pg_catalog.to_jsonb(q) FROM q");
     let params: Vec<TextParam> = params.iter().cloned().map(TextParam).collect();
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    let rows = connection::wait(key, client.query(&wrapped, &refs))?
+    let wrapped = format!("WITH q AS ({statement}) SELECT pg_catalog.to_jsonb(q) FROM q");
+    if !integration_core::sql_dialect::postgres_query_fits_a_cursor(statement) {
+        let rows = connection::wait(key, client.query(&wrapped, &refs))?
+            .map_err(|e| PostgresWrapperError::remote(&server.server_name, e))?;
+        return Ok(Rows {
+            server: server.server_name.clone(),
+            key,
+            client,
+            fetch: String::new(),
+            batch: rows.iter().map(|r| r.get(0)).collect(),
+            done: true,
+        });
+    }
+    let n = CURSORS.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    let cursor = format!("pg_integration_query_{n}");
+    let declare = format!("DECLARE {cursor} NO SCROLL CURSOR FOR {wrapped}");
+    connection::wait(key, client.execute(&declare, &refs))?
         .map_err(|e| PostgresWrapperError::remote(&server.server_name, e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(Rows {
+        server: server.server_name.clone(),
+        key,
+        client,
+        fetch: format!("FETCH {FETCH} FROM {cursor}"),
+        batch: VecDeque::new(),
+        done: false,
+    })
 }
