@@ -590,6 +590,50 @@ V2ddQgU=
     }
 
     #[test]
+    fn metadata_as_real_idps_write_it_is_read() {
+        // Default namespace, a metadata signature, extensions, an
+        // encryption key beside the signing one, two signing keys (a
+        // rollover), several endpoints and formats.
+        let xml = format!(
+            r##"<?xml version="1.0" encoding="UTF-8"?>
+<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" ID="_m1" entityID="https://idp.example.net/realms/corp" validUntil="2099-01-01T00:00:00Z">
+  <ds:Signature><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/><ds:Reference URI="#_m1"><ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/></ds:Transforms><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue>AAAA</ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue>AAAA</ds:SignatureValue></ds:Signature>
+  <Extensions><foo xmlns="urn:example:ext">bar</foo></Extensions>
+  <IDPSSODescriptor WantAuthnRequestsSigned="false" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+    <KeyDescriptor use="encryption"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{c2}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></KeyDescriptor>
+    <KeyDescriptor use="signing"><ds:KeyInfo><ds:KeyName>k1</ds:KeyName><ds:X509Data><ds:X509Certificate>
+{c1}
+    </ds:X509Certificate></ds:X509Data></ds:KeyInfo></KeyDescriptor>
+    <KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{c2}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></KeyDescriptor>
+    <SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.example.net/slo"/>
+    <NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</NameIDFormat>
+    <NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</NameIDFormat>
+    <SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://idp.example.net/sso/post"/>
+    <SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.example.net/sso/redirect"/>
+    <SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:SOAP" Location="https://idp.example.net/sso/soap"/>
+  </IDPSSODescriptor>
+  <Organization><OrganizationName xml:lang="en">Example</OrganizationName><OrganizationDisplayName xml:lang="en">Example</OrganizationDisplayName><OrganizationURL xml:lang="en">https://example.net</OrganizationURL></Organization>
+  <ContactPerson contactType="technical"><EmailAddress>ops@example.net</EmailAddress></ContactPerson>
+</EntityDescriptor>"##,
+            c1 = CERT_1
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            c2 = base64_body(CERT_2),
+        );
+        let p = saml(json!({ "idp_metadata_xml": xml })).expect("metadata");
+        assert_eq!(p.idp.entity_id, "https://idp.example.net/realms/corp");
+        assert_eq!(p.idp.sso_url, "https://idp.example.net/sso/redirect");
+        let kept: Vec<&[u8]> = p.idp.certificates.iter().map(|c| c.der_data()).collect();
+        assert_eq!(
+            kept,
+            vec![der(CERT_1).as_slice(), der(CERT_2).as_slice()],
+            "the signing keys only, in order"
+        );
+    }
+
+    #[test]
     fn a_provider_that_could_verify_nothing_is_refused() {
         let refusals = [
             (json!({}), "config lacks the IdP"),
