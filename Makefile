@@ -13,6 +13,8 @@ PGRX_PGDATA  := $(or $(TMPDIR),/tmp)/pg_integration-pgrx-$(shell id -u)
 CARGO        ?= cargo
 APT_PACKAGES := postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config \
                 libssl-dev sudo openssl python3-venv mariadb-server
+# SAML logins (samael's xmlsec): headers to build the sidecar, libraries it links.
+APT_PACKAGES += libxmlsec1-dev libxml2-dev libxmlsec1 libxmlsec1-openssl libxml2
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: deps apt-deps sso-apt-deps pgrx-deps test-deps bench-deps install install-release test test-unit \
@@ -82,12 +84,12 @@ install: deps
 install-release: deps
 	cd extension && $(CARGO) pgrx install --release --pg-config $(PG_CONFIG) $(if $(SUDO),--sudo) >/dev/null
 
-sidecar:
+sidecar: apt-deps
 	$(CARGO) build -p integration-sidecar
 
 test: deps test-unit test-pgrx test-e2e
 
-test-unit:
+test-unit: apt-deps
 	$(CARGO) test -p integration-core -p integration-sidecar
 
 # pgrx runs its own cluster as the postgres OS user; it does not clear an

@@ -1361,6 +1361,156 @@ fn oidc_over_https_trusts_the_configured_ca_and_nothing_else() {
     );
 }
 
+/// A self-signed P-256 certificate standing for a SAML IdP's signing key
+/// (nothing is signed before the ACS exists).
+const SAML_IDP_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBgjCCASegAwIBAgIUO73co6/uLdveOVqoPV2edQcCTi0wCgYIKoZIzj0EAwIw
+FTETMBEGA1UEAwwKdGVzdC1pZHAtMTAgFw0yNjEyMDYxNTE5MTdaGA8yMTI2MTEx
+MjE1MTkxN1owFTETMBEGA1UEAwwKdGVzdC1pZHAtMTBZMBMGByqGSM49AgEGCCqG
+SM49AwEHA0IABOaI7OSsMCkg1YK397A1duYEEvOuA/aak9Ezp7tMJem3aOQcfq4v
+6KRYQuOfhSBKd4WBN4pspOdpT+Px6mHHIuSjUzBRMB0GA1UdDgQWBBQCK56Y8Bn4
+oyOmxrMgRtoSR+h4TzAfBgNVHSMEGDAWgBQCK56Y8Bn4oyOmxrMgRtoSR+h4TzAP
+BgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQDM05clhDFUyO42bVWs
+On7ISWFx/IoYQVOzlXQ7HJyUrAIhAIrpJPZXqZP7MFJ9S/L5PFrT1HJo6cpS8937
+4+1XHtkH
+-----END CERTIFICATE-----
+";
+
+/// The XML of the AuthnRequest a HTTP-Redirect URL carries.
+fn saml_request(url: &str) -> String {
+    use base64::Engine;
+    use std::io::Read;
+    let deflated = base64::engine::general_purpose::STANDARD
+        .decode(query(url, "SAMLRequest").expect("SAMLRequest"))
+        .expect("base64");
+    let mut xml = String::new();
+    flate2::read::DeflateDecoder::new(deflated.as_slice())
+        .read_to_string(&mut xml)
+        .expect("deflated XML");
+    xml
+}
+
+#[test]
+fn a_saml_provider_made_in_sql_serves_sp_metadata_and_redirects_with_an_authn_request() {
+    let (cluster, mut admin) = setup();
+    let create =
+        "SELECT integration.create_sso_provider($1, 'saml', $2::jsonb, default_role => 'app_user')";
+    let corp = json!({
+        "idp_entity_id": "https://idp.example.net/saml",
+        "idp_sso_url": "https://idp.example.net/sso",
+        "idp_certificates": [SAML_IDP_CERT],
+        "name_id_format": "emailAddress",
+    });
+    admin.execute(create, &[&"corp", &corp]).expect("corp");
+    // SQL checks nothing of a SAML config yet; the sidecar refuses to use it.
+    let unverifiable = json!({
+        "idp_entity_id": "https://idp.example.net/saml",
+        "idp_sso_url": "https://idp.example.net/sso",
+    });
+    admin
+        .execute(create, &[&"nocert", &unverifiable])
+        .expect("nocert");
+    let sidecar = start_sidecar(&cluster);
+    let base = &sidecar.base_url;
+
+    let response = client()
+        .get(sidecar.url("/auth/corp/metadata"))
+        .send()
+        .expect("GET metadata");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/samlmetadata+xml"
+    );
+    let a = answer(response);
+    assert_eq!(a.status, 200, "{}\n{}", a.text, sidecar.log());
+    assert!(
+        a.text
+            .contains(&format!(r#"entityID="{base}/auth/corp/metadata""#)),
+        "{}",
+        a.text
+    );
+    assert!(a.text.contains(&format!(
+        r#"<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{base}/auth/corp/callback""#
+    )), "{}", a.text);
+    assert!(a.text.contains(
+        "<md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat>"
+    ), "{}", a.text);
+
+    let browser = new_browser();
+    let a = answer(
+        browser
+            .get(sidecar.url("/auth/corp/login"))
+            .send()
+            .expect("GET login"),
+    );
+    assert_eq!(a.status, 302, "{}\n{}", a.text, sidecar.log());
+    let location = a.location.expect("a Location");
+    assert!(
+        location.starts_with("https://idp.example.net/sso?SAMLRequest="),
+        "{location}"
+    );
+    let relay_state = query(&location, "RelayState").expect("RelayState");
+    assert!(relay_state.len() >= 32, "{relay_state}");
+    assert!(
+        a.cookies
+            .iter()
+            .any(|c| c.starts_with("pg_integration_login=")),
+        "{:?}",
+        a.cookies
+    );
+    let xml = saml_request(&location);
+    for expected in [
+        r#"Destination="https://idp.example.net/sso""#.to_owned(),
+        format!(r#"AssertionConsumerServiceURL="{base}/auth/corp/callback""#),
+        format!(">{base}/auth/corp/metadata</saml2:Issuer>"),
+        r#"Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress""#.to_owned(),
+    ] {
+        assert!(xml.contains(&expected), "{expected} in {xml}");
+    }
+    // Each login its own request.
+    let again = answer(
+        client()
+            .get(sidecar.url("/auth/corp/login"))
+            .send()
+            .expect("GET login"),
+    );
+    let id = |xml: &str| {
+        xml.split(" ID=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .map(str::to_owned)
+    };
+    let other = saml_request(&again.location.expect("a Location"));
+    assert!(id(&xml).is_some());
+    assert_ne!(id(&xml), id(&other));
+
+    // No response is accepted before the ACS exists: no session, whatever is posted.
+    let a = answer(
+        browser
+            .post(sidecar.url("/auth/corp/callback"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("SAMLResponse=PHg%2B&RelayState={relay_state}"))
+            .send()
+            .expect("POST callback"),
+    );
+    assert!((400..500).contains(&a.status), "{}: {}", a.status, a.text);
+    assert!(a.body.get("access_token").is_none(), "{}", a.text);
+
+    // A provider without a signing certificate is not used, and says why.
+    for path in ["/auth/nocert/metadata", "/auth/nocert/login"] {
+        let a = answer(client().get(sidecar.url(path)).send().expect("GET"));
+        assert_eq!(a.status, 503, "{path}: {}", a.text);
+        assert!(a.text.contains("idp_certificates"), "{path}: {}", a.text);
+    }
+    let a = answer(
+        client()
+            .get(sidecar.url("/auth/none/metadata"))
+            .send()
+            .expect("GET"),
+    );
+    assert_eq!(a.status, 404, "{}", a.text);
+}
+
 /// Peak resident memory of process `pid`, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -4,7 +4,7 @@
 //! no key is active the loader asks the database for one
 //! (`integration.ensure_signing_key()`), so a fresh install signs at once.
 
-use super::{cas, ldap, oauth2, oidc, Protocol};
+use super::{cas, ldap, oauth2, oidc, saml, Protocol};
 use crate::db::describe;
 use crate::listen::Reload;
 use futures_util::future::BoxFuture;
@@ -203,6 +203,7 @@ fn parse_provider(row: &tokio_postgres::Row, public_url: &str) -> Result<Provide
             oauth2::OAuth2::from_config(&config, &secrets, &callback).map(|p| Arc::new(p) as _)
         }
         "cas" => cas::Cas::from_config(&config, &callback).map(|p| Arc::new(p) as _),
+        "saml" => saml::Saml::from_config(&config, public_url, &name).map(|p| Arc::new(p) as _),
         other => Err(format!(
             "{other} logins are not implemented by this sidecar yet"
         )),

@@ -15,6 +15,7 @@ mod idp_http;
 mod ldap;
 mod oauth2;
 mod oidc;
+mod saml;
 pub mod session;
 mod single_logout;
 mod used_states;
@@ -142,6 +143,12 @@ pub trait Protocol: Send + Sync {
         Err(SsoError::BadRequest(
             "this provider takes no back-channel logout request".into(),
         ))
+    }
+
+    /// The service-provider metadata to give the identity provider (SAML),
+    /// served at `GET /auth/{provider}/metadata`.
+    fn sp_metadata(&self) -> Option<&str> {
+        None
     }
 
     /// Where to end the session at the identity provider too (RP-initiated logout), if it can.
@@ -411,6 +418,7 @@ pub fn router() -> Router<AppState> {
             "/auth/{provider}/callback",
             get(callback).post(callback_form),
         )
+        .route("/auth/{provider}/metadata", get(saml::metadata))
         .route("/auth/session", get(current_session))
         .route("/auth/logout", post(logout))
         .route("/.well-known/jwks.json", get(jwks))
