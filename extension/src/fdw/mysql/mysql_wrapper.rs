@@ -247,10 +247,33 @@ impl MysqlWrapper {
         )
     }
 
+    /// Runs a write; warnings (not notes) the remote gave for it refuse it,
+    /// as strict mode would have refused the value: what was written is
+    /// not what was asked for.
     fn execute(&self, sql: String) -> Result<()> {
-        connection::with_conn(self.key(), &self.connect_options()?, async move |conn| {
-            conn.query_drop(sql).await
-        })
+        let warnings =
+            connection::with_conn(self.key(), &self.connect_options()?, async move |conn| {
+                conn.query_drop(sql).await?;
+                if conn.get_warnings() == 0 {
+                    return Ok(Vec::new());
+                }
+                let shown: Vec<(String, u32, String)> = conn.query("SHOW WARNINGS").await?;
+                Ok(shown
+                    .into_iter()
+                    .filter(|(level, _, _)| !level.eq_ignore_ascii_case("note"))
+                    .collect())
+            })?;
+        match warnings.first() {
+            None => Ok(()),
+            Some((level, code, message)) => Err(MysqlWrapperError::Remote {
+                server: format!("remote server \"{}\"", self.server.server_name),
+                code: Some("22000".into()),
+                message: format!(
+                    "the write was refused: the remote gave {} warning(s), first {level} {code}: {message}",
+                    warnings.len()
+                ),
+            }),
+        }
     }
 }
 
