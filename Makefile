@@ -1,7 +1,7 @@
 # pg_integration — every target installs what it needs, quietly when present.
 #   make run      build, install and start PostgreSQL + the sidecar locally
 #   make test     install what is missing and run every test
-#   make install  install the extension into the PostgreSQL of pg_config
+#   make install  install the extension (release build) into the PostgreSQL of pg_config
 #   make bench    run the benchmarks in tests/bench (BENCH="http webhooks" for some)
 
 SHELL        := /bin/bash
@@ -17,7 +17,7 @@ APT_PACKAGES := postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-co
 APT_PACKAGES += libxmlsec1-dev libxml2-dev libxmlsec1 libxmlsec1-openssl libxml2
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps apt-deps sso-apt-deps pgrx-deps test-deps bench-deps install install-release test test-unit \
+.PHONY: deps apt-deps sso-apt-deps pgrx-deps test-deps bench-deps install install-debug test test-unit \
         test-pgrx test-e2e bench run sidecar lint
 
 deps: apt-deps pgrx-deps
@@ -78,11 +78,13 @@ pgrx-deps: apt-deps
 	fi
 
 # Installs the debug build (what the end-to-end tests load).
+# The release build: what a DBA installs, and what `make run` and `make bench` use.
 install: deps
-	cd extension && $(CARGO) pgrx install --pg-config $(PG_CONFIG) $(if $(SUDO),--sudo) >/dev/null
-
-install-release: deps
 	cd extension && $(CARGO) pgrx install --release --pg-config $(PG_CONFIG) $(if $(SUDO),--sudo) >/dev/null
+
+# The debug build (debug assertions, faster to build): what the end-to-end tests load.
+install-debug: deps
+	cd extension && $(CARGO) pgrx install --pg-config $(PG_CONFIG) $(if $(SUDO),--sudo) >/dev/null
 
 sidecar: apt-deps
 	$(CARGO) build -p integration-sidecar
@@ -100,8 +102,8 @@ test-pgrx: deps
 	cd extension && $(CARGO) pgrx test pg15 $(if $(filter 0,$(shell id -u)),--runas postgres) \
 	  --pgdata $(PGRX_PGDATA)
 
-# `cargo pgrx test` installed its test build; install the normal one after it.
-test-e2e: install sidecar test-deps
+# `cargo pgrx test` installed its test build; install the debug one after it.
+test-e2e: install-debug sidecar test-deps
 	$(CARGO) test -p integration-tests
 
 BENCH_PACKAGES := wrk nginx-light postgresql-15-mysql-fdw
@@ -111,7 +113,7 @@ bench-deps: apt-deps
 # The webhook figures need the release sidecar, wrk and pgbench (postgresql-15);
 # the HTTP figures need nginx; the fdw figures mysql_fdw (postgres_fdw is in
 # postgresql-15) and MariaDB.
-bench: install-release bench-deps
+bench: install bench-deps
 	$(CARGO) build --release -p integration-sidecar
 	$(CARGO) run --release -p integration-tests --bin bench -- $(BENCH)
 
@@ -119,6 +121,6 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-run: install-release
+run: install
 	$(CARGO) build --release -p integration-sidecar
 	@BUILD=$(BUILD) PG_CONFIG=$(PG_CONFIG) bash scripts/run-local.sh
