@@ -38,6 +38,11 @@ extension_sql_file!(
     name = "sso",
     requires = ["roles", "audit"]
 );
+extension_sql_file!(
+    "../../sql/metrics.sql",
+    name = "metrics",
+    requires = ["http_queue", "webhooks", "audit"]
+);
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

@@ -194,13 +194,106 @@ async fn scrape(State(state): State<AppState>) -> Response {
     // Refresh db_up so it is never older than the scrape; check_database
     // logs a failure itself, and the scrape succeeds either way.
     state.check_database().await.ok();
+    let database = database_metrics(&state).await;
     match state.metrics.render() {
-        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Ok(mut body) => {
+            // The database's families go before the closing `# EOF`.
+            if let Some(end) = body.rfind("# EOF") {
+                body.insert_str(end, &database);
+            }
+            ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+        }
         Err(_) => crate::errors::json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot encode the metrics",
         ),
     }
+}
+
+const DATABASE_METRICS: &str =
+    "SELECT name, type, help, labels, value FROM integration.metrics ORDER BY name, labels::text";
+
+/// One row of `integration.metrics`.
+struct DatabaseSample {
+    name: String,
+    kind: String,
+    help: String,
+    labels: serde_json::Value,
+    value: f64,
+}
+
+/// The extension's own metrics (`integration.metrics`: the HTTP queue,
+/// webhook events, dropped audit events, failed key checks), or nothing
+/// when the database cannot tell (down, or an extension without the view).
+async fn database_metrics(state: &AppState) -> String {
+    let rows = match state.db.client().await {
+        Ok(client) => client.query(DATABASE_METRICS, &[]).await,
+        Err(_) => return String::new(),
+    };
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %crate::db::describe(&e), "cannot read integration.metrics");
+            return String::new();
+        }
+    };
+    let samples: Vec<DatabaseSample> = rows
+        .iter()
+        .filter_map(|row| {
+            Some(DatabaseSample {
+                name: row.try_get("name").ok()?,
+                kind: row.try_get("type").ok()?,
+                help: row.try_get("help").ok()?,
+                labels: row.try_get("labels").ok()?,
+                value: row.try_get("value").ok()?,
+            })
+        })
+        .collect();
+    render_database(&samples)
+}
+
+/// Samples in OpenMetrics text: a `# TYPE` and `# HELP` line per family
+/// (the rows come sorted by name), a counter's samples named `…_total`.
+fn render_database(samples: &[DatabaseSample]) -> String {
+    let escape = |text: &str| {
+        text.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let mut out = String::new();
+    let mut family = "";
+    for sample in samples {
+        let kind = if sample.kind == "counter" {
+            "counter"
+        } else {
+            "gauge"
+        };
+        if sample.name != family {
+            family = &sample.name;
+            out.push_str(&format!("# TYPE {family} {kind}\n"));
+            out.push_str(&format!("# HELP {family} {}\n", escape(&sample.help)));
+        }
+        let labels: Vec<String> = sample
+            .labels
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v.as_str().unwrap_or_default())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", labels.join(","))
+        };
+        out.push_str(&format!(
+            "{}{suffix}{labels} {}\n",
+            sample.name, sample.value
+        ));
+    }
+    out
 }
 
 /// Middleware counting and timing every answered request.
@@ -238,6 +331,48 @@ fn method_label(method: &Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_metrics_are_families_with_escaped_labels_and_counter_totals() {
+        let sample =
+            |name: &str, kind: &str, labels: serde_json::Value, value: f64| DatabaseSample {
+                name: name.into(),
+                kind: kind.into(),
+                help: "what it \\ counts\nhere".into(),
+                labels,
+                value,
+            };
+        let text = render_database(&[
+            sample(
+                "integration_audit_events_dropped",
+                "counter",
+                serde_json::json!({}),
+                7.0,
+            ),
+            sample(
+                "integration_webhook_events_last_minute",
+                "gauge",
+                serde_json::json!({"webhook": "a\"b"}),
+                2.0,
+            ),
+            sample(
+                "integration_webhook_events_last_minute",
+                "gauge",
+                serde_json::json!({"webhook": "c"}),
+                0.5,
+            ),
+        ]);
+        assert_eq!(
+            text,
+            "# TYPE integration_audit_events_dropped counter\n\
+             # HELP integration_audit_events_dropped what it \\\\ counts\\nhere\n\
+             integration_audit_events_dropped_total 7\n\
+             # TYPE integration_webhook_events_last_minute gauge\n\
+             # HELP integration_webhook_events_last_minute what it \\\\ counts\\nhere\n\
+             integration_webhook_events_last_minute{webhook=\"a\\\"b\"} 2\n\
+             integration_webhook_events_last_minute{webhook=\"c\"} 0.5\n"
+        );
+    }
 
     #[test]
     fn the_exposition_is_openmetrics_text_with_every_metric() {

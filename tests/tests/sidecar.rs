@@ -401,3 +401,99 @@ fn path_str(path: &Path) -> &str {
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The extension's own metrics (`integration.metrics`: HTTP queue, webhook
+/// events, dropped audit events, failed key checks) reach /metrics in a
+/// form a Prometheus parser reads (issue 33).
+#[test]
+fn database_metrics_are_served_to_prometheus() {
+    let cluster = PgCluster::start();
+    let db = "metrics_e2e";
+    let mut admin = cluster.create_database(db);
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE integration_sidecar LOGIN;
+             ALTER DATABASE {db} SET integration.http_allowed_networks = '127.0.0.1/32';
+             SELECT * FROM integration.create_webhook('hook', 'none');"
+        ))
+        .unwrap();
+    let mut admin = cluster.connect(db);
+    // Refused at once (nothing listens on port 1), retried in an hour: queued.
+    admin
+        .batch_execute(
+            "SELECT integration.http_enqueue('GET', 'http://127.0.0.1:1/', retries => 5, backoff => '1 hour');
+             SELECT integration.verify_api_key('not-a-key');
+             SELECT integration.verify_api_key('not-a-key-either');",
+        )
+        .unwrap();
+    let url = format!(
+        "postgresql://integration_sidecar:{PASSWORD}@127.0.0.1:{}/{db}",
+        cluster.port()
+    );
+    let sidecar = Sidecar::start(&url, &[], None);
+    let client = Client::new();
+    for n in 0..2 {
+        let status = client
+            .post(sidecar.url("/webhooks/hook"))
+            .header("Content-Type", "application/json")
+            .body(format!("{{\"n\": {n}}}"))
+            .send()
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "{status}\n{}", sidecar.log());
+    }
+    let value = |scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    let start = Instant::now();
+    loop {
+        let text = sidecar.metrics();
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"));
+        let failures = value(
+            &scrape,
+            "integration_api_key_failures_last_minute",
+            Some(("reason", "malformed")),
+        );
+        if failures == Some(2.0) {
+            assert_eq!(
+                value(&scrape, "integration_http_queue_requests", None),
+                Some(1.0),
+                "{text}"
+            );
+            assert_eq!(
+                value(
+                    &scrape,
+                    "integration_webhook_events_last_minute",
+                    Some(("webhook", "hook"))
+                ),
+                Some(2.0),
+                "{text}"
+            );
+            assert_eq!(
+                value(&scrape, "integration_audit_events_dropped_total", None),
+                Some(0.0),
+                "{text}"
+            );
+            assert!(
+                value(&scrape, "integration_sidecar_db_up", None) == Some(1.0),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "failed verifications never counted ({failures:?})\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
