@@ -92,6 +92,7 @@ struct Case {
     issued: i64,
     expires: i64,
     assertion_id: String,
+    name_id: String,
 }
 
 impl Default for Case {
@@ -109,6 +110,7 @@ impl Default for Case {
             issued: 0,
             expires: 300,
             assertion_id: "_assertion-1".into(),
+            name_id: "alice@example.org".into(),
         }
     }
 }
@@ -151,8 +153,9 @@ fn response_xml(c: &Case) -> String {
         String::new()
     };
     let assertion = format!(
-        r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ID="{id}" Version="2.0" IssueInstant="{issued}"><saml:Issuer>{IDP}</saml:Issuer>{assertion_signature}<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">alice@example.org</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData{scd_irt} NotOnOrAfter="{expires}" Recipient="{recipient}"/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{not_before}" NotOnOrAfter="{expires}">{audience}</saml:Conditions><saml:AuthnStatement AuthnInstant="{issued}" SessionIndex="_session-1"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement><saml:AttributeStatement><saml:Attribute Name="mail"><saml:AttributeValue xsi:type="xs:string">alice@example.org</saml:AttributeValue></saml:Attribute><saml:Attribute Name="groups"><saml:AttributeValue xsi:type="xs:string">staff</saml:AttributeValue><saml:AttributeValue xsi:type="xs:string">admins</saml:AttributeValue></saml:Attribute><saml:Attribute Name="urn:oid:2.5.4.3" FriendlyName="cn"><saml:AttributeValue xsi:type="xs:string">Alice Liddell</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion>"#,
+        r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ID="{id}" Version="2.0" IssueInstant="{issued}"><saml:Issuer>{IDP}</saml:Issuer>{assertion_signature}<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">{name_id}</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData{scd_irt} NotOnOrAfter="{expires}" Recipient="{recipient}"/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{not_before}" NotOnOrAfter="{expires}">{audience}</saml:Conditions><saml:AuthnStatement AuthnInstant="{issued}" SessionIndex="_session-1"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement><saml:AttributeStatement><saml:Attribute Name="mail"><saml:AttributeValue xsi:type="xs:string">alice@example.org</saml:AttributeValue></saml:Attribute><saml:Attribute Name="groups"><saml:AttributeValue xsi:type="xs:string">staff</saml:AttributeValue><saml:AttributeValue xsi:type="xs:string">admins</saml:AttributeValue></saml:Attribute><saml:Attribute Name="urn:oid:2.5.4.3" FriendlyName="cn"><saml:AttributeValue xsi:type="xs:string">Alice Liddell</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion>"#,
         id = c.assertion_id,
+        name_id = c.name_id,
         issued = instant(c.issued),
         not_before = instant(c.issued - 5),
         expires = instant(c.expires),
@@ -452,5 +455,30 @@ fn a_provider_with_an_sp_private_key_in_its_secrets_is_refused_until_supported()
     match Saml::from_config(&config, &secrets, PUBLIC, "corp") {
         Err(e) => assert!(e.contains("sp_private_key is not yet supported"), "{e}"),
         Ok(_) => panic!("accepted"),
+    }
+}
+
+#[test]
+fn a_comment_inside_the_signed_name_id_does_not_truncate_it() {
+    // Exclusive c14n drops comments, so one added to a signed document
+    // keeps the signature valid: the NameID must not end at the comment.
+    for (response_signed, assertion_signed) in [(true, false), (false, true)] {
+        let c = Case {
+            name_id: "alice@example.org.evil.com".into(),
+            response_signed,
+            assertion_signed,
+            ..Case::default()
+        };
+        let xml = response_xml(&c).replacen(
+            "alice@example.org.evil.com",
+            "alice@example.org<!---->.evil.com",
+            1,
+        );
+        assert!(xml.contains("<!---->"));
+        match provider(false).verify(&STANDARD.encode(xml), Some(REQUEST), unix_now()) {
+            Ok(identity) => assert_eq!(identity.subject, "alice@example.org.evil.com"),
+            Err(SsoError::Rejected(_)) => {}
+            Err(other) => panic!("refused otherwise: {other:?}"),
+        }
     }
 }
