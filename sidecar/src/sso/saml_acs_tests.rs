@@ -482,3 +482,71 @@ fn a_comment_inside_the_signed_name_id_does_not_truncate_it() {
         }
     }
 }
+
+/// The signed assertion of an assertion-only-signed Response, and the
+/// Response around it.
+fn signed_assertion_and_response() -> (String, String) {
+    let c = Case {
+        response_signed: false,
+        assertion_signed: true,
+        ..Case::default()
+    };
+    let xml = response_xml(&c);
+    let start = xml.find("<saml:Assertion").expect("assertion");
+    let end = xml.find("</saml:Assertion>").expect("assertion end") + "</saml:Assertion>".len();
+    (xml[start..end].to_owned(), xml)
+}
+
+/// Accepted as alice or refused; never the forged subject.
+fn never_mallory(xml: &str) {
+    assert!(xml.contains("mallory@example.org"));
+    match provider(false).verify(&STANDARD.encode(xml), Some(REQUEST), unix_now()) {
+        Ok(identity) => assert_eq!(identity.subject, "alice@example.org"),
+        Err(SsoError::Rejected(_)) => {}
+        Err(other) => panic!("refused otherwise: {other:?}"),
+    }
+}
+
+#[test]
+fn a_forged_assertion_beside_the_signed_one_is_never_read() {
+    let (signed, response) = signed_assertion_and_response();
+    // An unsigned copy with another subject: with the signed one's ID, and
+    // with an ID of its own; before the signed one and after it.
+    for id in ["_assertion-1", "_forged"] {
+        let forged = signed
+            .split("<ds:Signature")
+            .next()
+            .expect("before the signature")
+            .replace("_assertion-1", id)
+            + &signed[signed.find("</ds:Signature>").expect("signature") + 15..];
+        let forged = forged.replace("alice@example.org", "mallory@example.org");
+        never_mallory(&response.replacen(&signed, &format!("{forged}{signed}"), 1));
+        never_mallory(&response.replacen(&signed, &format!("{signed}{forged}"), 1));
+    }
+}
+
+#[test]
+fn a_signed_assertion_moved_under_extensions_does_not_vouch_for_a_forged_one() {
+    let (signed, response) = signed_assertion_and_response();
+    let forged = signed
+        .split("<ds:Signature")
+        .next()
+        .expect("before the signature")
+        .replace("_assertion-1", "_forged")
+        + &signed[signed.find("</ds:Signature>").expect("signature") + 15..];
+    let forged = forged.replace("alice@example.org", "mallory@example.org");
+    let wrapped = response.replacen(
+        &signed,
+        &format!("<samlp:Extensions>{signed}</samlp:Extensions>{forged}"),
+        1,
+    );
+    // Extensions come right after the Issuer in a Response: put them there.
+    let issuer_end = wrapped.find("</saml:Issuer>").expect("issuer") + "</saml:Issuer>".len();
+    let ext_start = wrapped.find("<samlp:Extensions>").expect("extensions");
+    let ext_end =
+        wrapped.find("</samlp:Extensions>").expect("extensions end") + "</samlp:Extensions>".len();
+    let extensions = &wrapped[ext_start..ext_end];
+    let rest = format!("{}{}", &wrapped[issuer_end..ext_start], &wrapped[ext_end..]);
+    let moved = format!("{}{extensions}{rest}", &wrapped[..issuer_end]);
+    never_mallory(&moved);
+}
