@@ -55,7 +55,8 @@ apt-deps:
 
 # The SSO peers: slapd preseeded so that no system instance is configured
 # (the tests run throwaway instances of their own), and Node for oidc-provider.
-SSO_APT_PACKAGES := slapd ldap-utils nodejs
+# xmlsec1 signs the SAML responses of tests/src/saml_signer.rs (and pysaml2's).
+SSO_APT_PACKAGES := slapd ldap-utils nodejs xmlsec1
 sso-apt-deps: apt-deps
 	@echo "slapd slapd/no_configuration boolean true" | $(SUDO) debconf-set-selections
 	@$(call apt_install,$(SSO_APT_PACKAGES))

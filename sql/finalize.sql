@@ -101,7 +101,10 @@ GRANT EXECUTE ON FUNCTION
     integration.sso_record_failure(text, text, text),
     integration.sso_end_session(text, timestamptz, text, text),
     integration.sso_cas_link_session(text, text, text, text, timestamptz),
-    integration.sso_cas_single_logout(text, text)
+    integration.sso_cas_single_logout(text, text),
+    integration.sso_use_saml_assertion(text, text, timestamptz),
+    integration.sso_saml_store_request(text, text, text, text, jsonb, timestamptz),
+    integration.sso_saml_take_request(text, text)
 TO integration_sidecar;
 
 -- External databases: the wrappers' handler functions exist by now.

@@ -1,6 +1,6 @@
 -- SSO: the identity providers the sidecar logs people in with, the
 -- identities that logged in, and the keys that sign session tokens.
--- Secrets (client_secret, bind_password) live in sso_providers.secrets,
+-- Secrets (client_secret, bind_password, sp_private_key) live in sso_providers.secrets,
 -- readable only by the owner and integration_sidecar; admins see providers
 -- through sso_provider_list. Private signing keys are readable likewise.
 --
@@ -170,7 +170,9 @@ $$;
 CREATE FUNCTION integration._check_sso_provider(INOUT p integration.sso_providers)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    secret_keys constant text[] := ARRAY['client_secret', 'bind_password'];
+    secret_keys constant text[] := ARRAY['client_secret', 'bind_password', 'sp_private_key'];
+    by_parts boolean;
+    certificate jsonb;
     needed text[];
     missing text[];
     rule jsonb;
@@ -230,6 +232,66 @@ BEGIN
            OR EXISTS (SELECT FROM jsonb_each(p.config->'attributes') a
                       WHERE jsonb_typeof(a.value) <> 'string' OR a.key NOT IN ('email', 'name', 'groups'))) THEN
             RAISE EXCEPTION 'attributes of CAS provider % must be an object naming the CAS attribute of email, name or groups, as {"email": "mail", "name": "cn", "groups": "memberOf"}', p.name
+                USING ERRCODE = '22023';
+        END IF;
+    END IF;
+    IF p.kind = 'saml' THEN
+        IF p.config ? 'idp_metadata_url' THEN
+            RAISE EXCEPTION 'idp_metadata_url of SAML provider % is not yet supported: give idp_metadata_xml (the IdP''s metadata document) or idp_entity_id + idp_sso_url + idp_certificates', p.name
+                USING ERRCODE = '22023';
+        END IF;
+        by_parts := p.config ?| ARRAY['idp_entity_id', 'idp_sso_url', 'idp_certificates'];
+        IF (p.config ? 'idp_metadata_xml') = by_parts THEN
+            RAISE EXCEPTION 'SAML provider % needs its IdP given by idp_metadata_xml or by idp_entity_id + idp_sso_url + idp_certificates (exactly one of the two)', p.name
+                USING ERRCODE = '22023';
+        END IF;
+        IF p.config ? 'idp_metadata_xml' THEN
+            IF jsonb_typeof(p.config->'idp_metadata_xml') <> 'string' THEN
+                RAISE EXCEPTION 'idp_metadata_xml of SAML provider % must be a string (the IdP''s EntityDescriptor)', p.name
+                    USING ERRCODE = '22023';
+            END IF;
+            -- Entities are how XML bombs and external-file reads start: no
+            -- IdP's metadata needs them.
+            IF p.config->>'idp_metadata_xml' ~* '<!(DOCTYPE|ENTITY)' THEN
+                RAISE EXCEPTION 'idp_metadata_xml of SAML provider % holds a DOCTYPE or ENTITY declaration: give the IdP''s metadata without one', p.name
+                    USING ERRCODE = '22023';
+            END IF;
+        ELSE
+            missing := ARRAY(SELECT unnest(ARRAY['idp_entity_id', 'idp_sso_url', 'idp_certificates'])
+                             EXCEPT SELECT jsonb_object_keys(p.config) ORDER BY 1);
+            IF cardinality(missing) > 0 THEN
+                RAISE EXCEPTION 'config of saml provider % lacks % (or give idp_metadata_xml instead)', p.name, array_to_string(missing, ', ')
+                    USING ERRCODE = '22023';
+            END IF;
+            IF jsonb_typeof(p.config->'idp_entity_id') <> 'string' OR btrim(p.config->>'idp_entity_id') = '' THEN
+                RAISE EXCEPTION 'idp_entity_id of SAML provider % must be a non-empty string (the IdP''s entity ID)', p.name
+                    USING ERRCODE = '22023';
+            END IF;
+            IF jsonb_typeof(p.config->'idp_sso_url') <> 'string'
+               OR p.config->>'idp_sso_url' !~ '^https?://[^/@?#]+(/[^#]*)?$' THEN
+                RAISE EXCEPTION 'idp_sso_url of SAML provider % must be an absolute http(s) URL without user info or fragment (the IdP''s HTTP-Redirect SingleSignOnService)', p.name
+                    USING ERRCODE = '22023';
+            END IF;
+            IF jsonb_typeof(p.config->'idp_certificates') <> 'array'
+               OR jsonb_array_length(p.config->'idp_certificates') = 0 THEN
+                RAISE EXCEPTION 'idp_certificates of SAML provider % must be a non-empty array of PEM certificates (the IdP''s signing certificates): without one nothing could be verified', p.name
+                    USING ERRCODE = '22023';
+            END IF;
+            FOR certificate IN SELECT value FROM jsonb_array_elements(p.config->'idp_certificates') LOOP
+                IF jsonb_typeof(certificate) <> 'string'
+                   OR certificate #>> '{}' NOT LIKE '%-----BEGIN CERTIFICATE-----%' THEN
+                    RAISE EXCEPTION 'idp_certificates of SAML provider % must hold PEM certificates (-----BEGIN CERTIFICATE-----), not %', p.name, left(certificate::text, 50)
+                        USING ERRCODE = '22023';
+                END IF;
+            END LOOP;
+        END IF;
+        IF p.config ? 'allow_idp_initiated' AND jsonb_typeof(p.config->'allow_idp_initiated') <> 'boolean' THEN
+            RAISE EXCEPTION 'allow_idp_initiated of SAML provider % must be true or false', p.name USING ERRCODE = '22023';
+        END IF;
+        IF p.config ? 'attributes' AND (jsonb_typeof(p.config->'attributes') <> 'object'
+           OR EXISTS (SELECT FROM jsonb_each(p.config->'attributes') a
+                      WHERE jsonb_typeof(a.value) <> 'string' OR a.value #>> '{}' = '' OR a.key NOT IN ('email', 'name', 'groups'))) THEN
+            RAISE EXCEPTION 'attributes of SAML provider % must be an object naming the SAML attribute (Name or OID) of email, name or groups, as {"email": "mail", "name": "cn", "groups": "groups"}', p.name
                 USING ERRCODE = '22023';
         END IF;
     END IF;
@@ -304,8 +366,8 @@ RETURN integration._create_sso_provider(integration._require_admin('create_sso_p
     config, role_mapping, default_role, allowed_redirects, session_lifetime, enabled);
 
 -- Changes what is given; NULL leaves a setting as it is. `config` is merged
--- into the current one (a key set to JSON null is removed; client_secret
--- and bind_password go to the secrets); `reset` may name default_role.
+-- into the current one (a key set to JSON null is removed; client_secret,
+-- bind_password and sp_private_key go to the secrets); `reset` may name default_role.
 CREATE FUNCTION integration._alter_sso_provider(
     actor name, name text, config jsonb, role_mapping jsonb, default_role name,
     allowed_redirects text[], session_lifetime interval, enabled boolean, reset text[]
@@ -328,7 +390,7 @@ BEGIN
     END IF;
     -- Secrets named in the patch replace the stored ones (null removes them).
     p.secrets := p.secrets || coalesce((SELECT jsonb_object_agg(key, value) FROM jsonb_each(patch)
-                                         WHERE key IN ('client_secret', 'bind_password')), '{}');
+                                         WHERE key IN ('client_secret', 'bind_password', 'sp_private_key')), '{}');
     p.config := p.config || patch;
     p.role_mapping := coalesce(role_mapping, p.role_mapping);
     p.default_role := CASE WHEN 'default_role' = ANY (coalesce(reset, '{}')) THEN NULL
@@ -589,6 +651,95 @@ BEGIN
     END IF;
     PERFORM integration.sso_end_session(s.jti, s.expires_at, s.provider, s.subject);
     RETURN true;
+END
+$$;
+
+-- SAML: the assertion IDs already accepted (their SHA-256 in hex; the
+-- assertion itself is never stored), per provider, kept until the assertion
+-- could no longer be accepted: a replayed Response is refused by every
+-- sidecar replica.
+CREATE TABLE integration.used_saml_assertions (
+    provider         text NOT NULL REFERENCES integration.sso_providers (name)
+                     ON UPDATE CASCADE ON DELETE CASCADE,
+    id_hash          text NOT NULL CHECK (id_hash ~ '^[0-9a-f]{64}$'),
+    not_on_or_after  timestamptz NOT NULL,
+    PRIMARY KEY (provider, id_hash)
+);
+CREATE INDEX used_saml_assertions_not_on_or_after ON integration.used_saml_assertions (not_on_or_after);
+COMMENT ON TABLE integration.used_saml_assertions IS
+    'pg_integration SAML assertion IDs (hashed) already used for a login, kept until they expire';
+SELECT pg_catalog.pg_extension_config_dump('integration.used_saml_assertions', '');
+
+-- True the first time an assertion ID is used, false on a replay; prunes a
+-- bounded batch of expired records. The sidecar passes the last moment it
+-- would accept the assertion; it is kept until then, never less.
+CREATE FUNCTION integration.sso_use_saml_assertion(provider text, id_hash text, not_on_or_after timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM integration.used_saml_assertions u
+     WHERE u.ctid = ANY (ARRAY(SELECT v.ctid FROM integration.used_saml_assertions v
+                               WHERE v.not_on_or_after < now() LIMIT 100));
+    INSERT INTO integration.used_saml_assertions AS u (provider, id_hash, not_on_or_after)
+    VALUES (provider, id_hash, not_on_or_after)
+    ON CONFLICT ON CONSTRAINT used_saml_assertions_pkey DO NOTHING;
+    RETURN FOUND;
+END
+$$;
+
+-- SAML logins in progress: the AuthnRequest's ID with where to go after the
+-- login, found again at the ACS by the SHA-256 (hex) of the RelayState sent
+-- with it. The IdP's POST to the ACS is cross-site, so the SameSite=Lax
+-- login cookie does not come with it; the database does. Used once.
+CREATE TABLE integration.saml_pending_requests (
+    request_id        text PRIMARY KEY CHECK (pg_catalog.length(request_id) BETWEEN 1 AND 200),
+    provider          text NOT NULL REFERENCES integration.sso_providers (name)
+                      ON UPDATE CASCADE ON DELETE CASCADE,
+    relay_state_hash  text NOT NULL UNIQUE CHECK (relay_state_hash ~ '^[0-9a-f]{64}$'),
+    redirect_to       text,
+    kept              jsonb NOT NULL DEFAULT '{}' CHECK (pg_catalog.jsonb_typeof(kept) = 'object'),
+    expires_at        timestamptz NOT NULL
+);
+CREATE INDEX saml_pending_requests_expires_at ON integration.saml_pending_requests (expires_at);
+COMMENT ON TABLE integration.saml_pending_requests IS
+    'pg_integration SAML AuthnRequests awaiting their Response, by request ID; taken once at the ACS';
+SELECT pg_catalog.pg_extension_config_dump('integration.saml_pending_requests', '');
+
+-- Called by the sidecar when a SAML login starts; kept at most 15 minutes.
+-- Prunes a bounded batch of expired requests.
+CREATE FUNCTION integration.sso_saml_store_request(
+    provider text, request_id text, relay_state_hash text, redirect_to text, kept jsonb, expires_at timestamptz
+) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM integration.saml_pending_requests r
+     WHERE r.ctid = ANY (ARRAY(SELECT q.ctid FROM integration.saml_pending_requests q
+                               WHERE q.expires_at < now() LIMIT 100));
+    INSERT INTO integration.saml_pending_requests (request_id, provider, relay_state_hash, redirect_to, kept, expires_at)
+    VALUES (request_id, provider, relay_state_hash, redirect_to, coalesce(kept, '{}'),
+            LEAST(expires_at, now() + interval '15 minutes'));
+END
+$$;
+
+-- Called by the sidecar at the ACS: takes (deletes) the provider's pending
+-- request sent with the RelayState whose hash is given, and returns it
+-- unless it expired. No row: no such login in progress, or it was taken.
+CREATE FUNCTION integration.sso_saml_take_request(provider text, relay_state_hash text)
+RETURNS TABLE (request_id text, redirect_to text, kept jsonb)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r integration.saml_pending_requests;
+BEGIN
+    DELETE FROM integration.saml_pending_requests q
+     WHERE q.provider = sso_saml_take_request.provider
+       AND q.relay_state_hash = sso_saml_take_request.relay_state_hash
+    RETURNING q.* INTO r;
+    IF FOUND AND r.expires_at >= now() THEN
+        request_id := r.request_id;
+        redirect_to := r.redirect_to;
+        kept := r.kept;
+        RETURN NEXT;
+    END IF;
 END
 $$;
 

@@ -1402,13 +1402,25 @@ fn a_saml_provider_made_in_sql_serves_sp_metadata_and_redirects_with_an_authn_re
         "name_id_format": "emailAddress",
     });
     admin.execute(create, &[&"corp", &corp]).expect("corp");
-    // SQL checks nothing of a SAML config yet; the sidecar refuses to use it.
+    // SQL refuses a config that could verify nothing; stored behind its
+    // back, the sidecar refuses to use it too.
     let unverifiable = json!({
         "idp_entity_id": "https://idp.example.net/saml",
         "idp_sso_url": "https://idp.example.net/sso",
     });
-    admin
+    let e = admin
         .execute(create, &[&"nocert", &unverifiable])
+        .expect_err("refused in SQL");
+    assert!(
+        format!("{:?}", e.as_db_error()).contains("idp_certificates"),
+        "{e:?}"
+    );
+    admin
+        .execute(
+            "INSERT INTO integration.sso_providers (name, kind, config, default_role, created_by)
+             VALUES ('nocert', 'saml', $1::jsonb, 'app_user', current_user)",
+            &[&unverifiable],
+        )
         .expect("nocert");
     let sidecar = start_sidecar(&cluster);
     let base = &sidecar.base_url;
@@ -1484,7 +1496,7 @@ fn a_saml_provider_made_in_sql_serves_sp_metadata_and_redirects_with_an_authn_re
     assert!(id(&xml).is_some());
     assert_ne!(id(&xml), id(&other));
 
-    // No response is accepted before the ACS exists: no session, whatever is posted.
+    // What is posted is no signed SAML Response: no session.
     let a = answer(
         browser
             .post(sidecar.url("/auth/corp/callback"))

@@ -86,6 +86,17 @@ async fn start(
     });
     let cookie = jwt::sign(&claims, &active.private_pem, SESSION_ALG, Some(&active.kid))
         .map_err(|e| SsoError::Internal(format!("cannot sign the login cookie: {e}")))?;
+    if protocol.keeps_login_in_database() {
+        super::saml_acs::store_pending(
+            state,
+            &provider.name,
+            &login_state,
+            redirect_to,
+            &started.keep,
+            unix_now() + LOGIN_SECONDS,
+        )
+        .await?;
+    }
     let location = HeaderValue::from_str(&started.url)
         .map_err(|_| SsoError::Internal("the login URL is not a valid header".into()))?;
     let mut response = StatusCode::FOUND.into_response();
@@ -113,8 +124,8 @@ pub async fn callback(
     finish(&state, &name, &params, &headers).await
 }
 
-/// `POST /auth/{provider}/callback` (`response_mode=form_post`, SAML later,
-/// and CAS single logout).
+/// `POST /auth/{provider}/callback` (`response_mode=form_post`, the SAML
+/// ACS, and CAS single logout).
 pub async fn callback_form(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -125,6 +136,10 @@ pub async fn callback_form(
     // An identity provider's back channel, not a browser (CAS single logout).
     if let Some(logout_request) = params.get("logoutRequest") {
         return super::single_logout::handle(&state, &name, logout_request).await;
+    }
+    // The SAML HTTP-POST binding: cross-site, so without the login cookie.
+    if params.contains_key("SAMLResponse") {
+        return super::saml_acs::handle(&state, &name, &params).await;
     }
     finish(&state, &name, &params, &headers).await
 }

@@ -181,6 +181,7 @@ impl Cas {
             groups,
             claims: Value::Object(claims),
             logout_key: None,
+            single_use: None,
         }
     }
 }

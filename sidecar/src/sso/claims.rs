@@ -63,6 +63,7 @@ pub fn storable(identity: Identity) -> Result<Identity, SsoError> {
         groups,
         claims: bounded(clean(identity.claims)),
         logout_key: identity.logout_key,
+        single_use: identity.single_use,
     })
 }
 
@@ -122,6 +123,7 @@ mod tests {
             groups: vec!["adm\0ins".into(), "x".repeat(600), String::new()],
             claims,
             logout_key: None,
+            single_use: None,
         }
     }
 

@@ -203,7 +203,9 @@ fn parse_provider(row: &tokio_postgres::Row, public_url: &str) -> Result<Provide
             oauth2::OAuth2::from_config(&config, &secrets, &callback).map(|p| Arc::new(p) as _)
         }
         "cas" => cas::Cas::from_config(&config, &callback).map(|p| Arc::new(p) as _),
-        "saml" => saml::Saml::from_config(&config, public_url, &name).map(|p| Arc::new(p) as _),
+        "saml" => {
+            saml::Saml::from_config(&config, &secrets, public_url, &name).map(|p| Arc::new(p) as _)
+        }
         other => Err(format!(
             "{other} logins are not implemented by this sidecar yet"
         )),

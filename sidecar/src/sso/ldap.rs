@@ -234,6 +234,7 @@ impl Ldap {
             groups,
             claims: Value::Object(claims),
             logout_key: None,
+            single_use: None,
         }
     }
 }

@@ -16,6 +16,7 @@ mod ldap;
 mod oauth2;
 mod oidc;
 mod saml;
+mod saml_acs;
 pub mod session;
 mod single_logout;
 mod used_states;
@@ -55,6 +56,19 @@ pub struct Identity {
     /// What a back-channel logout will name to end the session this login
     /// starts (CAS: the SHA-256 of the service ticket), kept with the session.
     pub logout_key: Option<String>,
+    /// What this login may be finished with once only (a SAML assertion's
+    /// ID): spent in the database before the session is minted.
+    pub single_use: Option<SingleUse>,
+}
+
+/// An identifier a login may use once, until a moment after which the
+/// protocol would refuse it anyway.
+#[derive(Debug, Clone)]
+pub struct SingleUse {
+    /// SHA-256 (hex) of the identifier; the identifier is not stored.
+    pub id_hash: String,
+    /// Unix time until which it must be remembered.
+    pub until: i64,
 }
 
 /// What a login is finished with.
@@ -143,6 +157,14 @@ pub trait Protocol: Send + Sync {
         Err(SsoError::BadRequest(
             "this provider takes no back-channel logout request".into(),
         ))
+    }
+
+    /// Whether the login in progress must be found again without the login
+    /// cookie (SAML: the IdP posts to the ACS cross-site, and a
+    /// `SameSite=Lax` cookie does not come with that POST): it is kept in
+    /// the database by the `state` sent as RelayState (saml_acs.rs).
+    fn keeps_login_in_database(&self) -> bool {
+        false
     }
 
     /// The service-provider metadata to give the identity provider (SAML),
@@ -602,6 +624,12 @@ async fn complete(
     identity: Identity,
     redirect_to: Option<&str>,
 ) -> Response {
+    if let Some(once) = &identity.single_use {
+        if let Err(e) = saml_acs::use_once(state, &provider.name, once).await {
+            record_failure(state, &provider.name, &e, Some(&identity.subject)).await;
+            return e.into_response();
+        }
+    }
     let identity = match claims::storable(identity) {
         Ok(identity) => identity,
         Err(e) => {

@@ -97,6 +97,7 @@ impl ClaimPaths {
             groups,
             claims,
             logout_key: None,
+            single_use: None,
         })
     }
 }

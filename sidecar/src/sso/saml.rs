@@ -1,13 +1,16 @@
-//! SAML 2.0 logins, first step: the provider's configuration (the IdP from
-//! its metadata document, or from its entity id, SSO URL and signing
-//! certificates), our SP metadata (`GET /auth/{provider}/metadata`) and the
-//! AuthnRequest sent over the HTTP-Redirect binding. The ACS (checking a
-//! Response) is not written yet: a callback is refused until it is.
+//! SAML 2.0 logins: the provider's configuration (the IdP from its metadata
+//! document, or from its entity id, SSO URL and signing certificates), our
+//! SP metadata (`GET /auth/{provider}/metadata`), the AuthnRequest sent over
+//! the HTTP-Redirect binding, and the checks of a Response posted to the ACS
+//! (saml_acs.rs does its HTTP and database side). Signatures are verified by
+//! samael, which reduces the document to what was signed before reading it;
+//! xmlsec is initialised once per process by samael itself. Encrypted
+//! assertions and signed AuthnRequests are not supported yet.
 
 use super::endpoints::EndpointPolicy;
 use super::oauth2::{required, text};
 use super::session::random_token;
-use super::{refuse, Identity, LoginStart, Protocol, SsoError};
+use super::{Identity, LoginStart, Protocol, SingleUse, SsoError};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
@@ -16,16 +19,18 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use futures_util::future::BoxFuture;
 use openssl::x509::X509;
+use samael::crypto::AllowedSignatureAlgorithm;
 use samael::crypto::CertificateDer;
 use samael::key_info::{KeyInfo, X509Data};
 use samael::metadata::{
     Endpoint, EntityDescriptor, IdpSsoDescriptor, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor,
     HTTP_POST_BINDING, HTTP_REDIRECT_BINDING,
 };
-use samael::schema::{AuthnRequest, Issuer, NameIdPolicy};
+use samael::schema::{Assertion, AuthnRequest, Issuer, NameIdPolicy, Response as SamlResponse};
 use samael::service_provider::ServiceProvider;
 use samael::traits::ToXml;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -53,11 +58,27 @@ const NAME_ID_FORMATS: [(&str, &str); 4] = [
 const MAX_METADATA_BYTES: usize = 1 << 20;
 /// Identity fields an attribute may be mapped to.
 const ATTRIBUTE_FIELDS: [&str; 3] = ["email", "name", "groups"];
+/// Largest `SAMLResponse` read (base64, as posted): a Response with a few
+/// hundred attributes fits.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+/// Clock difference tolerated with the IdP on NotBefore/NotOnOrAfter.
+const MAX_CLOCK_SKEW_SECS: i64 = 60;
+/// How long after its IssueInstant a Response or Assertion is accepted.
+const MAX_ISSUE_DELAY_SECS: i64 = 90;
+const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+/// RSA-SHA256 and stronger (samael would take rsa-sha1 by default).
+const ALLOWED_ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
+    AllowedSignatureAlgorithm::RsaSha256,
+    AllowedSignatureAlgorithm::RsaSha384,
+    AllowedSignatureAlgorithm::RsaSha512,
+    AllowedSignatureAlgorithm::EcdsaSha256,
+    AllowedSignatureAlgorithm::EcdsaSha384,
+    AllowedSignatureAlgorithm::EcdsaSha512,
+];
 
 /// The identity provider, as configured.
 struct Idp {
-    // Checked by the ACS (step 2 of issue 30): the Issuer of a Response,
-    // the certificates samael verifies with (through `descriptor`).
+    /// The Issuer of its Responses and Assertions (samael checks it).
     #[allow(dead_code)]
     entity_id: String,
     /// Its SingleSignOnService for the HTTP-Redirect binding.
@@ -66,7 +87,6 @@ struct Idp {
     #[allow(dead_code)]
     certificates: Vec<CertificateDer>,
     /// The whole description, as samael's `ServiceProvider` wants it.
-    #[allow(dead_code)]
     descriptor: EntityDescriptor,
 }
 
@@ -74,15 +94,10 @@ struct Idp {
 pub struct Saml {
     sp_entity_id: String,
     acs_url: String,
-    // The ACS (step 2 of issue 30) reads the fields below; the tests check
-    // how they are parsed already.
-    #[allow(dead_code)]
     idp: Idp,
     /// The attribute `Name` (or OID) read for each identity field.
-    #[allow(dead_code)]
     attributes: HashMap<String, String>,
     name_id_format: String,
-    #[allow(dead_code)]
     allow_idp_initiated: bool,
     /// Our SP metadata, served as is.
     metadata_xml: String,
@@ -93,7 +108,15 @@ impl Saml {
     /// without a trailing slash. Refuses a configuration that would let
     /// anything unverified through (no IdP signing certificate) and IdP
     /// metadata with a DOCTYPE.
-    pub fn from_config(config: &Value, public_url: &str, name: &str) -> Result<Saml, String> {
+    pub fn from_config(
+        config: &Value,
+        secrets: &Value,
+        public_url: &str,
+        name: &str,
+    ) -> Result<Saml, String> {
+        if secrets.get("sp_private_key").is_some_and(|v| !v.is_null()) {
+            return Err("sp_private_key is not yet supported (signed AuthnRequests and encrypted assertions come later): remove it".into());
+        }
         if text(config, "idp_metadata_url")?.is_some() {
             return Err("idp_metadata_url is not yet supported: give idp_metadata_xml (the IdP's metadata document) or idp_entity_id + idp_sso_url + idp_certificates".into());
         }
@@ -210,17 +233,215 @@ impl Protocol for Saml {
         Box::pin(async move { started })
     }
 
+    /// `kept` holds the AuthnRequest's ID, or is null for a Response that
+    /// answers no login of ours (IdP-initiated).
     fn finish_callback<'a>(
         &'a self,
-        _params: &'a HashMap<String, String>,
-        _kept: &'a Value,
+        params: &'a HashMap<String, String>,
+        kept: &'a Value,
     ) -> BoxFuture<'a, Result<Identity, SsoError>> {
-        refuse("SAML responses are not accepted yet: this sidecar cannot finish a SAML login")
+        // samael's errors are not Send: everything is done before the future.
+        let finished = match params.get("SAMLResponse") {
+            Some(encoded) => self.verify(encoded, kept["request_id"].as_str(), unix_now()),
+            None => Err(SsoError::BadRequest(
+                "a SAML login ends with a SAMLResponse posted to the ACS".into(),
+            )),
+        };
+        Box::pin(async move { finished })
+    }
+
+    fn keeps_login_in_database(&self) -> bool {
+        true
     }
 
     fn sp_metadata(&self) -> Option<&str> {
         Some(&self.metadata_xml)
     }
+}
+
+fn unix_now() -> i64 {
+    super::session::unix_now()
+}
+
+impl Saml {
+    /// The identity a posted `SAMLResponse` (base64) proves, checked
+    /// against the AuthnRequest `request_id` (`None`: IdP-initiated, refused
+    /// unless the provider allows it) at Unix time `now`. Refusals name the
+    /// check that failed, never the assertion's content.
+    fn verify(
+        &self,
+        encoded: &str,
+        request_id: Option<&str>,
+        now: i64,
+    ) -> Result<Identity, SsoError> {
+        let rejected = |why: String| SsoError::Rejected(format!("SAML response refused: {why}"));
+        if encoded.len() > MAX_RESPONSE_BYTES {
+            return Err(SsoError::BadRequest(format!(
+                "a SAMLResponse holds at most {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        let compact: String = encoded
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        let xml = STANDARD
+            .decode(compact)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| {
+                SsoError::BadRequest("SAMLResponse is not base64 of UTF-8 XML".into())
+            })?;
+        refuse_doctype("the SAML response", &xml).map_err(SsoError::BadRequest)?;
+        if request_id.is_none() && !self.allow_idp_initiated {
+            return Err(rejected(
+                "it answers no login in progress (RelayState unknown, expired or used), and this provider does not allow IdP-initiated logins".into(),
+            ));
+        }
+        // The envelope, unverified: only ever a reason to refuse. When only
+        // the assertion is signed samael skips these; required here.
+        let envelope = SamlResponse::from_str(&xml)
+            .map_err(|_| rejected("the document is not a SAML Response".into()))?;
+        if envelope.destination.as_deref() != Some(self.acs_url.as_str()) {
+            return Err(rejected(format!(
+                "its Destination is not this ACS ({})",
+                self.acs_url
+            )));
+        }
+        let status = envelope
+            .status
+            .as_ref()
+            .and_then(|s| s.status_code.value.as_deref());
+        if status != Some(STATUS_SUCCESS) {
+            return Err(rejected(format!(
+                "the IdP answered status {}",
+                status
+                    .unwrap_or("(none)")
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            )));
+        }
+        let sp = ServiceProvider {
+            entity_id: Some(self.sp_entity_id.clone()),
+            acs_url: Some(self.acs_url.clone()),
+            idp_metadata: self.idp.descriptor.clone(),
+            allow_idp_initiated: request_id.is_none() && self.allow_idp_initiated,
+            max_issue_delay: chrono_seconds(MAX_ISSUE_DELAY_SECS),
+            max_clock_skew: chrono_seconds(MAX_CLOCK_SKEW_SECS),
+            allowed_signature_algorithms: Some(ALLOWED_ALGORITHMS.to_vec()),
+            ..ServiceProvider::default()
+        };
+        let ids: Vec<&str> = request_id.into_iter().collect();
+        let assertion = sp
+            .parse_xml_response(&xml, request_id.map(|_| ids.as_slice()))
+            .map_err(|e| rejected(e.to_string()))?;
+        self.identity(&assertion, now).map_err(rejected)
+    }
+
+    /// Checks samael leaves to us on the verified assertion, then the identity.
+    fn identity(&self, assertion: &Assertion, now: i64) -> Result<Identity, String> {
+        let conditions = assertion
+            .conditions
+            .as_ref()
+            .ok_or("the assertion has no Conditions (no Audience)")?;
+        let for_us = conditions
+            .audience_restrictions
+            .iter()
+            .flatten()
+            .any(|r| r.audience.contains(&self.sp_entity_id));
+        if !for_us {
+            return Err(format!(
+                "its Audience is not this SP ({})",
+                self.sp_entity_id
+            ));
+        }
+        // samael checked these with the skew; checked again so that a
+        // future samael that skipped one could not let an expired one through.
+        if let Some(before) = conditions.not_before {
+            if now + MAX_CLOCK_SKEW_SECS < before.timestamp() {
+                return Err("the assertion is not valid yet (NotBefore)".into());
+            }
+        }
+        let issued = assertion.issue_instant.timestamp();
+        let mut until = issued + MAX_ISSUE_DELAY_SECS;
+        if let Some(after) = conditions.not_on_or_after {
+            until = until.min(after.timestamp());
+        }
+        let until = until + MAX_CLOCK_SKEW_SECS;
+        if now >= until {
+            return Err("the assertion expired (NotOnOrAfter or IssueInstant)".into());
+        }
+        let name_id = assertion
+            .subject
+            .as_ref()
+            .and_then(|s| s.name_id.as_ref())
+            .ok_or("the assertion names no subject (no NameID)")?;
+        let subject = name_id.value.trim().to_owned();
+        if subject.is_empty() {
+            return Err("the assertion's NameID is empty".into());
+        }
+        if assertion.id.is_empty() {
+            return Err("the assertion has no ID".into());
+        }
+        let mut claims = serde_json::Map::new();
+        let mut values_of: HashMap<&str, Vec<String>> = HashMap::new();
+        for attribute in assertion
+            .attribute_statements
+            .iter()
+            .flatten()
+            .flat_map(|s| &s.attributes)
+        {
+            let values: Vec<String> = attribute
+                .values
+                .iter()
+                .filter_map(|v| v.value.clone())
+                .collect();
+            for key in [&attribute.name, &attribute.friendly_name]
+                .into_iter()
+                .flatten()
+            {
+                values_of.entry(key).or_default().extend(values.clone());
+            }
+            if let Some(key) = &attribute.name {
+                let value = match values.as_slice() {
+                    [one] => Value::String(one.clone()),
+                    many => json!(many),
+                };
+                claims.insert(key.clone(), value);
+            }
+        }
+        claims.insert("name_id".into(), Value::String(subject.clone()));
+        if let Some(format) = &name_id.format {
+            claims.insert("name_id_format".into(), Value::String(format.clone()));
+        }
+        let field = |name: &str| -> Vec<String> {
+            self.attributes
+                .get(name)
+                .and_then(|attribute| values_of.get(attribute.as_str()))
+                .cloned()
+                .unwrap_or_default()
+        };
+        Ok(Identity {
+            subject,
+            email: field("email").into_iter().next(),
+            name: field("name").into_iter().next(),
+            groups: field("groups"),
+            claims: Value::Object(claims),
+            logout_key: None,
+            single_use: Some(SingleUse {
+                id_hash: Sha256::digest(assertion.id.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+                until,
+            }),
+        })
+    }
+}
+
+/// samael's durations are chrono's.
+fn chrono_seconds(secs: i64) -> chrono::Duration {
+    chrono::Duration::seconds(secs)
 }
 
 /// `GET /auth/{provider}/metadata`: the SP metadata to give the IdP.
@@ -454,6 +675,10 @@ fn xml_text(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "saml_acs_tests.rs"]
+mod acs_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use flate2::read::DeflateDecoder;
@@ -526,7 +751,7 @@ V2ddQgU=
     }
 
     fn saml(config: Value) -> Result<Saml, String> {
-        Saml::from_config(&config, PUBLIC, "corp")
+        Saml::from_config(&config, &json!({}), PUBLIC, "corp")
     }
 
     fn refusal(config: Value) -> String {
@@ -818,18 +1043,6 @@ V2ddQgU=
             AuthnRequest::from_str(&xml).expect("request").id,
             again.keep["request_id"].as_str().unwrap_or_default()
         );
-    }
-
-    #[test]
-    fn a_saml_response_is_refused_until_the_acs_exists() {
-        let p = saml(by_parts()).expect("config");
-        let params = HashMap::from([("SAMLResponse".to_owned(), "PHg+".to_owned())]);
-        let kept = json!({"request_id": "_x"});
-        match futures_executor(p.finish_callback(&params, &kept)) {
-            Err(SsoError::BadRequest(why)) => assert!(why.contains("not accepted yet"), "{why}"),
-            Err(other) => panic!("unexpected refusal: {other}"),
-            Ok(identity) => panic!("a login finished: {identity:?}"),
-        }
     }
 
     #[test]

@@ -1,0 +1,353 @@
+//! End-to-end tests of the SAML ACS: the real sidecar in front of a real
+//! PostgreSQL with pg_integration, with Responses signed by `xmlsec1` with a
+//! key of the test's (the real-IdP tests with pysaml2 and a browser come
+//! with step 3 of issue 30). An SP-initiated login finishes at the ACS from
+//! a client without the login cookie (the IdP's POST is cross-site), once;
+//! an IdP-initiated one only where the provider allows it; a replayed
+//! assertion is refused; each refusal is audited without the assertion.
+
+use integration_tests::{PgCluster, SamlSigner, Sidecar};
+use reqwest::blocking::{Client, Response};
+use reqwest::redirect::Policy;
+use serde_json::Value;
+use std::io::Read;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const DB: &str = "sso_saml_e2e";
+const IDP: &str = "https://idp.example.net/saml";
+
+/// A cluster with the extension, two plain roles, a signing key, the
+/// providers `corp` (SP-initiated only; group `staff` → `app_admin`, else
+/// `app_user`) and `open` (IdP-initiated allowed) trusting `signer`, and
+/// the sidecar.
+fn setup(signer: &SamlSigner) -> (PgCluster, postgres::Client, Sidecar) {
+    let cluster = PgCluster::start();
+    let mut admin = cluster.create_database(DB);
+    admin
+        .batch_execute(
+            "ALTER ROLE integration_sidecar LOGIN;
+             CREATE ROLE app_admin NOLOGIN;
+             CREATE ROLE app_user NOLOGIN;
+             SELECT integration.ensure_signing_key();",
+        )
+        .unwrap_or_else(|e| panic!("setup: {:?}", e.as_db_error()));
+    for (name, idp_initiated) in [("corp", false), ("open", true)] {
+        let config = serde_json::json!({
+            "idp_entity_id": IDP,
+            "idp_sso_url": "https://idp.example.net/sso",
+            "idp_certificates": [signer.cert_pem],
+            "attributes": {"email": "mail", "name": "cn", "groups": "groups"},
+            "allow_idp_initiated": idp_initiated,
+        });
+        admin
+            .execute(
+                "SELECT integration.create_sso_provider($1, 'saml', $2::jsonb,
+                     role_mapping => '[{\"group\": \"staff\", \"role\": \"app_admin\"}]',
+                     default_role => 'app_user')",
+                &[&name, &config],
+            )
+            .unwrap_or_else(|e| panic!("{name}: {:?}", e.as_db_error()));
+    }
+    let sidecar = Sidecar::start(&cluster.url(DB, "integration_sidecar"), &[], None);
+    wait_until(|| sidecar.log().contains("SSO configuration loaded"));
+    (cluster, admin, sidecar)
+}
+
+fn wait_until(mut attempt: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !attempt() {
+        assert!(Instant::now() < deadline, "condition not met within 15 s");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client without cookies: what the IdP's cross-site POST looks like to us.
+fn client(cookies: bool) -> Client {
+    Client::builder()
+        .redirect(Policy::none())
+        .cookie_store(cookies)
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    text: String,
+    location: Option<String>,
+}
+
+fn answer(response: Response) -> Answer {
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let text = response.text().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        body,
+        text,
+        location,
+    }
+}
+
+fn query(url: &str, name: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Starts a login; returns the RelayState and the AuthnRequest's ID.
+fn start_login(browser: &Client, sidecar: &Sidecar, provider: &str) -> (String, String) {
+    use base64::Engine;
+    let a = answer(
+        browser
+            .get(sidecar.url(&format!("/auth/{provider}/login")))
+            .send()
+            .expect("GET login"),
+    );
+    assert_eq!(a.status, 302, "{}\n{}", a.text, sidecar.log());
+    let location = a.location.expect("a Location");
+    let deflated = base64::engine::general_purpose::STANDARD
+        .decode(query(&location, "SAMLRequest").expect("SAMLRequest"))
+        .expect("base64");
+    let mut xml = String::new();
+    flate2::read::DeflateDecoder::new(deflated.as_slice())
+        .read_to_string(&mut xml)
+        .expect("deflated XML");
+    let id = xml
+        .split(" ID=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the request ID")
+        .to_owned();
+    (query(&location, "RelayState").expect("RelayState"), id)
+}
+
+/// UTC `seconds` from now, as SAML writes instants (the database's clock).
+fn instant(admin: &mut postgres::Client, seconds: i64) -> String {
+    admin
+        .query_one(
+            "SELECT to_char((now() + make_interval(secs => $1::float8)) AT TIME ZONE 'UTC',
+                            'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+            &[&(seconds as f64)],
+        )
+        .expect("now")
+        .get(0)
+}
+
+/// A Response for `provider` of the sidecar at `base`, signed by `signer`,
+/// answering `in_response_to` (None: IdP-initiated), with assertion `id`.
+fn signed_response(
+    admin: &mut postgres::Client,
+    signer: &SamlSigner,
+    base: &str,
+    provider: &str,
+    in_response_to: Option<&str>,
+    id: &str,
+) -> String {
+    use base64::Engine;
+    let acs = format!("{base}/auth/{provider}/callback");
+    let audience = format!("{base}/auth/{provider}/metadata");
+    let (now, later) = (instant(admin, 0), instant(admin, 300));
+    let irt = in_response_to.map_or(String::new(), |r| format!(r#" InResponseTo="{r}""#));
+    let xml = format!(
+        r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_response-{id}" Version="2.0" IssueInstant="{now}" Destination="{acs}"{irt}><saml:Issuer>{IDP}</saml:Issuer>{signature}<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status><saml:Assertion ID="{id}" Version="2.0" IssueInstant="{now}"><saml:Issuer>{IDP}</saml:Issuer><saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">alice@example.org</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData{irt} NotOnOrAfter="{later}" Recipient="{acs}"/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{now}" NotOnOrAfter="{later}"><saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions><saml:AuthnStatement AuthnInstant="{now}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement><saml:AttributeStatement><saml:Attribute Name="mail"><saml:AttributeValue>alice@example.org</saml:AttributeValue></saml:Attribute><saml:Attribute Name="groups"><saml:AttributeValue>staff</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion></samlp:Response>"#,
+        signature = SamlSigner::template(&format!("_response-{id}")),
+    );
+    base64::engine::general_purpose::STANDARD.encode(signer.sign_response(&xml))
+}
+
+/// Posts `saml_response` (with `relay_state`) to the ACS from a client
+/// without cookies.
+fn post_acs(
+    sidecar: &Sidecar,
+    provider: &str,
+    saml_response: &str,
+    relay_state: Option<&str>,
+) -> Answer {
+    let mut form = vec![("SAMLResponse", saml_response)];
+    if let Some(relay_state) = relay_state {
+        form.push(("RelayState", relay_state));
+    }
+    answer(
+        client(false)
+            .post(sidecar.url(&format!("/auth/{provider}/callback")))
+            .form(&form)
+            .send()
+            .expect("POST ACS"),
+    )
+}
+
+/// The reasons of refused SAML logins of `provider` in the audit log.
+fn refusals(admin: &mut postgres::Client, provider: &str) -> Vec<String> {
+    admin
+        .query(
+            "SELECT detail->>'reason' FROM integration.audit_log
+              WHERE action = 'sso.login' AND NOT ok AND target = 'sso_provider:' || $1 ORDER BY id",
+            &[&provider],
+        )
+        .expect("audit")
+        .iter()
+        .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn a_saml_login_finishes_at_the_acs_without_the_login_cookie_once() {
+    let signer = SamlSigner::new("e2e-idp");
+    let (_cluster, mut admin, sidecar) = setup(&signer);
+    let base = sidecar.base_url.clone();
+    let base = base.trim_end_matches('/');
+    let (relay_state, request_id) = start_login(&client(true), &sidecar, "corp");
+    let response = signed_response(&mut admin, &signer, base, "corp", Some(&request_id), "_a1");
+
+    let a = post_acs(&sidecar, "corp", &response, Some(&relay_state));
+    assert_eq!(a.status, 200, "{}\n{}", a.text, sidecar.log());
+    assert_eq!(a.body["role"], "app_admin", "{}", a.text);
+    assert_eq!(a.body["idp_sub"], "alice@example.org", "{}", a.text);
+    let token = a.body["access_token"].as_str().expect("a session token");
+    let claims: Value = admin
+        .query_one("SELECT integration.verify_jwt($1)", &[&token])
+        .expect("verify_jwt accepts the session")
+        .get(0);
+    assert_eq!(claims["role"], "app_admin", "{claims}");
+    let (email, groups): (Option<String>, Vec<String>) = admin
+        .query_one(
+            "SELECT email, groups FROM integration.identities WHERE provider = 'corp' AND subject = 'alice@example.org'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("the identity");
+    assert_eq!(email.as_deref(), Some("alice@example.org"));
+    assert_eq!(groups, vec!["staff"]);
+    let pending: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM integration.saml_pending_requests",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(pending, 0, "the login in progress was taken");
+
+    // The same POST again: the login in progress was taken, and this
+    // provider takes no IdP-initiated login.
+    let a = post_acs(&sidecar, "corp", &response, Some(&relay_state));
+    assert_eq!(a.status, 401, "{}", a.text);
+    assert!(a.body.get("access_token").is_none(), "{}", a.text);
+    // A response to another login, posted with this login's RelayState.
+    let (relay_state, _) = start_login(&client(true), &sidecar, "corp");
+    let other = signed_response(&mut admin, &signer, base, "corp", Some("_another"), "_a2");
+    let a = post_acs(&sidecar, "corp", &other, Some(&relay_state));
+    assert_eq!(a.status, 401, "{}", a.text);
+    let reasons = refusals(&mut admin, "corp");
+    assert!(
+        reasons.iter().any(|r| r.contains("InResponseTo")),
+        "{reasons:?}"
+    );
+    let audit: String = admin
+        .query_one(
+            "SELECT coalesce(string_agg(detail::text, ' '), '') FROM integration.audit_log",
+            &[],
+        )
+        .expect("audit")
+        .get(0);
+    assert!(!audit.contains(&response), "no assertion in the audit log");
+    assert!(!audit.contains("SAMLResponse"), "{audit}");
+}
+
+#[test]
+fn an_idp_initiated_login_is_taken_only_where_allowed_and_an_assertion_only_once() {
+    let signer = SamlSigner::new("e2e-idp-initiated");
+    let (_cluster, mut admin, sidecar) = setup(&signer);
+    let base = sidecar.base_url.clone();
+    let base = base.trim_end_matches('/');
+
+    let refused = signed_response(&mut admin, &signer, base, "corp", None, "_b1");
+    let a = post_acs(&sidecar, "corp", &refused, None);
+    assert_eq!(a.status, 401, "{}", a.text);
+    let reasons = refusals(&mut admin, "corp");
+    assert!(
+        reasons.iter().any(|r| r.contains("IdP-initiated")),
+        "{reasons:?}"
+    );
+
+    let response = signed_response(&mut admin, &signer, base, "open", None, "_b2");
+    let a = post_acs(&sidecar, "open", &response, None);
+    assert_eq!(a.status, 200, "{}\n{}", a.text, sidecar.log());
+    assert!(a.body["access_token"].is_string(), "{}", a.text);
+    // Replayed: refused, on this replica and on any other (the record is
+    // in the database).
+    let a = post_acs(&sidecar, "open", &response, None);
+    assert_eq!(a.status, 401, "{}", a.text);
+    assert!(a.body.get("access_token").is_none(), "{}", a.text);
+    let reasons = refusals(&mut admin, "open");
+    assert!(
+        reasons.iter().any(|r| r.contains("used already")),
+        "{reasons:?}"
+    );
+    let used: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM integration.used_saml_assertions WHERE provider = 'open'",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(used, 1);
+}
+
+#[test]
+fn saml_configs_are_checked_when_saved_and_the_sp_key_is_a_secret() {
+    let signer = SamlSigner::new("e2e-config");
+    let (_cluster, mut admin, _sidecar) = setup(&signer);
+    let create =
+        "SELECT integration.create_sso_provider($1, 'saml', $2::jsonb, default_role => 'app_user')";
+    let refused = [
+        (
+            serde_json::json!({}),
+            "idp_metadata_xml or by idp_entity_id",
+        ),
+        (
+            serde_json::json!({"idp_entity_id": IDP, "idp_sso_url": "https://idp.example.net/sso"}),
+            "lacks idp_certificates",
+        ),
+        (
+            serde_json::json!({"idp_entity_id": IDP, "idp_sso_url": "https://idp.example.net/sso", "idp_certificates": []}),
+            "non-empty array",
+        ),
+        (
+            serde_json::json!({"idp_metadata_xml": "<!DOCTYPE x [<!ENTITY a \"b\">]><x/>"}),
+            "DOCTYPE or ENTITY",
+        ),
+    ];
+    for (config, expected) in refused {
+        let e = admin
+            .execute(create, &[&"bad", &config])
+            .expect_err("refused");
+        let message = e
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_default();
+        assert!(message.contains(expected), "{config}: {message}");
+    }
+    let config = serde_json::json!({
+        "idp_entity_id": IDP, "idp_sso_url": "https://idp.example.net/sso",
+        "idp_certificates": [signer.cert_pem], "sp_private_key": "-----BEGIN PRIVATE KEY-----",
+    });
+    admin.execute(create, &[&"keyed", &config]).expect("keyed");
+    let row = admin
+        .query_one(
+            "SELECT config ? 'sp_private_key', secrets_set FROM integration.sso_provider_list WHERE name = 'keyed'",
+            &[],
+        )
+        .expect("listed");
+    assert!(!row.get::<_, bool>(0), "the key is not in the config");
+    assert_eq!(row.get::<_, Vec<String>>(1), vec!["sp_private_key"]);
+}
