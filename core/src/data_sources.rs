@@ -279,7 +279,7 @@ mod tests {
             err,
             SourceUrlError::Parameter {
                 name: "sslmode".into(),
-                known: "ssl-mode, ssl_mode, ssl-ca, ssl_ca, ssl-cert, ssl_cert, ssl-key, ssl_key"
+                known: "ssl-mode, ssl_mode, ssl-ca, ssl_ca, ssl-cert, ssl_cert, ssl-key, ssl_key, allow_password_without_tls"
                     .into()
             }
         );
