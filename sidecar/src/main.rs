@@ -11,6 +11,7 @@ mod health;
 mod listen;
 mod logging;
 mod metrics;
+mod openapi;
 mod server;
 mod sso;
 mod state;
@@ -98,6 +99,7 @@ fn app(state: state::AppState) -> Router {
         .merge(metrics::router())
         .merge(webhooks::router())
         .merge(sso::router())
+        .merge(openapi::router())
         .fallback(errors::not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
