@@ -185,6 +185,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn openapi_json_is_503_until_the_configuration_is_loaded() {
+        let app = app_without_database();
+        let (status, headers, body) = call(&app, get("/openapi.json")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(json(&body)["error"].is_string(), "{body}");
+        assert!(!headers.contains_key(header::ETAG), "{headers:?}");
+    }
+
+    #[tokio::test]
     async fn error_answers_are_json() {
         let app = app_without_database();
         let (status, _, body) = call(&app, get("/no/such/route?x=1")).await;

@@ -4,18 +4,25 @@
 //! answer the route gives), the login routes of each usable SSO provider,
 //! and the fixed routes. It is built from names, schemes and schemas only:
 //! a webhook's secrets and a provider's configuration are never read here.
+//! `GET /openapi.json` serves it from [`DocCache`], rebuilt on the first
+//! request after either configuration was reloaded (LISTEN/NOTIFY), with a
+//! strong `ETag` (a hash of the bytes, so every replica with the same
+//! configuration gives the same one) and `If-None-Match` answered 304.
 
 use crate::errors::json_error;
-use crate::sso::Provider;
+use crate::sso::{Loaded, Provider};
 use crate::state::AppState;
-use crate::webhooks::Webhook;
+use crate::webhooks::{Table, Webhook};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use integration_core::webhooks::{DeliveryId, Encoding, Scheme, MAX_DELIVERY_ID_BYTES};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, RwLock};
 use utoipa::openapi::path::{Operation, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{
@@ -51,25 +58,102 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/openapi.json", get(serve))
 }
 
-/// `GET /openapi.json`: the document of the configuration loaded now.
-async fn serve(State(state): State<AppState>) -> HttpResponse {
-    let (Some(webhooks), Some(sso)) = (state.webhooks.cache.snapshot(), state.sso.cache.current())
-    else {
+/// The document last served and the loads it was built from.
+struct Built {
+    webhooks: Arc<Table>,
+    sso: Arc<Loaded>,
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+/// The document of the configuration loaded now, built once per load.
+#[derive(Default)]
+pub struct DocCache(RwLock<Option<Arc<Built>>>);
+
+impl DocCache {
+    /// The document of the loads current now (each load replaces its table
+    /// as a whole, so the same `Arc`s mean nothing changed), or `None`
+    /// before the first loads.
+    fn current(&self, state: &AppState) -> Option<Arc<Built>> {
+        let webhooks = state.webhooks.cache.snapshot()?;
+        let sso = state.sso.cache.current()?;
+        let cached = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(built) = cached {
+            if Arc::ptr_eq(&built.webhooks, &webhooks) && Arc::ptr_eq(&built.sso, &sso) {
+                return Some(built);
+            }
+        }
+        let inputs = Inputs {
+            public_url: &state.sso.issuer,
+            version: webhooks
+                .extension_version
+                .as_deref()
+                .unwrap_or(env!("CARGO_PKG_VERSION")),
+            webhooks: webhooks.webhooks.values().map(AsRef::as_ref).collect(),
+            providers: sso.providers.values().map(AsRef::as_ref).collect(),
+        };
+        let body = Bytes::from(document(&inputs).to_string());
+        let built = Arc::new(Built {
+            etag: etag(&body),
+            body,
+            webhooks,
+            sso,
+        });
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(built.clone());
+        Some(built)
+    }
+}
+
+/// A strong validator: the first 128 bits of the SHA-256 of the bytes.
+fn etag(body: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(body);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex in quotes is a header value")
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`): compared weakly, as
+/// RFC 9110 says for this header.
+fn none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = etag.to_str().unwrap_or_default();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
+}
+
+/// `GET /openapi.json`.
+async fn serve(State(state): State<AppState>, headers: HeaderMap) -> HttpResponse {
+    let Some(built) = state.openapi.current(&state) else {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the configuration is not loaded yet: the database is unreachable",
         );
     };
-    let inputs = Inputs {
-        public_url: &state.sso.issuer,
-        version: webhooks
-            .extension_version
-            .as_deref()
-            .unwrap_or(env!("CARGO_PKG_VERSION")),
-        webhooks: webhooks.webhooks.values().map(AsRef::as_ref).collect(),
-        providers: sso.providers.values().map(AsRef::as_ref).collect(),
+    let mut response = if none_match(&headers, &built.etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = built.body.clone().into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
     };
-    Json(document(&inputs)).into_response()
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, built.etag.clone());
+    // Revalidate every time: a configuration change shows at once.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// The document as JSON.
@@ -90,7 +174,9 @@ pub fn document(inputs: &Inputs<'_>) -> Value {
             webhook_operation(webhook),
         );
     }
-    for provider in &inputs.providers {
+    let mut providers = inputs.providers.clone();
+    providers.sort_by(|a, b| a.name.cmp(&b.name));
+    for provider in providers {
         provider_routes(&mut paths, provider);
     }
     let openapi: OpenApi = OpenApiBuilder::new()
@@ -1144,6 +1230,33 @@ mod tests {
         }
         // XML has no JSON payload to validate: refused with 422, so not offered.
         assert!(body["content"].get("application/xml").is_none(), "{body}");
+    }
+
+    #[test]
+    fn if_none_match_matches_our_etag_weakly_or_a_star() {
+        let tag = etag(b"{}");
+        assert_eq!(tag, etag(b"{}"));
+        assert_ne!(tag, etag(b"{ }"));
+        let text = tag.to_str().expect("ASCII").to_owned();
+        assert!(
+            text.starts_with('"') && text.ends_with('"') && text.len() == 34,
+            "{text}"
+        );
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::IF_NONE_MATCH,
+                HeaderValue::from_str(value).expect("a value"),
+            );
+            none_match(&headers, &tag)
+        };
+        assert!(with(&text));
+        assert!(with(&format!("W/{text}")));
+        assert!(with(&format!("\"other\", {text}")));
+        assert!(with("*"));
+        assert!(!with("\"other\""));
+        assert!(!with(text.trim_matches('"')));
+        assert!(!none_match(&HeaderMap::new(), &tag));
     }
 
     #[test]

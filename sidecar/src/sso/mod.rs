@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config::Lookup;
-pub use config::{Cache, Provider};
+pub use config::{Cache, Loaded, Provider};
 use session::{SessionClaims, COOKIE};
 
 /// Who logged in, as a protocol reports it.
