@@ -201,18 +201,46 @@ pub fn document(inputs: &Inputs<'_>) -> Value {
         Value::Null
     });
     // utoipa's schema model cannot hold every JSON Schema keyword (`if`,
-    // `const`, `$defs`, …), so each webhook's schema goes in as written.
+    // `const`, `$defs`, …), so each webhook's schema goes in as written,
+    // its local references rebased to where it now sits in the document.
     if let Some(schemas) = document
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
     {
         for webhook in &webhooks {
             if let Some(schema) = &webhook.schema_source {
-                schemas.insert(body_schema_name(&webhook.name), schema.clone());
+                let name = body_schema_name(&webhook.name);
+                let mut schema = schema.clone();
+                rebase_refs(&mut schema, &format!("#/components/schemas/{name}"));
+                schemas.insert(name, schema);
             }
         }
     }
     document
+}
+
+/// Points the document-local references of a schema (`"$ref": "#/$defs/x"`)
+/// at `base`, where the schema is placed: inside the OpenAPI document `#` is
+/// the document's root (tools ignore an embedded `$id`). Literal values
+/// (`const`, `enum`, `default`, `examples`) are data and stay as they are.
+fn rebase_refs(schema: &mut Value, base: &str) {
+    match schema {
+        Value::Object(fields) => {
+            for (key, value) in fields.iter_mut() {
+                match (key.as_str(), value) {
+                    ("$ref" | "$dynamicRef", Value::String(target)) => {
+                        if let Some(pointer) = target.strip_prefix('#') {
+                            *target = format!("{base}{pointer}");
+                        }
+                    }
+                    ("const" | "enum" | "default" | "examples", _) => {}
+                    (_, value) => rebase_refs(value, base),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| rebase_refs(item, base)),
+        _ => {}
+    }
 }
 
 fn body_schema_name(webhook: &str) -> String {
@@ -1214,7 +1242,14 @@ mod tests {
         });
         let webhook = Webhook::example("orders", Scheme::None, &[], Some(schema.clone()));
         let doc = doc(&[webhook], &[]);
-        assert_eq!(doc["components"]["schemas"]["webhook.orders"], schema);
+        // As written, but for the reference, which points where the schema now is.
+        let mut placed = schema.clone();
+        placed["properties"]["id"]["$ref"] = json!("#/components/schemas/webhook.orders/$defs/id");
+        assert_eq!(doc["components"]["schemas"]["webhook.orders"], placed);
+        assert_eq!(
+            doc.pointer("/components/schemas/webhook.orders/$defs/id/minimum"),
+            Some(&json!(1))
+        );
         let body = &operation(&doc, "orders")["requestBody"];
         assert_eq!(body["required"], true);
         for content_type in [
@@ -1257,6 +1292,29 @@ mod tests {
         assert!(!with("\"other\""));
         assert!(!with(text.trim_matches('"')));
         assert!(!none_match(&HeaderMap::new(), &tag));
+    }
+
+    #[test]
+    fn only_references_are_rebased_not_literal_values() {
+        let mut schema = json!({
+            "items": [{ "$ref": "#" }, { "$ref": "https://example.com/s.json#/a" }],
+            "const": { "$ref": "#/kept" },
+            "enum": [{ "$ref": "#/kept" }],
+            "properties": { "$ref": { "$ref": "#/$defs/x" } }
+        });
+        rebase_refs(&mut schema, "#/components/schemas/webhook.w");
+        assert_eq!(
+            schema,
+            json!({
+                "items": [
+                    { "$ref": "#/components/schemas/webhook.w" },
+                    { "$ref": "https://example.com/s.json#/a" }
+                ],
+                "const": { "$ref": "#/kept" },
+                "enum": [{ "$ref": "#/kept" }],
+                "properties": { "$ref": { "$ref": "#/components/schemas/webhook.w/$defs/x" } }
+            })
+        );
     }
 
     #[test]
