@@ -431,9 +431,10 @@ fn signature_headers(scheme: &Scheme) -> Vec<utoipa::openapi::path::Parameter> {
         Scheme::Stripe => vec![header(
             "Stripe-Signature",
             true,
-            string().pattern(Some(format!("^t=[0-9]+(,v1={HEX64})+$"))),
+            // Stripe adds other schemes (v0 in test mode): they are ignored.
+            string().pattern(Some("^t=[0-9]+(,v[0-9]+=[0-9a-fA-F]+)+$")),
             "t=<Unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">[,v1=…]; \
-             t within the webhook's tolerance",
+             t within the webhook's tolerance; signatures of other versions are ignored",
         )],
         Scheme::Slack => vec![
             header(
@@ -1135,7 +1136,9 @@ mod tests {
         let hex = "0f".repeat(32);
         assert!(matches(pattern, &format!("t=1700000000,v1={hex}")));
         assert!(matches(pattern, &format!("t=1700000000,v1={hex},v1={hex}")));
+        assert!(matches(pattern, &format!("t=1700000000,v1={hex},v0={hex}")));
         assert!(!matches(pattern, &format!("v1={hex}")));
+        assert!(!matches(pattern, "t=1700000000"));
         assert!(operation(&doc, "st")["description"]
             .as_str()
             .is_some_and(|d| d.contains("JSON pointer /id")));
@@ -1315,6 +1318,23 @@ mod tests {
                 "properties": { "$ref": { "$ref": "#/components/schemas/webhook.w/$defs/x" } }
             })
         );
+    }
+
+    #[test]
+    fn allowed_ips_add_403_and_a_handler_adds_its_own_answers() {
+        let mut guarded = hook("guarded", Scheme::None);
+        guarded.allowed = Some(vec!["10.0.0.0/8".parse().expect("a network")]);
+        let mut handled = hook("handled", Scheme::None);
+        handled.has_handler = true;
+        let doc = doc(&[guarded, handled, hook("bare", Scheme::None)], &[]);
+        let guarded = statuses(operation(&doc, "guarded"));
+        assert!(guarded.contains(&"403".to_owned()) && !guarded.contains(&"default".to_owned()));
+        // The networks themselves are not published.
+        assert!(!doc.to_string().contains("10.0.0.0"), "{doc}");
+        let handled = statuses(operation(&doc, "handled"));
+        assert!(handled.contains(&"default".to_owned()) && !handled.contains(&"403".to_owned()));
+        let bare = statuses(operation(&doc, "bare"));
+        assert!(!bare.contains(&"403".to_owned()) && !bare.contains(&"default".to_owned()));
     }
 
     #[test]
