@@ -176,6 +176,7 @@ fn the_document_of_every_kind_of_webhook_and_provider_is_valid_openapi_3_1() {
         !refused.status.success(),
         "a response without a description passed"
     );
+    std::fs::remove_dir_all(file.parent().expect("a folder")).ok();
 }
 
 #[test]
