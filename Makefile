@@ -27,10 +27,17 @@ deps: apt-deps pgrx-deps
 VENV := $(BUILD)/venv
 OIDC := $(BUILD)/oidc
 CAS  := $(BUILD)/cas
-test-deps: $(VENV)/.installed sso-apt-deps $(OIDC)/node_modules/.installed $(CAS)/.installed
+test-deps: $(VENV)/.installed $(VENV)/.openapi-validator sso-apt-deps $(OIDC)/node_modules/.installed \
+           $(CAS)/.installed
 $(VENV)/.installed: apt-deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
+	touch $@
+
+# Checks /openapi.json (tests/openapi.rs); its own stamp, so an existing
+# virtualenv gets it too.
+$(VENV)/.openapi-validator: | $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check openapi-spec-validator==0.9.0
 	touch $@
 
 # The CAS server of the tests (django-cas-server on Django 5.2), in its own

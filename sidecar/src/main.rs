@@ -11,6 +11,7 @@ mod health;
 mod listen;
 mod logging;
 mod metrics;
+mod openapi;
 mod server;
 mod sso;
 mod state;
@@ -98,6 +99,7 @@ fn app(state: state::AppState) -> Router {
         .merge(metrics::router())
         .merge(webhooks::router())
         .merge(sso::router())
+        .merge(openapi::router())
         .fallback(errors::not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
@@ -180,6 +182,15 @@ mod tests {
         let text = body.to_string();
         assert!(!text.contains("cannot connect"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn openapi_json_is_503_until_the_configuration_is_loaded() {
+        let app = app_without_database();
+        let (status, headers, body) = call(&app, get("/openapi.json")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(json(&body)["error"].is_string(), "{body}");
+        assert!(!headers.contains_key(header::ETAG), "{headers:?}");
     }
 
     #[tokio::test]

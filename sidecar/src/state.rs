@@ -25,6 +25,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub webhooks: Webhooks,
     pub sso: Sso,
+    pub openapi: crate::openapi::DocCache,
     db_status: AtomicU8,
 }
 
@@ -49,6 +50,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             webhooks: Webhooks::start(&db, metrics.clone(), commit_workers),
             sso: Sso::start(&db, public_url),
+            openapi: crate::openapi::DocCache::default(),
             db,
             metrics,
             db_status: AtomicU8::new(UNKNOWN),

@@ -61,8 +61,10 @@ impl Keys {
     }
 }
 
-struct Loaded {
-    providers: HashMap<String, Arc<Provider>>,
+/// One load: every provider by name and the keys. Each load replaces it
+/// as a whole.
+pub struct Loaded {
+    pub providers: HashMap<String, Arc<Provider>>,
     keys: Arc<Keys>,
 }
 
@@ -89,7 +91,8 @@ impl Cache {
         }
     }
 
-    fn current(&self) -> Option<Arc<Loaded>> {
+    /// The latest load, or `None` before the first.
+    pub fn current(&self) -> Option<Arc<Loaded>> {
         self.loaded
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -195,22 +198,7 @@ fn parse_provider(row: &tokio_postgres::Row, public_url: &str) -> Result<Provide
     let kind: String = row.try_get("kind").map_err(get)?;
     let config: Value = row.try_get("config").map_err(get)?;
     let secrets: Value = row.try_get("secrets").map_err(get)?;
-    let callback = format!("{public_url}/auth/{name}/callback");
-    let protocol: Result<Arc<dyn Protocol>, String> = match kind.as_str() {
-        "ldap" => ldap::Ldap::from_config(&config, &secrets).map(|p| Arc::new(p) as _),
-        "oidc" => oidc::Oidc::from_config(&config, &secrets, &callback).map(|p| Arc::new(p) as _),
-        "oauth2" => {
-            oauth2::OAuth2::from_config(&config, &secrets, &callback).map(|p| Arc::new(p) as _)
-        }
-        "cas" => cas::Cas::from_config(&config, &callback).map(|p| Arc::new(p) as _),
-        "saml" => {
-            saml::Saml::from_config(&config, &secrets, public_url, &name).map(|p| Arc::new(p) as _)
-        }
-        other => Err(format!(
-            "{other} logins are not implemented by this sidecar yet"
-        )),
-    }
-    .map_err(|e| format!("SSO provider {name}: {e}"));
+    let protocol = protocol(&name, &kind, &config, &secrets, public_url);
     Ok(Provider {
         role_mapping: row.try_get("role_mapping").map_err(get)?,
         default_role: row.try_get("default_role").map_err(get)?,
@@ -220,4 +208,47 @@ fn parse_provider(row: &tokio_postgres::Row, public_url: &str) -> Result<Provide
         protocol,
         name,
     })
+}
+
+/// The protocol of provider `name` of `kind`, or why it cannot be used.
+fn protocol(
+    name: &str,
+    kind: &str,
+    config: &Value,
+    secrets: &Value,
+    public_url: &str,
+) -> Result<Arc<dyn Protocol>, String> {
+    let callback = format!("{public_url}/auth/{name}/callback");
+    match kind {
+        "ldap" => ldap::Ldap::from_config(config, secrets).map(|p| Arc::new(p) as _),
+        "oidc" => oidc::Oidc::from_config(config, secrets, &callback).map(|p| Arc::new(p) as _),
+        "oauth2" => {
+            oauth2::OAuth2::from_config(config, secrets, &callback).map(|p| Arc::new(p) as _)
+        }
+        "cas" => cas::Cas::from_config(config, &callback).map(|p| Arc::new(p) as _),
+        "saml" => {
+            saml::Saml::from_config(config, secrets, public_url, name).map(|p| Arc::new(p) as _)
+        }
+        other => Err(format!(
+            "{other} logins are not implemented by this sidecar yet"
+        )),
+    }
+    .map_err(|e| format!("SSO provider {name}: {e}"))
+}
+
+#[cfg(test)]
+impl Provider {
+    /// An enabled provider as a load would make it from `config` and
+    /// `secrets`, for tests of what is built from one.
+    pub fn example(name: &str, kind: &str, config: &Value, secrets: &Value) -> Provider {
+        Provider {
+            name: name.to_owned(),
+            role_mapping: json!([]),
+            default_role: None,
+            allowed_redirects: Vec::new(),
+            lifetime_secs: 3600,
+            enabled: true,
+            protocol: protocol(name, kind, config, secrets, "https://sidecar.example"),
+        }
+    }
 }

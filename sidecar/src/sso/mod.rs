@@ -38,8 +38,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use config::Cache;
-use config::{Lookup, Provider};
+use config::Lookup;
+pub use config::{Cache, Loaded, Provider};
 use session::{SessionClaims, COOKIE};
 
 /// Who logged in, as a protocol reports it.

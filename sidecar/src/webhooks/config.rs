@@ -15,13 +15,16 @@ const LOAD: &str = "
     SELECT w.id, w.name, w.signature, w.signature_header, w.signature_encoding,
            extract(epoch FROM w.tolerance)::bigint AS tolerance, w.delivery_id,
            w.json_schema::text AS json_schema, w.allowed_ips::text[] AS allowed_ips,
-           w.max_body_bytes, w.enabled,
+           w.max_body_bytes, w.enabled, w.handler IS NOT NULL AS has_handler,
            coalesce((SELECT array_agg(s.secret ORDER BY s.id DESC) FROM integration.webhook_secrets s
                       WHERE s.webhook = w.id), '{}') AS secrets,
            coalesce((SELECT array_agg(coalesce(extract(epoch FROM s.expires_at)::bigint, 9223372036854775807)
                                       ORDER BY s.id DESC)
                        FROM integration.webhook_secrets s WHERE s.webhook = w.id), '{}') AS expiries
     FROM integration.webhooks w";
+
+const EXTENSION_VERSION: &str =
+    "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_integration'";
 
 /// Most JSON Schema validations of one webhook running at once.
 const SCHEMA_SLOTS: usize = 2;
@@ -35,6 +38,11 @@ pub struct Webhook {
     pub delivery_id: Option<DeliveryId>,
     /// The compiled schema, or why it does not compile.
     pub schema: Option<Result<jsonschema::Validator, String>>,
+    /// The schema as configured, for the OpenAPI document (`None` also
+    /// when its text is not JSON).
+    pub schema_source: Option<serde_json::Value>,
+    /// Whether a handler function may give the answer.
+    pub has_handler: bool,
     /// Slots for validations of this webhook's payloads, each run on a
     /// blocking thread: a slow schema can only delay its own deliveries.
     pub schema_slots: Arc<tokio::sync::Semaphore>,
@@ -64,6 +72,38 @@ impl Webhook {
     }
 }
 
+#[cfg(test)]
+impl Webhook {
+    /// A webhook as a load would make it, for tests of what is built from one.
+    pub fn example(
+        name: &str,
+        scheme: Scheme,
+        secrets: &[&str],
+        schema: Option<serde_json::Value>,
+    ) -> Webhook {
+        Webhook {
+            id: 1,
+            name: name.to_owned(),
+            delivery_id: scheme.default_delivery_id(),
+            scheme,
+            tolerance: DEFAULT_TOLERANCE_SECONDS,
+            schema: schema
+                .as_ref()
+                .map(|s| jsonschema::validator_for(s).map_err(|e| e.to_string())),
+            schema_source: schema,
+            has_handler: false,
+            schema_slots: Arc::new(tokio::sync::Semaphore::new(SCHEMA_SLOTS)),
+            allowed: None,
+            max_body_bytes: 1024,
+            enabled: true,
+            secrets: secrets
+                .iter()
+                .map(|s| ((*s).to_owned(), i64::MAX))
+                .collect(),
+        }
+    }
+}
+
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -72,9 +112,16 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-type Table = HashMap<String, Arc<Webhook>>;
+/// Every webhook by name, and the version of the extension that serves them.
+#[derive(Default)]
+pub struct Table {
+    pub webhooks: HashMap<String, Arc<Webhook>>,
+    /// `pg_extension.extversion` of pg_integration when the table was loaded.
+    pub extension_version: Option<String>,
+}
 
-/// The cache shared by every request; `None` until the first load.
+/// The cache shared by every request; `None` until the first load. Each
+/// load replaces the table as a whole, so a reader holding one sees one load.
 #[derive(Clone, Default)]
 pub struct Cache {
     table: Arc<RwLock<Option<Arc<Table>>>>,
@@ -88,15 +135,19 @@ pub enum Lookup {
 }
 
 impl Cache {
-    pub fn get(&self, name: &str) -> Lookup {
-        let table = self
-            .table
+    /// The table of the latest load, or `None` before the first.
+    pub fn snapshot(&self) -> Option<Arc<Table>> {
+        self.table
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        match table {
+            .clone()
+    }
+
+    pub fn get(&self, name: &str) -> Lookup {
+        match self.snapshot() {
             None => Lookup::NotLoaded,
             Some(table) => table
+                .webhooks
                 .get(name)
                 .cloned()
                 .map_or(Lookup::Unknown, Lookup::Found),
@@ -129,16 +180,31 @@ impl Cache {
             .query(LOAD, &[])
             .await
             .map_err(|e| format!("cannot load integration.webhooks: {}", describe(&e)))?;
-        let mut table = Table::new();
+        let extension_version = client
+            .query_opt(EXTENSION_VERSION, &[])
+            .await
+            .map_err(|e| format!("cannot read the extension version: {}", describe(&e)))?
+            .map(|row| row.try_get::<_, String>(0))
+            .transpose()
+            .map_err(|e| describe(&e))?;
+        let mut table = Table {
+            webhooks: HashMap::new(),
+            extension_version,
+        };
         for row in rows {
             match parse_row(&row) {
                 Ok(webhook) => {
-                    table.insert(webhook.name.clone(), Arc::new(webhook));
+                    table
+                        .webhooks
+                        .insert(webhook.name.clone(), Arc::new(webhook));
                 }
                 Err(e) => tracing::error!(error = %e, "skipping a webhook that cannot be used"),
             }
         }
-        tracing::info!(webhooks = table.len(), "webhook configuration loaded");
+        tracing::info!(
+            webhooks = table.webhooks.len(),
+            "webhook configuration loaded"
+        );
         self.set(table);
         Ok(())
     }
@@ -158,14 +224,16 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<Webhook, String> {
         .map_err(get)?
         .map(DeliveryId::parse)
         .or_else(|| scheme.default_delivery_id());
-    let schema = row
+    let schema_source: Option<Result<serde_json::Value, String>> = row
         .try_get::<_, Option<&str>>("json_schema")
         .map_err(get)?
-        .map(|text| {
-            serde_json::from_str(text)
-                .map_err(|e| e.to_string())
-                .and_then(|schema| jsonschema::validator_for(&schema).map_err(|e| e.to_string()))
-        });
+        .map(|text| serde_json::from_str(text).map_err(|e| e.to_string()));
+    let schema = schema_source.as_ref().map(|source| {
+        source
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|schema| jsonschema::validator_for(schema).map_err(|e| e.to_string()))
+    });
     let allowed = row
         .try_get::<_, Option<Vec<String>>>("allowed_ips")
         .map_err(get)?
@@ -190,6 +258,8 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<Webhook, String> {
             .unwrap_or(DEFAULT_TOLERANCE_SECONDS),
         delivery_id,
         schema,
+        schema_source: schema_source.and_then(Result::ok),
+        has_handler: row.try_get("has_handler").map_err(get)?,
         schema_slots: Arc::new(tokio::sync::Semaphore::new(SCHEMA_SLOTS)),
         allowed,
         max_body_bytes: usize::try_from(max_body).unwrap_or(0),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use commit::Committer;
-pub use config::Cache;
+pub use config::{Cache, Table, Webhook};
 pub use refusals::Refusals;
 
 /// Seconds a sender is asked to wait before retrying after a 503.
