@@ -1,15 +1,18 @@
 //! The webhook configuration cache: every row of `integration.webhooks` with
 //! its secrets, kept current by `listen::spawn_reloader` on channel
-//! `integration_webhook_config`. Until the first load, lookups say so.
+//! `integration_webhook_config`. Until the first load, lookups say so. A
+//! name the last load did not have is looked up in the database once, so a
+//! webhook created a moment ago is served before its notification arrives.
 
-use crate::db::describe;
+use crate::db::{describe, Database};
 use crate::listen::Reload;
 use futures_util::future::BoxFuture;
 use integration_core::webhooks::{DeliveryId, Scheme, DEFAULT_TOLERANCE_SECONDS};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 const LOAD: &str = "
     SELECT w.id, w.name, w.signature, w.signature_header, w.signature_encoding,
@@ -125,6 +128,22 @@ pub struct Table {
 #[derive(Clone, Default)]
 pub struct Cache {
     table: Arc<RwLock<Option<Arc<Table>>>>,
+    /// Names looked up in the database and not found, and when: not looked
+    /// up again for [`MISS_KEPT`], so a flood of unknown names costs little.
+    misses: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// How long a name found missing in the database is not looked up again.
+const MISS_KEPT: Duration = Duration::from_secs(2);
+/// Missing names remembered at most (then forgotten all at once).
+const MISSES_KEPT: usize = 10_000;
+
+/// Whether `name` could be a webhook's (the table's CHECK on `name`).
+fn possible_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 100
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// What a lookup found.
@@ -154,11 +173,87 @@ impl Cache {
         }
     }
 
+    /// As [`Cache::get`], but a name the last load did not have is looked
+    /// up in the database (unless it was found missing a moment ago): a
+    /// webhook created since is found at once, on every replica, instead
+    /// of a 404 until the reload.
+    pub async fn find(&self, name: &str, db: &Database) -> Lookup {
+        match self.get(name) {
+            Lookup::Unknown if possible_name(name) => {}
+            other => return other,
+        }
+        let recent = |misses: &HashMap<String, Instant>| {
+            misses.get(name).is_some_and(|at| at.elapsed() < MISS_KEPT)
+        };
+        if recent(
+            &self
+                .misses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            return Lookup::Unknown;
+        }
+        let Ok(client) = db.client().await else {
+            return Lookup::Unknown;
+        };
+        let row = match client
+            .query_opt(&format!("{LOAD} WHERE w.name = $1"), &[&name])
+            .await
+        {
+            Ok(row) => row,
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "cannot look up a webhook");
+                return Lookup::Unknown;
+            }
+        };
+        let Some(row) = row else {
+            let mut misses = self
+                .misses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if misses.len() >= MISSES_KEPT {
+                misses.clear();
+            }
+            misses.insert(name.to_string(), Instant::now());
+            return Lookup::Unknown;
+        };
+        match parse_row(&row) {
+            Ok(webhook) => Lookup::Found(self.add(webhook)),
+            Err(e) => {
+                tracing::error!(error = %e, "skipping a webhook that cannot be used");
+                Lookup::Unknown
+            }
+        }
+    }
+
+    /// Adds one webhook to the loaded table (a new table: readers holding
+    /// the old one keep it); the next load replaces both.
+    fn add(&self, webhook: Webhook) -> Arc<Webhook> {
+        let webhook = Arc::new(webhook);
+        let mut guard = self
+            .table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(table) = guard.as_ref() {
+            let mut webhooks = table.webhooks.clone();
+            webhooks.insert(webhook.name.clone(), Arc::clone(&webhook));
+            *guard = Some(Arc::new(Table {
+                webhooks,
+                extension_version: table.extension_version.clone(),
+            }));
+        }
+        webhook
+    }
+
     fn set(&self, table: Table) {
         *self
             .table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(table));
+        self.misses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -267,4 +362,21 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<Webhook, String> {
         secrets: secrets.into_iter().zip(expiries).collect(),
         name,
     })
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::possible_name;
+
+    #[test]
+    fn only_names_a_webhook_can_have_are_looked_up() {
+        let longest = "x".repeat(100);
+        for name in ["a", "orders.v2", "Stripe-live_1", longest.as_str()] {
+            assert!(possible_name(name), "{name}");
+        }
+        let too_long = "x".repeat(101);
+        for name in ["", ".hidden", "-x", "a/b", "a b", "é", too_long.as_str()] {
+            assert!(!possible_name(name), "{name}");
+        }
+    }
 }

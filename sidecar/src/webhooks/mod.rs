@@ -104,7 +104,7 @@ async fn receive(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| config::canonical(info.0.ip()));
     let webhooks = &state.webhooks;
-    let webhook = match webhooks.cache.get(&name) {
+    let webhook = match webhooks.cache.find(&name, &state.db).await {
         config::Lookup::Found(w) if w.enabled => w,
         config::Lookup::Found(_) | config::Lookup::Unknown => {
             state.metrics.count_webhook("_unknown", "not_found");
