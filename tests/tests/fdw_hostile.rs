@@ -372,6 +372,20 @@ fn the_pass_through_streams_its_result() {
         );
         assert!(rows.is_ok(), "{source}: {rows:?}");
     }
+    // A result read to its end closes its cursor at once: in one remote
+    // transaction, the next call sees only its own.
+    let mut tx = db.transaction().unwrap();
+    tx.query("SELECT integration.query('pg', 'SELECT 1 AS a')", &[])
+        .unwrap();
+    let open: Value = tx
+        .query_one(
+            "SELECT * FROM integration.query('pg', 'SELECT count(*) AS n FROM pg_catalog.pg_cursors WHERE pg_catalog.length(name) > 0')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(open["n"], 1, "{open}");
+    tx.commit().unwrap();
     let id: Value = db
         .query_one(
             "SELECT * FROM integration.query('pg', 'INSERT INTO public.log VALUES (5) RETURNING id')",

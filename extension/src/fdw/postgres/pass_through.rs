@@ -66,6 +66,7 @@ pub struct Rows {
     key: ConnKey,
     client: Rc<Client>,
     fetch: String,
+    close: String,
     batch: VecDeque<serde_json::Value>,
     done: bool,
 }
@@ -83,6 +84,12 @@ impl Rows {
             self.done = rows.len() < FETCH;
             self.batch
                 .extend(rows.iter().map(|r| r.get::<_, serde_json::Value>(0)));
+            if self.done {
+                // Read to its end: the cursor goes now, not at the end of
+                // the remote transaction (a loop of calls would pile them up).
+                connection::wait(self.key, self.client.batch_execute(&self.close))?
+                    .map_err(|e| PostgresWrapperError::remote(&self.server, e))?;
+            }
         }
         Ok(self.batch.pop_front())
     }
@@ -108,6 +115,7 @@ pub fn query(server: &ForeignServer, sql: &str, params: &[Option<String>]) -> Re
             key,
             client,
             fetch: String::new(),
+            close: String::new(),
             batch: rows.iter().map(|r| r.get(0)).collect(),
             done: true,
         });
@@ -125,6 +133,7 @@ pub fn query(server: &ForeignServer, sql: &str, params: &[Option<String>]) -> Re
         key,
         client,
         fetch: format!("FETCH {FETCH} FROM {cursor}"),
+        close: format!("CLOSE {cursor}"),
         batch: VecDeque::new(),
         done: false,
     })
