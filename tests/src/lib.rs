@@ -18,6 +18,7 @@ pub mod saml_signer;
 mod sidecar;
 pub mod sql;
 mod test_server;
+pub mod web;
 
 pub use cas_server::CasServer;
 pub use httpbin::HttpBin;

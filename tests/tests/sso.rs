@@ -13,9 +13,12 @@
 
 use integration_tests::ldap::{ADMINS_GROUP, BASE_DN, READER_DN, READER_PASSWORD};
 use integration_tests::oidc_provider::{CONFIDENTIAL_SECRET, HS256_SECRET, OAUTH2_SECRET};
+use integration_tests::web::{
+    answer, browser as new_browser, browser_trusting, client, query, resolve, session,
+    verify_in_sql, wait_until, Answer,
+};
 use integration_tests::{sample, OidcProvider, PgCluster, RogueOidc, Sidecar, Slapd};
-use reqwest::blocking::{Client, Response};
-use reqwest::redirect::Policy;
+use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -50,14 +53,6 @@ fn loads(sidecar: &Sidecar) -> usize {
     sidecar.log().matches("SSO configuration loaded").count()
 }
 
-fn wait_until(mut attempt: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !attempt() {
-        assert!(Instant::now() < deadline, "condition not met within 15 s");
-        sleep(Duration::from_millis(50));
-    }
-}
-
 /// Runs `sql` and waits for the reload it causes.
 fn change(admin: &mut postgres::Client, sidecar: &Sidecar, sql: &str) {
     let before = loads(sidecar);
@@ -65,48 +60,6 @@ fn change(admin: &mut postgres::Client, sidecar: &Sidecar, sql: &str) {
         .batch_execute(sql)
         .unwrap_or_else(|e| panic!("{sql}: {:?}", e.as_db_error()));
     wait_until(|| loads(sidecar) > before);
-}
-
-/// A client that does not follow redirects, so tests see each hop.
-fn client() -> Client {
-    Client::builder()
-        .redirect(Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
-
-struct Answer {
-    status: u16,
-    body: Value,
-    /// The body as text (for pages that are not JSON).
-    text: String,
-    cookies: Vec<String>,
-    location: Option<String>,
-}
-
-fn answer(response: Response) -> Answer {
-    let status = response.status().as_u16();
-    let cookies = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap_or_default().to_owned())
-        .collect();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
-    let text = response.text().unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer {
-        status,
-        body,
-        text,
-        cookies,
-        location,
-    }
 }
 
 fn login(sidecar: &Sidecar, provider: &str, fields: Value) -> Answer {
@@ -133,25 +86,6 @@ fn token(sidecar: &Sidecar, provider: &str, user: &str, password: &str) -> Strin
     let a = password_login(sidecar, provider, user, password);
     assert_eq!(a.status, 200, "{user}: {}\n{}", a.body, sidecar.log());
     a.body["access_token"].as_str().expect("a token").to_owned()
-}
-
-fn session(sidecar: &Sidecar, token: &str) -> Answer {
-    answer(
-        client()
-            .get(sidecar.url("/auth/session"))
-            .bearer_auth(token)
-            .send()
-            .expect("GET /auth/session"),
-    )
-}
-
-fn verify_in_sql(db: &mut postgres::Client, token: &str) -> Result<Value, String> {
-    db.query_one("SELECT integration.verify_jwt($1)", &[&token])
-        .map(|row| row.get(0))
-        .map_err(|e| {
-            e.as_db_error()
-                .map_or(e.to_string(), |d| d.message().to_owned())
-        })
 }
 
 fn ldap_provider(slapd: &Slapd, name: &str) -> String {
@@ -853,36 +787,6 @@ fn a_session_token_drives_row_level_security_the_way_postgrest_does() {
 
 // ---- OIDC and generic OAuth2 against oidc-provider ----
 
-/// A browser: keeps cookies, does not follow redirects (the tests follow them hop by hop).
-fn new_browser() -> Client {
-    browser_trusting(None)
-}
-
-/// A browser that also trusts `ca` (PEM), for a provider serving https.
-fn browser_trusting(ca: Option<&str>) -> Client {
-    let mut builder = Client::builder();
-    if let Some(pem) = ca {
-        builder = builder.add_root_certificate(
-            reqwest::Certificate::from_pem(pem.as_bytes()).expect("a PEM CA"),
-        );
-    }
-    builder
-        .redirect(Policy::none())
-        .cookie_store(true)
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("browser")
-}
-
-/// `location` resolved against `base`.
-fn resolve(base: &str, location: &str) -> String {
-    reqwest::Url::parse(base)
-        .and_then(|b| b.join(location))
-        .expect("a valid Location")
-        .to_string()
-}
-
 /// Follows redirects from `url` until one points at the sidecar (returned,
 /// not visited) or a page answers; panics on a page.
 fn follow_to_sidecar(browser: &Client, sidecar: &Sidecar, mut url: String) -> String {
@@ -962,14 +866,6 @@ fn oidc_login(
     let authorize = start_login(browser, sidecar, provider);
     let callback = login_at_provider(browser, sidecar, &authorize, user, password);
     answer(browser.get(&callback).send().expect("GET callback"))
-}
-
-fn query(url: &str, name: &str) -> Option<String> {
-    reqwest::Url::parse(url)
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 fn with_query(url: &str, name: &str, value: &str) -> String {

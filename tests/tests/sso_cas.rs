@@ -10,12 +10,12 @@
 //! 502, never a ticket in the answer, the audit log or the sidecar log.
 
 use integration_tests::cas_server::{CAS_PASSWORD, CAS_USER, OTHER_SERVICE};
+use integration_tests::web::{
+    answer, browser, query, resolve, session, verify_in_sql, wait_until, Answer,
+};
 use integration_tests::{CasServer, PgCluster, Sidecar};
-use reqwest::blocking::{Client, Response};
-use reqwest::redirect::Policy;
+use reqwest::blocking::Client;
 use serde_json::Value;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
 const DB: &str = "sso_cas_e2e";
 
@@ -47,63 +47,6 @@ fn setup() -> (PgCluster, postgres::Client, CasServer, Sidecar) {
     let sidecar = Sidecar::start(&cluster.url(DB, "integration_sidecar"), &[], None);
     wait_until(|| sidecar.log().contains("SSO configuration loaded"));
     (cluster, admin, cas, sidecar)
-}
-
-fn wait_until(mut attempt: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !attempt() {
-        assert!(Instant::now() < deadline, "condition not met within 15 s");
-        sleep(Duration::from_millis(50));
-    }
-}
-
-/// A browser: keeps cookies, does not follow redirects (each hop is checked).
-fn browser() -> Client {
-    Client::builder()
-        .redirect(Policy::none())
-        .cookie_store(true)
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("browser")
-}
-
-struct Answer {
-    status: u16,
-    body: Value,
-    text: String,
-    location: Option<String>,
-}
-
-fn answer(response: Response) -> Answer {
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
-    let text = response.text().unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer {
-        status,
-        body,
-        text,
-        location,
-    }
-}
-
-fn resolve(base: &str, location: &str) -> String {
-    reqwest::Url::parse(base)
-        .and_then(|b| b.join(location))
-        .expect("a valid Location")
-        .to_string()
-}
-
-fn query(url: &str, name: &str) -> Option<String> {
-    reqwest::Url::parse(url)
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// Starts a login at the sidecar; returns the CAS login URL it redirects to.
@@ -192,26 +135,6 @@ fn cas_login(
     let ticket = query(&callback, "ticket").expect("a ticket");
     let a = answer(browser.get(&callback).send().expect("GET the callback"));
     (a, ticket)
-}
-
-fn session(sidecar: &Sidecar, token: &str) -> Answer {
-    answer(
-        sidecar
-            .client
-            .get(sidecar.url("/auth/session"))
-            .bearer_auth(token)
-            .send()
-            .expect("GET /auth/session"),
-    )
-}
-
-fn verify_in_sql(db: &mut postgres::Client, token: &str) -> Result<Value, String> {
-    db.query_one("SELECT integration.verify_jwt($1)", &[&token])
-        .map(|row| row.get(0))
-        .map_err(|e| {
-            e.as_db_error()
-                .map_or(e.to_string(), |d| d.message().to_owned())
-        })
 }
 
 /// The reasons of refused logins of `provider`, oldest first.

@@ -6,13 +6,11 @@
 //! an IdP-initiated one only where the provider allows it; a replayed
 //! assertion is refused; each refusal is audited without the assertion.
 
+use integration_tests::web::{answer, browser, client, query, wait_until, Answer};
 use integration_tests::{PgCluster, SamlSigner, Sidecar};
-use reqwest::blocking::{Client, Response};
-use reqwest::redirect::Policy;
+use reqwest::blocking::Client;
 use serde_json::Value;
 use std::io::Read;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
 const DB: &str = "sso_saml_e2e";
 const IDP: &str = "https://idp.example.net/saml";
@@ -52,56 +50,6 @@ fn setup(signer: &SamlSigner) -> (PgCluster, postgres::Client, Sidecar) {
     let sidecar = Sidecar::start(&cluster.url(DB, "integration_sidecar"), &[], None);
     wait_until(|| sidecar.log().contains("SSO configuration loaded"));
     (cluster, admin, sidecar)
-}
-
-fn wait_until(mut attempt: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !attempt() {
-        assert!(Instant::now() < deadline, "condition not met within 15 s");
-        sleep(Duration::from_millis(50));
-    }
-}
-
-/// A client without cookies: what the IdP's cross-site POST looks like to us.
-fn client(cookies: bool) -> Client {
-    Client::builder()
-        .redirect(Policy::none())
-        .cookie_store(cookies)
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
-
-struct Answer {
-    status: u16,
-    body: Value,
-    text: String,
-    location: Option<String>,
-}
-
-fn answer(response: Response) -> Answer {
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
-    let text = response.text().unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer {
-        status,
-        body,
-        text,
-        location,
-    }
-}
-
-fn query(url: &str, name: &str) -> Option<String> {
-    reqwest::Url::parse(url)
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// Starts a login; returns the RelayState and the AuthnRequest's ID.
@@ -178,7 +126,7 @@ fn post_acs(
         form.push(("RelayState", relay_state));
     }
     answer(
-        client(false)
+        client()
             .post(sidecar.url(&format!("/auth/{provider}/callback")))
             .form(&form)
             .send()
@@ -206,7 +154,7 @@ fn a_saml_login_finishes_at_the_acs_without_the_login_cookie_once() {
     let (_cluster, mut admin, sidecar) = setup(&signer);
     let base = sidecar.base_url.clone();
     let base = base.trim_end_matches('/');
-    let (relay_state, request_id) = start_login(&client(true), &sidecar, "corp");
+    let (relay_state, request_id) = start_login(&browser(), &sidecar, "corp");
     let response = signed_response(&mut admin, &signer, base, "corp", Some(&request_id), "_a1");
 
     let a = post_acs(&sidecar, "corp", &response, Some(&relay_state));
@@ -243,7 +191,7 @@ fn a_saml_login_finishes_at_the_acs_without_the_login_cookie_once() {
     assert_eq!(a.status, 401, "{}", a.text);
     assert!(a.body.get("access_token").is_none(), "{}", a.text);
     // A response to another login, posted with this login's RelayState.
-    let (relay_state, _) = start_login(&client(true), &sidecar, "corp");
+    let (relay_state, _) = start_login(&browser(), &sidecar, "corp");
     let other = signed_response(&mut admin, &signer, base, "corp", Some("_another"), "_a2");
     let a = post_acs(&sidecar, "corp", &other, Some(&relay_state));
     assert_eq!(a.status, 401, "{}", a.text);
