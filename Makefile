@@ -27,8 +27,9 @@ deps: apt-deps pgrx-deps
 VENV := $(BUILD)/venv
 OIDC := $(BUILD)/oidc
 CAS  := $(BUILD)/cas
+BROWSER := $(BUILD)/browser
 test-deps: $(VENV)/.installed $(VENV)/.openapi-validator sso-apt-deps $(OIDC)/node_modules/.installed \
-           $(CAS)/.installed
+           $(CAS)/.installed $(BROWSER)/node_modules/.installed
 $(VENV)/.installed: apt-deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
@@ -74,6 +75,15 @@ sso-apt-deps: apt-deps
 $(OIDC)/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json | sso-apt-deps
 	@mkdir -p $(OIDC) && cp tests/oidc/package.json tests/oidc/package-lock.json $(OIDC)/
 	cd $(OIDC) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Headless Chromium for the browser tests (Debian's, never a download),
+# driven by npm playwright-core at the versions of the committed lock file;
+# tests/src/chromium.rs runs our scripts from here.
+$(BROWSER)/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json | sso-apt-deps
+	@$(call apt_install,chromium)
+	@mkdir -p $(BROWSER) && cp tests/browser/package.json tests/browser/package-lock.json $(BROWSER)/
+	cd $(BROWSER) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 pgrx-deps: apt-deps

@@ -5,6 +5,7 @@
 
 pub mod cas_server;
 pub mod certs;
+pub mod chromium;
 mod httpbin;
 pub mod ldap;
 mod mariadb;
