@@ -28,8 +28,9 @@ VENV := $(BUILD)/venv
 OIDC := $(BUILD)/oidc
 CAS  := $(BUILD)/cas
 BROWSER := $(BUILD)/browser
+FUZZ := $(BUILD)/schemathesis
 test-deps: $(VENV)/.installed $(VENV)/.openapi-validator sso-apt-deps $(OIDC)/node_modules/.installed \
-           $(CAS)/.installed $(BROWSER)/node_modules/.installed
+           $(CAS)/.installed $(BROWSER)/node_modules/.installed $(FUZZ)/.installed
 $(VENV)/.installed: apt-deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
@@ -39,6 +40,13 @@ $(VENV)/.installed: apt-deps
 # virtualenv gets it too.
 $(VENV)/.openapi-validator: | $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check openapi-spec-validator==0.9.0
+	touch $@
+
+# schemathesis fuzzes the sidecar from its /openapi.json (tests/openapi.rs),
+# in a virtualenv of its own so its pins never meet httpbin's.
+$(FUZZ)/.installed: | apt-deps
+	python3 -m venv $(FUZZ)
+	$(FUZZ)/bin/pip install --quiet --disable-pip-version-check schemathesis==4.32.5
 	touch $@
 
 # The CAS server of the tests (django-cas-server on Django 5.2), in its own
