@@ -19,10 +19,11 @@ const REDACTED: &str = "***";
 #[command(
     name = "integration-sidecar",
     version,
-    about = "HTTP sidecar of pg_integration: webhook ingress, health, readiness and Prometheus metrics",
+    about = "HTTP sidecar of pg_integration: webhook ingress, SSO, API docs, health, readiness and Prometheus metrics",
     long_about = "HTTP sidecar of pg_integration: webhook ingress (POST /webhooks/{name}, configured \
-                  in the database), health (/healthz), readiness (/readyz) and Prometheus metrics \
-                  (/metrics). Every flag can also be given by the environment \
+                  in the database), SSO logins (/auth/...), the API document (/openapi.json) and \
+                  its interactive docs (/docs), health (/healthz), readiness (/readyz) and \
+                  Prometheus metrics (/metrics). Every flag can also be given by the environment \
                   variable named next to it; the flag wins."
 )]
 pub struct Config {
