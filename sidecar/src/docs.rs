@@ -50,11 +50,13 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
 /// swagger-ui's configuration: the document relative to `/docs/` (so a
 /// path prefix of a reverse proxy is kept), no online validator (it would
 /// send the document to swagger.io), no configuration from the query
-/// string, and "Try it out" open on every operation.
+/// string, no top bar inviting another document's URL, and "Try it out"
+/// open on every operation.
 static CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
     Arc::new(
         Config::from("../openapi.json")
             .validator_url("none")
+            .use_base_layout()
             .query_config_enabled(false)
             .try_it_out_enabled(true)
             .display_request_duration(true)
