@@ -5,7 +5,8 @@
 //! out" (to a `none` webhook, and to an `api-key` one after the Authorize
 //! button) that land in `integration.webhook_events`. Over plain HTTP,
 //! `--docs off` answers 404 and `--docs authenticated` wants an API key with
-//! scope `docs` (401 without one, 403 with another scope).
+//! scope `docs` (401 without one, 403 with another scope) or a session of
+//! the sidecar that no logout ended.
 
 use integration_tests::chromium::{artifacts_dir, run_script};
 use integration_tests::{PgCluster, Sidecar};
@@ -160,7 +161,7 @@ fn swagger_ui_renders_offline_and_try_it_out_stores_an_event() {
 }
 
 #[test]
-fn docs_off_are_404_and_authenticated_docs_want_a_docs_key() {
+fn docs_off_are_404_and_authenticated_docs_want_a_docs_key_or_a_session() {
     let (cluster, mut admin) = cluster();
     let mut key = |scopes: &str| -> String {
         admin
@@ -202,6 +203,41 @@ fn docs_off_are_404_and_authenticated_docs_want_a_docs_key() {
     let (status, page) = get(&closed, "/docs", &[("Authorization", &bearer(&docs_key))]);
     assert_eq!(status, 200);
     assert!(page.contains("swagger-ui-bundle.js"), "{page}");
+    // A session of this sidecar (the cookie of an SSO login) opens them too,
+    // until a logout ends it; a token signed by another key does not.
+    let session = |pem_query: &str| -> String {
+        let mut admin = cluster.connect(DB);
+        let pem_and_kid = admin.query_one(pem_query, &[]).expect("a signing key");
+        let (pem, kid): (String, Option<String>) = (pem_and_kid.get(0), pem_and_kid.get(1));
+        admin
+            .query_one(
+                "SELECT integration.sign_jwt(jsonb_build_object('sub', 'docs:reader',
+                     'role', 'app_user', 'aud', 'pg_integration', 'iss', $3::text,
+                     'jti', md5(random()::text)), $1, 'EdDSA', '1 hour', $2)",
+                &[&pem, &kid, &closed.url("")],
+            )
+            .expect("sign a session token")
+            .get(0)
+    };
+    let ours =
+        session("SELECT private_pem, kid FROM integration.signing_keys WHERE retired_at IS NULL");
+    let forged = session("SELECT private_pem, NULL FROM integration._generate_signing_key()");
+    let cookie = |token: &str| format!("pg_integration_session={token}");
+    for path in ["/docs/", "/openapi.json"] {
+        let (status, body) = get(&closed, path, &[("Cookie", &cookie(&ours))]);
+        assert_eq!(status, 200, "{path}: {body}");
+        let (status, body) = get(&closed, path, &[("Cookie", &cookie(&forged))]);
+        assert_eq!(status, 401, "{path}: {body}");
+    }
+    let logout = closed
+        .client
+        .post(closed.url("/auth/logout"))
+        .header("Cookie", cookie(&ours))
+        .send()
+        .expect("POST /auth/logout");
+    assert_eq!(logout.status().as_u16(), 200, "{:?}", logout.text());
+    let (status, body) = get(&closed, "/docs/", &[("Cookie", &cookie(&ours))]);
+    assert_eq!(status, 401, "an ended session: {body}");
     // A revoked key is refused at once.
     admin
         .batch_execute(
