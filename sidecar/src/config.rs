@@ -19,10 +19,11 @@ const REDACTED: &str = "***";
 #[command(
     name = "integration-sidecar",
     version,
-    about = "HTTP sidecar of pg_integration: webhook ingress, health, readiness and Prometheus metrics",
+    about = "HTTP sidecar of pg_integration: webhook ingress, SSO, API docs, health, readiness and Prometheus metrics",
     long_about = "HTTP sidecar of pg_integration: webhook ingress (POST /webhooks/{name}, configured \
-                  in the database), health (/healthz), readiness (/readyz) and Prometheus metrics \
-                  (/metrics). Every flag can also be given by the environment \
+                  in the database), SSO logins (/auth/...), the API document (/openapi.json) and \
+                  its interactive docs (/docs), health (/healthz), readiness (/readyz) and \
+                  Prometheus metrics (/metrics). Every flag can also be given by the environment \
                   variable named next to it; the flag wins."
 )]
 pub struct Config {
@@ -74,6 +75,22 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+
+    /// Who may read the API docs (/docs and /openapi.json) [default: public
+    /// when listening on a loopback address, authenticated otherwise]
+    #[arg(long, env = "DOCS", value_enum)]
+    pub docs: Option<DocsAccess>,
+}
+
+/// Who may read `/docs` and `/openapi.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DocsAccess {
+    /// Anyone who reaches the sidecar
+    Public,
+    /// Only with an API key of scope `docs` or a valid session
+    Authenticated,
+    /// Not served (404)
+    Off,
 }
 
 /// How log lines are written to standard output.
@@ -89,6 +106,16 @@ impl Config {
     /// The certificate and key files when HTTPS is configured.
     pub fn tls(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
+
+    /// `--docs`, else public on a loopback listen address (only this
+    /// machine can reach it) and authenticated on any other.
+    pub fn docs(&self) -> DocsAccess {
+        self.docs.unwrap_or(if self.listen_addr.ip().is_loopback() {
+            DocsAccess::Public
+        } else {
+            DocsAccess::Authenticated
+        })
     }
 
     /// `--public-url`, or one derived from the listen address and the scheme
@@ -254,7 +281,7 @@ mod tests {
 
     /// Every variable the configuration reads; tests clear the ones they do
     /// not set so the developer's environment cannot leak in.
-    const VARIABLES: [&str; 7] = [
+    const VARIABLES: [&str; 8] = [
         "DATABASE_URL",
         "LISTEN_ADDR",
         "PUBLIC_URL",
@@ -262,6 +289,7 @@ mod tests {
         "DB_POOL_SIZE",
         "TLS_CERT",
         "TLS_KEY",
+        "DOCS",
     ];
 
     /// The environment is process-wide; config tests take turns with it.
@@ -453,5 +481,47 @@ mod tests {
             let redacted = redact(&conn);
             assert!(!redacted.contains(password), "{conn:?} became {redacted:?}");
         }
+    }
+
+    #[test]
+    fn docs_are_public_on_loopback_and_authenticated_elsewhere() {
+        let url = "postgresql://integration_sidecar@db/app";
+        for (listen, expected) in [
+            ("127.0.0.1:8080", DocsAccess::Public),
+            ("[::1]:8080", DocsAccess::Public),
+            ("0.0.0.0:8080", DocsAccess::Authenticated),
+            ("192.0.2.7:8080", DocsAccess::Authenticated),
+        ] {
+            let config = parse(&["--database-url", url, "--listen-addr", listen]).expect("valid");
+            assert_eq!(config.docs(), expected, "{listen}");
+        }
+    }
+
+    #[test]
+    fn docs_access_is_read_from_the_flag_or_docs() {
+        let url = "postgresql://integration_sidecar@db/app";
+        let config = parse(&["--database-url", url, "--docs", "off"]).expect("valid");
+        assert_eq!(config.docs(), DocsAccess::Off);
+        let config = parse(&[
+            "--database-url",
+            url,
+            "--listen-addr",
+            "0.0.0.0:80",
+            "--docs",
+            "public",
+        ])
+        .expect("valid");
+        assert_eq!(config.docs(), DocsAccess::Public);
+        let config =
+            parse_with_env(&[("DOCS", "authenticated")], &["--database-url", url]).expect("valid");
+        assert_eq!(config.docs(), DocsAccess::Authenticated);
+        let config = parse_with_env(
+            &[("DOCS", "public")],
+            &["--database-url", url, "--docs", "off"],
+        )
+        .expect("valid");
+        assert_eq!(config.docs(), DocsAccess::Off, "the flag wins");
+        let refused = parse(&["--database-url", url, "--docs", "private"]);
+        assert!(refused.is_err(), "an unknown mode is refused");
     }
 }

@@ -6,6 +6,7 @@
 
 mod config;
 mod db;
+mod docs;
 mod errors;
 mod health;
 mod listen;
@@ -84,7 +85,7 @@ async fn run(config: config::Config) -> Result<(), StartError> {
     // Logs whether the database is reachable; the sidecar serves either way.
     state.check_database().await.ok();
     sso::spawn_coalesced_flush(state.clone());
-    server.serve(app(state.clone())).await?;
+    server.serve(app(state.clone(), config.docs())).await?;
     // Refusals gathered for a later audit row get it before the pool closes.
     sso::flush_coalesced(&state, true).await;
     db.close();
@@ -93,13 +94,14 @@ async fn run(config: config::Config) -> Result<(), StartError> {
 
 /// Every route under the global layers. Layers listed later wrap the ones
 /// before, so the access log and metrics see the final (JSON) answer.
-fn app(state: state::AppState) -> Router {
+/// `docs` says who may read `/docs` and `/openapi.json`.
+fn app(state: state::AppState, docs: config::DocsAccess) -> Router {
     Router::new()
         .merge(health::router())
         .merge(metrics::router())
         .merge(webhooks::router())
         .merge(sso::router())
-        .merge(openapi::router())
+        .merge(docs::router(&state, docs))
         .fallback(errors::not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
@@ -123,6 +125,11 @@ mod tests {
 
     /// An app whose database refuses connections (nothing listens on the port).
     fn app_without_database() -> Router {
+        app_without_database_with(config::DocsAccess::Public)
+    }
+
+    /// [`app_without_database`] with the docs served as `docs` says.
+    fn app_without_database_with(docs: config::DocsAccess) -> Router {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("ephemeral port")
@@ -132,12 +139,10 @@ mod tests {
             .expect("infallible");
         let db = db::Database::new(&url, 1).expect("pool");
         let public_url = url::Url::parse("http://127.0.0.1:8080/").expect("a URL");
-        app(state::AppState::new(
-            db,
-            metrics::Metrics::new(),
-            1,
-            &public_url,
-        ))
+        app(
+            state::AppState::new(db, metrics::Metrics::new(), 1, &public_url),
+            docs,
+        )
     }
 
     async fn call(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
@@ -247,5 +252,58 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn docs_serve_swagger_ui_from_the_sidecar_only() {
+        let app = app_without_database();
+        let (status, headers, _) = call(&app, get("/docs")).await;
+        assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(headers[header::LOCATION], "docs/");
+        let (status, headers, page) = call(&app, get("/docs/")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("swagger-ui-bundle.js"), "{page}");
+        let policy = headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("text");
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        let (status, headers, _) = call(&app, get("/docs/swagger-ui-bundle.js")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|v| v.contains("javascript")),
+            "{headers:?}"
+        );
+        let (status, _, body) = call(&app, get("/docs/swagger-ui.js.map")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(json(&body)["error"].is_string(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn docs_off_answers_404_for_the_page_and_the_document() {
+        let app = app_without_database_with(config::DocsAccess::Off);
+        for path in ["/docs", "/docs/", "/docs/index.html", "/openapi.json"] {
+            let (status, _, body) = call(&app, get(path)).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert!(json(&body)["error"].is_string(), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn authenticated_docs_want_credentials_before_anything() {
+        let app = app_without_database_with(config::DocsAccess::Authenticated);
+        for path in ["/docs", "/docs/", "/docs/swagger-ui.css", "/openapi.json"] {
+            let (status, _, body) = call(&app, get(path)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+            assert!(json(&body)["error"].is_string(), "{body}");
+        }
+        // A key is checked by the database, which is down here: 503, never 200.
+        let with_key = Request::get("/docs/")
+            .header(header::AUTHORIZATION, "Bearer pgi_not_checked")
+            .body(Body::empty())
+            .expect("request");
+        let (status, _, _) = call(&app, with_key).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

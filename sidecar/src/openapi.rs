@@ -509,7 +509,18 @@ fn webhook_operation(webhook: &Webhook) -> Operation {
         "Answered 2xx only once the event is committed. Bodies up to {} bytes.",
         webhook.max_body_bytes
     )];
-    for parameter in signature_headers(&webhook.scheme) {
+    let signed = signature_headers(&webhook.scheme);
+    if !signed.is_empty() {
+        description.push(
+            "Signed: this page cannot sign for you (the secret never leaves the database). \
+             Build the signed string each signature header describes from the exact body \
+             you send, sign it with the webhook's secret as the header says (an \
+             HMAC-SHA256 in hex: `printf '%s' \"$STRING\" | openssl dgst -sha256 -hmac \
+             \"$SECRET\"`), put it in the header in the form shown, then execute."
+                .to_owned(),
+        );
+    }
+    for parameter in signed {
         op = op.parameter(parameter);
     }
     if let Some(DeliveryId::Header(name)) = &webhook.delivery_id {
@@ -1116,6 +1127,9 @@ mod tests {
         );
         let op = operation(&doc, "gh");
         assert!(statuses(op).contains(&"401".to_owned()));
+        let how = op["description"].as_str().expect("a description");
+        assert!(how.contains("this page cannot sign for you"), "{how}");
+        assert!(how.contains("openssl dgst -sha256 -hmac"), "{how}");
         assert!(op.get("security").is_none(), "{op}");
     }
 
@@ -1220,6 +1234,10 @@ mod tests {
             none.get("security").is_none() && none.get("parameters").is_none(),
             "{none}"
         );
+        for name in ["n", "k"] {
+            let how = operation(&doc, name)["description"].to_string();
+            assert!(!how.contains("cannot sign"), "{name}: {how}");
+        }
         let statuses = statuses(none);
         assert!(!statuses.contains(&"401".to_owned()), "{statuses:?}");
         for status in ["200", "400", "404", "413", "415", "422", "500", "503"] {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Every variable the sidecar reads; cleared so the caller's environment
 /// cannot change what a test sees.
-pub const SIDECAR_VARIABLES: [&str; 11] = [
+pub const SIDECAR_VARIABLES: [&str; 12] = [
     "DATABASE_URL",
     "LISTEN_ADDR",
     "PUBLIC_URL",
@@ -26,6 +26,7 @@ pub const SIDECAR_VARIABLES: [&str; 11] = [
     "HEADER_READ_TIMEOUT",
     "IDLE_TIMEOUT",
     "MAX_CONNECTIONS",
+    "DOCS",
 ];
 /// How long a started sidecar may take to answer /healthz.
 const START_TIMEOUT: Duration = Duration::from_secs(20);

@@ -849,6 +849,16 @@ fn request_session(state: &AppState, headers: &HeaderMap) -> Result<Value, SsoEr
         .map_err(|e| SsoError::BadCredentials(format!("invalid session: {e}")))
 }
 
+/// Whether the request carries a session token that verifies and that no
+/// logout ended (the check of `GET /auth/session`); only a database failure
+/// is an error.
+pub async fn has_session(state: &AppState, headers: &HeaderMap) -> Result<bool, SsoError> {
+    match request_session(state, headers) {
+        Ok(claims) => Ok(!ended(state, &claims).await?),
+        Err(_) => Ok(false),
+    }
+}
+
 /// Asks the database whether a logout ended the session `claims` describe.
 async fn ended(state: &AppState, claims: &Value) -> Result<bool, SsoError> {
     let client = state

@@ -63,7 +63,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Header access for the signature schemes.
-struct RequestHeaders<'a>(&'a HeaderMap);
+pub(crate) struct RequestHeaders<'a>(pub(crate) &'a HeaderMap);
 
 impl Headers for RequestHeaders<'_> {
     fn get(&self, name: &str) -> Option<&str> {
