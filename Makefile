@@ -28,7 +28,7 @@ VENV := $(BUILD)/venv
 OIDC := $(BUILD)/oidc
 CAS  := $(BUILD)/cas
 BROWSER := $(BUILD)/browser
-test-deps: $(VENV)/.installed $(VENV)/.openapi-validator sso-apt-deps $(OIDC)/node_modules/.installed \
+test-deps: $(VENV)/.installed $(VENV)/.openapi-validator $(VENV)/.pyjwt sso-apt-deps $(OIDC)/node_modules/.installed \
            $(CAS)/.installed $(BROWSER)/node_modules/.installed
 $(VENV)/.installed: apt-deps
 	python3 -m venv $(VENV)
@@ -39,6 +39,12 @@ $(VENV)/.installed: apt-deps
 # virtualenv gets it too.
 $(VENV)/.openapi-validator: | $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check openapi-spec-validator==0.9.0
+	touch $@
+
+# An independent JWT verifier (tests/verifiers/pyjwt_verify.py, run by
+# tests/independent_verifiers.rs): PyJWT with cryptography for EdDSA.
+$(VENV)/.pyjwt: | $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check PyJWT==2.15.1 cryptography==51.0.1
 	touch $@
 
 # The CAS server of the tests (django-cas-server on Django 5.2), in its own
