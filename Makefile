@@ -29,8 +29,9 @@ OIDC := $(BUILD)/oidc
 CAS  := $(BUILD)/cas
 BROWSER := $(BUILD)/browser
 FUZZ := $(BUILD)/schemathesis
-test-deps: $(VENV)/.installed $(VENV)/.openapi-validator sso-apt-deps $(OIDC)/node_modules/.installed \
-           $(CAS)/.installed $(BROWSER)/node_modules/.installed $(FUZZ)/.installed
+test-deps: $(VENV)/.installed $(VENV)/.openapi-validator $(VENV)/.pyjwt sso-apt-deps \
+           $(OIDC)/node_modules/.installed $(CAS)/.installed $(BROWSER)/node_modules/.installed \
+           $(FUZZ)/.installed
 $(VENV)/.installed: apt-deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
@@ -47,6 +48,12 @@ $(VENV)/.openapi-validator: | $(VENV)/.installed
 $(FUZZ)/.installed: | apt-deps
 	python3 -m venv $(FUZZ)
 	$(FUZZ)/bin/pip install --quiet --disable-pip-version-check schemathesis==4.32.5
+	touch $@
+
+# An independent JWT verifier (tests/verifiers/pyjwt_verify.py, run by
+# tests/independent_verifiers.rs): PyJWT with cryptography for EdDSA.
+$(VENV)/.pyjwt: | $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check PyJWT==2.15.1 cryptography==51.0.1
 	touch $@
 
 # The CAS server of the tests (django-cas-server on Django 5.2), in its own
