@@ -32,7 +32,7 @@ FUZZ := $(BUILD)/schemathesis
 test-deps: $(VENV)/.installed $(VENV)/.openapi-validator $(VENV)/.pyjwt sso-apt-deps \
            $(OIDC)/node_modules/.installed $(CAS)/.installed $(BROWSER)/node_modules/.installed \
            $(FUZZ)/.installed
-$(VENV)/.installed: apt-deps
+$(VENV)/.installed: | apt-deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
 	touch $@
