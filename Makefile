@@ -18,7 +18,7 @@ APT_PACKAGES += libxmlsec1-dev libxml2-dev libxmlsec1 libxmlsec1-openssl libxml2
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: deps apt-deps sso-apt-deps pgrx-deps test-deps bench-deps install install-debug test test-unit \
-        test-pgrx test-e2e bench run sidecar lint
+        test-pgrx test-e2e bench run sidecar lint release-sql
 
 deps: apt-deps pgrx-deps
 
@@ -135,8 +135,13 @@ test-pgrx: deps
 	cd extension && $(CARGO) pgrx test pg15 $(if $(filter 0,$(shell id -u)),--runas postgres) \
 	  --pgdata $(PGRX_PGDATA)
 
+# The install scripts of the releases in sql/releases, for the upgrade test
+# (tests/upgrade.rs): built once from their commits, cached under build/releases.
+release-sql: pgrx-deps
+	@bash scripts/release-sql.sh $(BUILD)/releases $(PG_CONFIG)
+
 # `cargo pgrx test` installed its test build; install the debug one after it.
-test-e2e: install-debug sidecar test-deps
+test-e2e: install-debug sidecar test-deps release-sql
 	$(CARGO) test -p integration-tests
 
 BENCH_PACKAGES := wrk nginx-light postgresql-15-mysql-fdw
