@@ -30,7 +30,10 @@ pub fn run_script(script: &str, name: &str, mut input: Value) -> Value {
         home.display()
     );
     let chromium = PathBuf::from("/usr/bin/chromium");
-    assert!(chromium.exists(), "no /usr/bin/chromium: run `make test-deps`");
+    assert!(
+        chromium.exists(),
+        "no /usr/bin/chromium: run `make test-deps`"
+    );
     // Node resolves packages next to the script: copy ours there. Tests run
     // in parallel, so each file is written aside and renamed into place.
     for entry in fs::read_dir(workspace_root().join("tests/browser")).expect("read tests/browser") {
@@ -69,7 +72,9 @@ pub fn run_script(script: &str, name: &str, mut input: Value) -> Value {
         .expect("node's stdin")
         .write_all(input.to_string().as_bytes())
         .expect("write the script's input");
-    let output = child.wait_with_output().expect("wait for the browser script");
+    let output = child
+        .wait_with_output()
+        .expect("wait for the browser script");
     let _ = fs::remove_dir_all(&profile);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -77,7 +82,9 @@ pub fn run_script(script: &str, name: &str, mut input: Value) -> Value {
         .lines()
         .last()
         .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("{script} printed no result\nstdout: {stdout}\nstderr: {stderr}"));
+        .unwrap_or_else(|| {
+            panic!("{script} printed no result\nstdout: {stdout}\nstderr: {stderr}")
+        });
     assert!(
         answer["ok"] == true,
         "{script} failed: {}\nstderr: {stderr}",

@@ -41,7 +41,10 @@ fn headless_chromium_renders_a_loopback_page_and_lists_its_requests() {
     let url = format!("http://127.0.0.1:{port}/");
     let result = run_script("smoke.mjs", "smoke", json!({ "url": url }));
     assert_eq!(result["title"], "harness");
-    assert!(result["text"].as_str().unwrap().contains("script ran"), "{result}");
+    assert!(
+        result["text"].as_str().unwrap().contains("script ran"),
+        "{result}"
+    );
     let requests: Vec<&str> = result["requests"]
         .as_array()
         .unwrap()
