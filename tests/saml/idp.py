@@ -18,13 +18,12 @@ Response). Users: alice (groups staff, dba) and bob (group users).
 import html
 import os
 import secrets
-import sys
 import tempfile
 import threading
 import urllib.parse
 import urllib.request
 from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIServer, make_server
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, xmldsig
 from saml2.config import IdPConfig
@@ -104,11 +103,11 @@ def page(start_response, status, body, content_type="text/html; charset=utf-8"):
 def login_form(key, error=""):
     note = f"<p class=error>{html.escape(error)}</p>" if error else ""
     return f"""<!doctype html><title>Test IdP login</title>{note}
-<form method=post action="/login">
-<input type=hidden name=key value="{html.escape(key)}">
-<label>User <input name=username id=username></label>
-<label>Password <input type=password name=password id=password></label>
-<button type=submit id=submit>Sign in</button>
+<form method="post" action="/login">
+<input type="hidden" name="key" value="{html.escape(key)}">
+<label>User <input name="username" id="username"></label>
+<label>Password <input type="password" name="password" id="password"></label>
+<button type="submit" id="submit">Sign in</button>
 </form>"""
 
 
@@ -167,12 +166,7 @@ class Threaded(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
-class Quiet(WSGIRequestHandler):
-    def log_message(self, format, *args):
-        sys.stderr.write("%s %s\n" % (self.command if hasattr(self, "command") else "", format % args))
-
-
 if __name__ == "__main__":
-    with make_server("127.0.0.1", PORT, app, server_class=Threaded, handler_class=Quiet) as httpd:
+    with make_server("127.0.0.1", PORT, app, server_class=Threaded) as httpd:
         print(f"SAML IdP on {BASE}", flush=True)
         httpd.serve_forever()
