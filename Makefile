@@ -27,11 +27,12 @@ deps: apt-deps pgrx-deps
 VENV := $(BUILD)/venv
 OIDC := $(BUILD)/oidc
 CAS  := $(BUILD)/cas
+SAML := $(BUILD)/saml
 BROWSER := $(BUILD)/browser
 FUZZ := $(BUILD)/schemathesis
 test-deps: $(VENV)/.installed $(VENV)/.openapi-validator $(VENV)/.pyjwt sso-apt-deps \
-           $(OIDC)/node_modules/.installed $(CAS)/.installed $(BROWSER)/node_modules/.installed \
-           $(FUZZ)/.installed
+           $(OIDC)/node_modules/.installed $(CAS)/.installed $(SAML)/.installed \
+           $(BROWSER)/node_modules/.installed $(FUZZ)/.installed
 $(VENV)/.installed: | apt-deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
@@ -61,6 +62,13 @@ $(VENV)/.pyjwt: | $(VENV)/.installed
 $(CAS)/.installed: | apt-deps
 	python3 -m venv $(CAS)
 	$(CAS)/bin/pip install --quiet --disable-pip-version-check 'django>=5.2,<5.3' django-cas-server==3.1.0
+	touch $@
+
+# The SAML IdP of the tests (pysaml2, signing with Debian's xmlsec1), in its
+# own virtualenv: tests/src/saml_idp.rs runs tests/saml/idp.py from here.
+$(SAML)/.installed: | sso-apt-deps
+	python3 -m venv $(SAML)
+	$(SAML)/bin/pip install --quiet --disable-pip-version-check pysaml2==7.5.5
 	touch $@
 
 # $(call apt_install,PACKAGES) installs those missing, silently when none is.

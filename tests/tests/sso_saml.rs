@@ -1,7 +1,7 @@
 //! End-to-end tests of the SAML ACS: the real sidecar in front of a real
 //! PostgreSQL with pg_integration, with Responses signed by `xmlsec1` with a
-//! key of the test's (the real-IdP tests with pysaml2 and a browser come
-//! with step 3 of issue 30). An SP-initiated login finishes at the ACS from
+//! key of the test's (the real pysaml2 IdP and the browser are in
+//! sso_saml_idp.rs). An SP-initiated login finishes at the ACS from
 //! a client without the login cookie (the IdP's POST is cross-site), once;
 //! an IdP-initiated one only where the provider allows it; a replayed
 //! assertion is refused; each refusal is audited without the assertion.
