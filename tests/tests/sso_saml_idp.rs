@@ -60,6 +60,12 @@ impl Setup {
                     "allow_http": true,
                     "attributes": attributes,
                 }),
+                // The IdP's metadata fetched by the sidecar, as a deployment gives it.
+                "corp" => json!({
+                    "idp_metadata_url": idp.url("/metadata"),
+                    "allow_http": true,
+                    "attributes": attributes,
+                }),
                 _ => json!({
                     "idp_metadata_xml": metadata,
                     "allow_http": true,
