@@ -56,6 +56,18 @@ fn fill(cluster: &PgCluster, client: &mut postgres::Client) -> String {
         .get(0)
 }
 
+/// A dump line that names an OID, a transaction id or `\restrict`'s random key.
+fn carries_an_id(line: &str) -> bool {
+    let oid_literal = line
+        .strip_prefix("WHERE oid = '")
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    oid_literal
+        || line.contains("binary_upgrade_set_next_")
+        || line.starts_with("SET relfrozenxid")
+        || line.starts_with("\\restrict")
+        || line.starts_with("\\unrestrict")
+}
+
 /// The schema of `db` as `pg_dump --binary-upgrade` shows it (the
 /// extension's members included), without the lines that carry OIDs,
 /// transaction ids and the random key of `\restrict`; the extension's configuration tables,
@@ -64,14 +76,7 @@ fn schema(cluster: &PgCluster, db: &str) -> String {
     let dump = cluster.pg_dump(db, &["--schema-only", "--binary-upgrade"]);
     let mut lines: Vec<String> = dump
         .lines()
-        .filter(|l| {
-            !l.contains("binary_upgrade_set_next_")
-                && !l.starts_with("SET relfrozenxid")
-                && !(l.starts_with("WHERE oid = '")
-                    && l[13..].starts_with(|c: char| c.is_ascii_digit()))
-                && !l.starts_with("\\restrict")
-                && !l.starts_with("\\unrestrict")
-        })
+        .filter(|l| !carries_an_id(l))
         .map(|l| match l.find("binary_upgrade_create_empty_extension(") {
             Some(_) => "-- (binary_upgrade_create_empty_extension: OIDs)".to_owned(),
             None => l.to_owned(),
