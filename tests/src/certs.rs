@@ -9,6 +9,25 @@ use std::process::{Command, Stdio};
 
 /// A throwaway CA and a server certificate for 127.0.0.1 signed by it
 /// (rustls refuses a CA certificate presented as the server's own).
+/// A self-signed RSA-2048 certificate for `/CN={common_name}` and its key,
+/// as `idp-cert.pem` and `idp-key.pem` in `dir` (what a SAML IdP signs with).
+pub fn self_signed(dir: &Path, common_name: &str) -> (PathBuf, PathBuf) {
+    let (key, cert) = (dir.join("idp-key.pem"), dir.join("idp-cert.pem"));
+    run_checked(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", &format!("/CN={common_name}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req (apt install openssl)",
+    );
+    (key, cert)
+}
+
 pub fn make_certificate(dir: &Path, ca: &Path, cert: &Path, key: &Path) {
     make_certificate_for(dir, ca, cert, key, "IP:127.0.0.1,DNS:localhost");
 }

@@ -7,6 +7,7 @@
 //! or only the Assertion, and an IdP-initiated login URL. Stopped on drop
 //! (its log shown when the test failed).
 
+use crate::certs::self_signed;
 use crate::process::{free_port, wait_for_ports, workspace_root};
 use crate::sidecar::scratch_dir;
 use crate::web::answer;
@@ -60,23 +61,7 @@ impl SamlIdp {
         );
         let port = free_port();
         let dir = scratch_dir(&format!("saml-idp-{name}-{port}"));
-        let (key, cert) = (dir.join("idp-key.pem"), dir.join("idp-cert.pem"));
-        let made = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", &format!("/CN=saml-idp-{name}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl (apt install openssl)");
-        assert!(
-            made.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&made.stderr)
-        );
+        let (key, cert) = self_signed(&dir, &format!("saml-idp-{name}"));
         let log_path = dir.join("saml-idp.log");
         let log = fs::File::create(&log_path).expect("create the IdP log");
         let child = Command::new(&python)

@@ -3,6 +3,7 @@
 //! made by openssl, and Responses signed (RSA-SHA256, enveloped, exclusive
 //! c14n) by Debian's `xmlsec1`, the tool pysaml2 signs with.
 
+use crate::certs::self_signed;
 use crate::scratch_dir;
 use std::fs;
 use std::path::PathBuf;
@@ -19,24 +20,7 @@ impl SamlSigner {
     /// A new key and certificate in a scratch folder named after `name`.
     pub fn new(name: &str) -> SamlSigner {
         let dir = scratch_dir(&format!("saml-{name}"));
-        let key = dir.join("idp-key.pem");
-        let cert = dir.join("idp-cert.pem");
-        let status = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", &format!("/CN={name}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl (apt install openssl)");
-        assert!(
-            status.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        let (key, cert) = self_signed(&dir, name);
         SamlSigner {
             cert_pem: fs::read_to_string(&cert).expect("the certificate"),
             dir,
