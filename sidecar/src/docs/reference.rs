@@ -10,6 +10,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -136,6 +137,7 @@ pub fn render(entries: &[Entry]) -> String {
     if groups.is_empty() {
         body.push_str("<p>The view lists nothing.</p>\n");
     }
+    let mut ids: HashMap<String, usize> = HashMap::new();
     for (capability, members) in &groups {
         let _ = writeln!(
             body,
@@ -144,18 +146,25 @@ pub fn render(entries: &[Entry]) -> String {
             escape(capability)
         );
         for entry in members {
-            entry_html(&mut body, entry);
+            // Overloads share a name: the first keeps it as its id.
+            let mut id = anchor("", &entry.name);
+            let seen = ids.entry(id.clone()).or_insert(0);
+            *seen += 1;
+            if *seen > 1 {
+                id = format!("{id}-{seen}");
+            }
+            entry_html(&mut body, &id, entry);
         }
         body.push_str("</section>\n");
     }
     html::document("pg_integration SQL API reference", &body)
 }
 
-fn entry_html(body: &mut String, entry: &Entry) {
+fn entry_html(body: &mut String, id: &str, entry: &Entry) {
     let _ = write!(
         body,
         "<article id=\"{}\"><h3><code>{}</code><span class=\"kind\">{}</span></h3><dl>",
-        escape(&anchor("", &entry.name)),
+        escape(id),
         escape(&entry.name),
         escape(&entry.kind)
     );
@@ -220,6 +229,7 @@ mod tests {
                 "integration.verify_api_key",
                 &["22023", "42501"],
             ),
+            entry("http", "integration.http", &["08000"]),
         ]);
         let at = |needle: &str| {
             page.find(needle)
@@ -228,13 +238,14 @@ mod tests {
         // The contents, then the sections in the same order.
         assert!(
             at("<li><a href=\"#cap-api-keys\">api keys</a> (2)</li>")
-                < at("<li><a href=\"#cap-http\">http</a> (1)</li>")
+                < at("<li><a href=\"#cap-http\">http</a> (2)</li>")
         );
         let keys = at("<section id=\"cap-api-keys\">");
         let http = at("<section id=\"cap-http\">");
         assert!(keys < at("id=\"integration.create_api_key\""));
         assert!(at("id=\"integration.verify_api_key\"") < http);
         assert!(http < at("id=\"integration.http\""));
+        assert!(at("id=\"integration.http\"") < at("id=\"integration.http-2\""));
         assert!(
             page.contains("<code>22023</code>, <code>42501</code>"),
             "{page}"
