@@ -72,8 +72,10 @@ static CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
     )
 });
 
-/// `/docs` and `/openapi.json` as `access` says, behind [`authenticate`] in
-/// `authenticated` mode; nothing in `off` mode (both answer 404).
+/// `/docs`, `/docs/sql` and `/openapi.json` as `access` says, behind
+/// [`authenticate`] in `authenticated` mode (with `POST /docs/key` to sign
+/// in); nothing in `off` mode (all answer 404). `/docs/sql` is a static
+/// segment, so it wins over `/docs/{file}`.
 pub fn router(state: &AppState, access: DocsAccess) -> Router<AppState> {
     let routes = Router::new()
         .route("/docs", get(|| async { Redirect::permanent("docs/") }))
