@@ -18,7 +18,7 @@ APT_PACKAGES += libxmlsec1-dev libxml2-dev libxmlsec1 libxmlsec1-openssl libxml2
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: deps apt-deps sso-apt-deps pgrx-deps test-deps bench-deps install install-debug test test-unit \
-        test-pgrx test-e2e bench run sidecar lint
+        test-pgrx test-e2e bench run sidecar lint release-sql
 
 deps: apt-deps pgrx-deps
 
@@ -27,11 +27,13 @@ deps: apt-deps pgrx-deps
 VENV := $(BUILD)/venv
 OIDC := $(BUILD)/oidc
 CAS  := $(BUILD)/cas
+SAML := $(BUILD)/saml
 BROWSER := $(BUILD)/browser
 FUZZ := $(BUILD)/schemathesis
-test-deps: $(VENV)/.installed $(VENV)/.openapi-validator sso-apt-deps $(OIDC)/node_modules/.installed \
-           $(CAS)/.installed $(BROWSER)/node_modules/.installed $(FUZZ)/.installed
-$(VENV)/.installed: apt-deps
+test-deps: $(VENV)/.installed $(VENV)/.openapi-validator $(VENV)/.pyjwt sso-apt-deps \
+           $(OIDC)/node_modules/.installed $(CAS)/.installed $(SAML)/.installed \
+           $(BROWSER)/node_modules/.installed $(FUZZ)/.installed
+$(VENV)/.installed: | apt-deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check httpbin==0.10.4 gunicorn
 	touch $@
@@ -49,11 +51,24 @@ $(FUZZ)/.installed: | apt-deps
 	$(FUZZ)/bin/pip install --quiet --disable-pip-version-check schemathesis==4.32.5
 	touch $@
 
+# An independent JWT verifier (tests/verifiers/pyjwt_verify.py, run by
+# tests/independent_verifiers.rs): PyJWT with cryptography for EdDSA.
+$(VENV)/.pyjwt: | $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check PyJWT==2.15.1 cryptography==51.0.1
+	touch $@
+
 # The CAS server of the tests (django-cas-server on Django 5.2), in its own
 # virtualenv: tests/src/cas_server.rs gives each run its settings and SQLite file.
 $(CAS)/.installed: | apt-deps
 	python3 -m venv $(CAS)
 	$(CAS)/bin/pip install --quiet --disable-pip-version-check 'django>=5.2,<5.3' django-cas-server==3.1.0
+	touch $@
+
+# The SAML IdP of the tests (pysaml2, signing with Debian's xmlsec1), in its
+# own virtualenv: tests/src/saml_idp.rs runs tests/saml/idp.py from here.
+$(SAML)/.installed: | sso-apt-deps
+	python3 -m venv $(SAML)
+	$(SAML)/bin/pip install --quiet --disable-pip-version-check pysaml2==7.5.5
 	touch $@
 
 # $(call apt_install,PACKAGES) installs those missing, silently when none is.
@@ -128,8 +143,13 @@ test-pgrx: deps
 	cd extension && $(CARGO) pgrx test pg15 $(if $(filter 0,$(shell id -u)),--runas postgres) \
 	  --pgdata $(PGRX_PGDATA)
 
+# The install scripts of the releases in sql/releases, for the upgrade test
+# (tests/upgrade.rs): built once from their commits, cached under build/releases.
+release-sql: pgrx-deps
+	@bash scripts/release-sql.sh $(BUILD)/releases $(PG_CONFIG)
+
 # `cargo pgrx test` installed its test build; install the debug one after it.
-test-e2e: install-debug sidecar test-deps
+test-e2e: install-debug sidecar test-deps release-sql
 	$(CARGO) test -p integration-tests
 
 BENCH_PACKAGES := wrk nginx-light postgresql-15-mysql-fdw

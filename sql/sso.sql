@@ -236,16 +236,22 @@ BEGIN
         END IF;
     END IF;
     IF p.kind = 'saml' THEN
-        IF p.config ? 'idp_metadata_url' THEN
-            RAISE EXCEPTION 'idp_metadata_url of SAML provider % is not yet supported: give idp_metadata_xml (the IdP''s metadata document) or idp_entity_id + idp_sso_url + idp_certificates', p.name
-                USING ERRCODE = '22023';
-        END IF;
         by_parts := p.config ?| ARRAY['idp_entity_id', 'idp_sso_url', 'idp_certificates'];
-        IF (p.config ? 'idp_metadata_xml') = by_parts THEN
-            RAISE EXCEPTION 'SAML provider % needs its IdP given by idp_metadata_xml or by idp_entity_id + idp_sso_url + idp_certificates (exactly one of the two)', p.name
+        IF (p.config ? 'idp_metadata_url')::int + (p.config ? 'idp_metadata_xml')::int + by_parts::int <> 1 THEN
+            RAISE EXCEPTION 'SAML provider % needs its IdP given by exactly one of idp_metadata_url, idp_metadata_xml, or idp_entity_id + idp_sso_url + idp_certificates', p.name
                 USING ERRCODE = '22023';
         END IF;
-        IF p.config ? 'idp_metadata_xml' THEN
+        IF p.config ? 'idp_metadata_url' THEN
+            IF jsonb_typeof(p.config->'idp_metadata_url') <> 'string'
+               OR p.config->>'idp_metadata_url' !~ '^https?://[^/@?#]+(/[^#]*)?$' THEN
+                RAISE EXCEPTION 'idp_metadata_url of SAML provider % must be an absolute http(s) URL without user info or fragment (where the IdP publishes its metadata)', p.name
+                    USING ERRCODE = '22023';
+            END IF;
+            IF p.config->>'idp_metadata_url' NOT LIKE 'https://%' AND p.config->'allow_http' IS DISTINCT FROM 'true' THEN
+                RAISE EXCEPTION 'idp_metadata_url of SAML provider % must be https:// (the IdP''s certificates come from it); set "allow_http": true only for a test IdP', p.name
+                    USING ERRCODE = '22023';
+            END IF;
+        ELSIF p.config ? 'idp_metadata_xml' THEN
             IF jsonb_typeof(p.config->'idp_metadata_xml') <> 'string' THEN
                 RAISE EXCEPTION 'idp_metadata_xml of SAML provider % must be a string (the IdP''s EntityDescriptor)', p.name
                     USING ERRCODE = '22023';

@@ -538,17 +538,27 @@ impl Check<'_> {
 
 /// The API key of a delivery: `Authorization: Bearer <key>` or `X-API-Key`.
 pub fn api_key(headers: &dyn Headers) -> Option<&str> {
-    if let Some(value) = headers.get("authorization") {
-        if let Some((kind, token)) = value.trim().split_once(' ') {
-            if kind.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
-                return Some(token.trim());
+    // An Authorization header that is not a Bearer token, or two different
+    // keys, is refused: one credential never stands in for a wrong one.
+    let bearer = match headers.get("authorization") {
+        None => None,
+        Some(value) => match value.trim().split_once(' ') {
+            Some((kind, token))
+                if kind.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                Some(token.trim())
             }
-        }
-    }
-    headers
+            _ => return None,
+        },
+    };
+    let header = headers
         .get("x-api-key")
         .map(str::trim)
-        .filter(|k| !k.is_empty())
+        .filter(|k| !k.is_empty());
+    match (bearer, header) {
+        (Some(a), Some(b)) if a != b => None,
+        (a, b) => a.or(b),
+    }
 }
 
 /// Decodes exactly 32 bytes of hex (either case), else `None`.
@@ -882,6 +892,24 @@ mod tests {
             Some("pgik_2_abc")
         );
         assert_eq!(api_key(&[("Authorization", "Basic abc")]), None);
+        // The same key twice is one key; a wrong Authorization beside a
+        // right X-API-Key, or two different keys, is no key.
+        assert_eq!(
+            api_key(&[("Authorization", "bearer k1"), ("X-API-Key", "k1")]),
+            Some("k1")
+        );
+        assert_eq!(
+            api_key(&[("Authorization", "Basic abc"), ("X-API-Key", "k1")]),
+            None
+        );
+        assert_eq!(
+            api_key(&[("Authorization", "junk"), ("X-API-Key", "k1")]),
+            None
+        );
+        assert_eq!(
+            api_key(&[("Authorization", "Bearer k2"), ("X-API-Key", "k1")]),
+            None
+        );
     }
 
     #[test]

@@ -159,6 +159,24 @@ impl PgCluster {
         client
     }
 
+    /// `pg_dump` of database `db` with `args`, as `postgres`; panics on failure.
+    pub fn pg_dump(&self, db: &str, args: &[&str]) -> String {
+        run_checked(
+            Command::new(self.bin("pg_dump"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args(args)
+                .arg(db),
+            "pg_dump",
+        )
+    }
+
     /// Stops the server (fast shutdown); [`PgCluster::restart`] brings it back.
     pub fn stop(&self) {
         self.pg_ctl(&["-m", "fast", "-w", "stop"], "pg_ctl stop");

@@ -4,7 +4,10 @@
 //! the document without a restart; the ETag follows the content and
 //! `If-None-Match` is answered 304; the document of every kind of webhook
 //! and of SSO providers validates as OpenAPI 3.1 with `openapi-spec-validator`
-//! (PyPI, in the harness's virtualenv: `make test-deps`).
+//! (PyPI, in the harness's virtualenv: `make test-deps`); and schemathesis
+//! (PyPI, build/schemathesis) fuzzes every operation of a live sidecar for a
+//! minute with all its checks, after which every stored event must answer an
+//! accepted delivery.
 
 use integration_tests::{scratch_dir, workspace_root, PgCluster, Sidecar};
 use serde_json::{json, Value};
@@ -260,4 +263,144 @@ fn a_webhook_created_changed_and_dropped_shows_changes_and_disappears_without_a_
     // The same configuration as at the start gives the same bytes, so the same tag.
     assert_eq!(after_tag, before_tag);
     assert_eq!(fetch(&sidecar, Some(&before_tag)).0, 304);
+}
+
+/// `(method, path, status)` of every exchange in a HAR file of schemathesis.
+fn exchanges(har: &Value) -> Vec<(String, String, u16)> {
+    har["log"]["entries"]
+        .as_array()
+        .expect("HAR entries")
+        .iter()
+        .map(|entry| {
+            let url = entry["request"]["url"].as_str().expect("a request URL");
+            let path = url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+                .unwrap_or("/");
+            let path = path.split('?').next().unwrap_or(path);
+            (
+                entry["request"]["method"]
+                    .as_str()
+                    .expect("a method")
+                    .to_owned(),
+                path.to_owned(),
+                entry["response"]["status"].as_u64().expect("a status") as u16,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn schemathesis_finds_every_answer_in_the_document_and_stores_only_accepted_events() {
+    let schemathesis = workspace_root().join("build/schemathesis/bin/schemathesis");
+    assert!(
+        schemathesis.is_file(),
+        "{} is missing: run `make test-deps`",
+        schemathesis.display()
+    );
+    let (_cluster, mut admin, sidecar) = setup(
+        "CREATE ROLE app_user;
+         SELECT integration.create_webhook('plain', 'none');
+         SELECT integration.create_webhook('keyed', 'api-key');
+         SELECT integration.create_webhook('gh', 'github', 'github-secret-value-1');
+         SELECT integration.create_webhook('sw', 'standard');
+         SELECT integration.create_webhook('orders', 'none', json_schema => '{
+             \"type\": \"object\", \"required\": [\"id\"], \"additionalProperties\": false,
+             \"properties\": {\"id\": {\"type\": \"integer\", \"minimum\": 1},
+                            \"kind\": {\"enum\": [\"order\", \"refund\"]}}}');",
+    );
+    let key: String = admin
+        .query_one(
+            "SELECT integration.create_api_key('fuzz', 'app_user', ARRAY['webhooks:keyed'])",
+            &[],
+        )
+        .expect("an API key")
+        .get(0);
+    let dir = scratch_dir("schemathesis");
+    let har = dir.join("run.har");
+    let run = Command::new(&schemathesis)
+        .current_dir(&dir)
+        .arg("run")
+        .arg(sidecar.url("/openapi.json"))
+        .args(["--checks", "all", "--max-examples", "30", "--seed", "1"])
+        .args([
+            "--max-redirects",
+            "0",
+            "--request-timeout",
+            "10",
+            "--workers",
+            "2",
+        ])
+        .args([
+            "--max-time",
+            "120",
+            "--no-color",
+            "--generation-database",
+            "none",
+        ])
+        .args(["--report", "har", "--report-har-path"])
+        .arg(&har)
+        .arg("--header")
+        .arg(format!("X-API-Key: {key}"))
+        .output()
+        .expect("run schemathesis");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // Kept for reading after the run (and the note's figures).
+    std::fs::write(
+        workspace_root().join("build/schemathesis-report.txt"),
+        &report,
+    )
+    .expect("save the report");
+    assert!(
+        run.status.success(),
+        "schemathesis found failures:\n{report}"
+    );
+    let har: Value = serde_json::from_str(&std::fs::read_to_string(&har).expect("the HAR report"))
+        .expect("a HAR document");
+    let exchanges = exchanges(&har);
+    assert!(
+        exchanges.len() > 100,
+        "only {} requests\n{report}",
+        exchanges.len()
+    );
+    assert!(
+        exchanges.iter().all(|(_, _, status)| *status < 500),
+        "a server error\n{report}"
+    );
+    // Every stored event answers one accepted delivery: none for a refusal.
+    for name in ["plain", "keyed", "gh", "sw", "orders"] {
+        let path = format!("/webhooks/{name}");
+        let accepted = exchanges
+            .iter()
+            .filter(|(method, p, status)| {
+                method == "POST" && *p == path && (200..300).contains(status)
+            })
+            .count() as i64;
+        let refused = exchanges
+            .iter()
+            .filter(|(method, p, status)| method == "POST" && *p == path && *status >= 400)
+            .count();
+        let stored: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM integration.webhook_events WHERE webhook = $1",
+                &[&name],
+            )
+            .expect("count the events")
+            .get(0);
+        assert_eq!(
+            stored, accepted,
+            "{name}: {stored} events stored for {accepted} accepted deliveries ({refused} refused)"
+        );
+        assert!(
+            refused > 0,
+            "{name}: schemathesis sent nothing it should refuse"
+        );
+        eprintln!("{name}: {accepted} accepted, {refused} refused, {stored} stored");
+    }
+    eprintln!("{report}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,7 +1,7 @@
 //! End-to-end tests of the SAML ACS: the real sidecar in front of a real
 //! PostgreSQL with pg_integration, with Responses signed by `xmlsec1` with a
-//! key of the test's (the real-IdP tests with pysaml2 and a browser come
-//! with step 3 of issue 30). An SP-initiated login finishes at the ACS from
+//! key of the test's (the real pysaml2 IdP and the browser are in
+//! sso_saml_idp.rs). An SP-initiated login finishes at the ACS from
 //! a client without the login cookie (the IdP's POST is cross-site), once;
 //! an IdP-initiated one only where the provider allows it; a replayed
 //! assertion is refused; each refusal is audited without the assertion.
@@ -260,7 +260,20 @@ fn saml_configs_are_checked_when_saved_and_the_sp_key_is_a_secret() {
     let refused = [
         (
             serde_json::json!({}),
-            "idp_metadata_xml or by idp_entity_id",
+            "exactly one of idp_metadata_url, idp_metadata_xml, or idp_entity_id",
+        ),
+        (
+            serde_json::json!({"idp_metadata_url": "https://idp.example.net/metadata",
+                               "idp_metadata_xml": "<EntityDescriptor/>"}),
+            "exactly one of",
+        ),
+        (
+            serde_json::json!({"idp_metadata_url": "http://idp.example.net/metadata"}),
+            "must be https://",
+        ),
+        (
+            serde_json::json!({"idp_metadata_url": "https://user@idp.example.net/metadata"}),
+            "without user info",
         ),
         (
             serde_json::json!({"idp_entity_id": IDP, "idp_sso_url": "https://idp.example.net/sso"}),
@@ -290,6 +303,10 @@ fn saml_configs_are_checked_when_saved_and_the_sp_key_is_a_secret() {
         "idp_certificates": [signer.cert_pem], "sp_private_key": "-----BEGIN PRIVATE KEY-----",
     });
     admin.execute(create, &[&"keyed", &config]).expect("keyed");
+    let by_url = serde_json::json!({"idp_metadata_url": "https://idp.example.net/metadata"});
+    admin
+        .execute(create, &[&"by_url", &by_url])
+        .expect("by_url");
     let row = admin
         .query_one(
             "SELECT config ? 'sp_private_key', secrets_set FROM integration.sso_provider_list WHERE name = 'keyed'",

@@ -1,5 +1,6 @@
 //! SAML 2.0 logins: the provider's configuration (the IdP from its metadata
-//! document, or from its entity id, SSO URL and signing certificates), our
+//! document given inline or fetched from `idp_metadata_url`, or from its
+//! entity id, SSO URL and signing certificates), our
 //! SP metadata (`GET /auth/{provider}/metadata`), the AuthnRequest sent over
 //! the HTTP-Redirect binding, and the checks of a Response posted to the ACS
 //! (saml_acs.rs does its HTTP and database side). Signatures are verified by
@@ -8,6 +9,7 @@
 //! assertions and signed AuthnRequests are not supported yet.
 
 use super::endpoints::EndpointPolicy;
+use super::idp_http::IdpHttp;
 use super::oauth2::{required, text};
 use super::session::random_token;
 use super::{Identity, LoginStart, Protocol, SingleUse, SsoError};
@@ -33,6 +35,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::str::FromStr;
+use tokio::sync::OnceCell;
 
 const PROTOCOL_NS: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 const ENTITY_FORMAT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity";
@@ -90,11 +93,24 @@ struct Idp {
     descriptor: EntityDescriptor,
 }
 
+/// Where the IdP's metadata is fetched from (`idp_metadata_url`).
+struct MetadataUrl {
+    url: String,
+    /// The shared provider client: no redirects, timeouts, bounded answers.
+    http: IdpHttp,
+    /// https unless `allow_http`; the SSO URL the metadata names must pass it too.
+    policy: EndpointPolicy,
+}
+
 /// One SAML provider; built once per configuration load.
 pub struct Saml {
     sp_entity_id: String,
     acs_url: String,
-    idp: Idp,
+    /// The IdP: set when the config gives it, else fetched from `metadata_url`
+    /// at the first login after each configuration load (a failed fetch is
+    /// tried again at the next one).
+    idp: OnceCell<Idp>,
+    metadata_url: Option<MetadataUrl>,
     /// The attribute `Name` (or OID) read for each identity field.
     attributes: HashMap<String, String>,
     name_id_format: String,
@@ -117,9 +133,6 @@ impl Saml {
         if secrets.get("sp_private_key").is_some_and(|v| !v.is_null()) {
             return Err("sp_private_key is not yet supported (signed AuthnRequests and encrypted assertions come later): remove it".into());
         }
-        if text(config, "idp_metadata_url")?.is_some() {
-            return Err("idp_metadata_url is not yet supported: give idp_metadata_xml (the IdP's metadata document) or idp_entity_id + idp_sso_url + idp_certificates".into());
-        }
         for key in ["sp_private_key", "sp_certificate"] {
             if config.get(key).is_some_and(|v| !v.is_null()) {
                 return Err(format!("{key} is not yet supported (signed AuthnRequests and encrypted assertions come later): remove it"));
@@ -128,13 +141,31 @@ impl Saml {
         let by_parts = ["idp_entity_id", "idp_sso_url", "idp_certificates"]
             .iter()
             .any(|key| config.get(*key).is_some_and(|v| !v.is_null()));
-        let idp = match (text(config, "idp_metadata_xml")?, by_parts) {
-            (Some(xml), false) => idp_from_metadata(&xml)?,
-            (None, true) => idp_from_parts(config)?,
-            (Some(_), true) => return Err("give the IdP by idp_metadata_xml or by idp_entity_id + idp_sso_url + idp_certificates, not both".into()),
-            (None, false) => return Err("config lacks the IdP: give idp_metadata_xml, or idp_entity_id + idp_sso_url + idp_certificates".into()),
+        let given = [
+            text(config, "idp_metadata_xml")?.is_some(),
+            text(config, "idp_metadata_url")?.is_some(),
+            by_parts,
+        ];
+        match given.iter().filter(|g| **g).count() {
+            0 => return Err("config lacks the IdP: give idp_metadata_url, idp_metadata_xml, or idp_entity_id + idp_sso_url + idp_certificates".into()),
+            1 => {}
+            _ => return Err("give the IdP by exactly one of idp_metadata_url, idp_metadata_xml, or idp_entity_id + idp_sso_url + idp_certificates".into()),
+        }
+        let (idp, metadata_url) = match text(config, "idp_metadata_url")? {
+            Some(url) => {
+                let policy = EndpointPolicy::from_config(config, "idp_metadata_url", &url)?;
+                let http = IdpHttp::from_config(config)?;
+                (OnceCell::new(), Some(MetadataUrl { url, http, policy }))
+            }
+            None => {
+                let idp = match text(config, "idp_metadata_xml")? {
+                    Some(xml) => idp_from_metadata("idp_metadata_xml", &xml)?,
+                    None => idp_from_parts(config)?,
+                };
+                EndpointPolicy::from_config(config, "the IdP's SSO URL", &idp.sso_url)?;
+                (OnceCell::new_with(Some(idp)), None)
+            }
         };
-        EndpointPolicy::from_config(config, "the IdP's SSO URL", &idp.sso_url)?;
         let sp_entity_id = text(config, "sp_entity_id")?
             .unwrap_or_else(|| format!("{public_url}/auth/{name}/metadata"));
         if sp_entity_id.trim().is_empty() || sp_entity_id.chars().any(char::is_control) {
@@ -144,6 +175,7 @@ impl Saml {
             acs_url: format!("{public_url}/auth/{name}/callback"),
             sp_entity_id,
             idp,
+            metadata_url,
             attributes: attributes(config)?,
             name_id_format: name_id_format(config)?,
             allow_idp_initiated: match config.get("allow_idp_initiated") {
@@ -185,12 +217,63 @@ impl Saml {
             .map_err(|e| format!("cannot write the SP metadata: {e}"))
     }
 
+    /// The IdP, fetched from `idp_metadata_url` if it is not known yet.
+    async fn load_idp(&self) -> Result<&Idp, SsoError> {
+        self.idp
+            .get_or_try_init(|| async {
+                let source = self
+                    .metadata_url
+                    .as_ref()
+                    .ok_or_else(|| SsoError::Internal("a SAML provider without its IdP".into()))?;
+                let fetched = async {
+                    let response = source
+                        .http
+                        .client()
+                        .get(&source.url)
+                        .send()
+                        .await
+                        .map_err(|e| crate::db::describe(&e.without_url()))?;
+                    let status = response.status();
+                    if !status.is_success() {
+                        return Err(format!("the IdP answered HTTP {status}"));
+                    }
+                    let body = source
+                        .http
+                        .read(response)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    String::from_utf8(body).map_err(|_| "the document is not UTF-8".to_owned())
+                }
+                .await
+                .map_err(|e| {
+                    SsoError::Upstream(format!(
+                        "cannot fetch the IdP metadata (idp_metadata_url): {e}"
+                    ))
+                })?;
+                let idp = idp_from_metadata("the metadata of idp_metadata_url", &fetched)
+                    .and_then(|idp| {
+                        source.policy.check("the IdP's SSO URL", &idp.sso_url)?;
+                        Ok(idp)
+                    })
+                    .map_err(SsoError::Upstream)?;
+                Ok(idp)
+            })
+            .await
+    }
+
+    /// The IdP, once known (see [`Saml::load_idp`]).
+    fn idp(&self) -> Result<&Idp, SsoError> {
+        self.idp.get().ok_or_else(|| {
+            SsoError::Unavailable("the IdP's metadata has not been fetched yet".into())
+        })
+    }
+
     /// A fresh AuthnRequest asking for a Response posted to our ACS.
-    fn authn_request(&self, id: String) -> AuthnRequest {
-        AuthnRequest {
+    fn authn_request(&self, id: String) -> Result<AuthnRequest, SsoError> {
+        Ok(AuthnRequest {
             id,
             version: "2.0".into(),
-            destination: Some(self.idp.sso_url.clone()),
+            destination: Some(self.idp()?.sso_url.clone()),
             // samael writes the Issuer's text as given: escaped here.
             issuer: Some(Issuer {
                 format: Some(ENTITY_FORMAT.into()),
@@ -206,7 +289,7 @@ impl Saml {
             }),
             // IssueInstant: now.
             ..AuthnRequest::default()
-        }
+        })
     }
 
     /// The HTTP-Redirect URL of a new AuthnRequest with `relay_state`, and
@@ -215,7 +298,7 @@ impl Saml {
         // An xs:ID is an NCName: it may not start with a digit or `-`.
         let id = format!("_{}", random_token(20));
         let url = self
-            .authn_request(id.clone())
+            .authn_request(id.clone())?
             .redirect(relay_state)
             .map_err(|e| SsoError::Internal(format!("cannot encode the SAML AuthnRequest: {e}")))?
             .ok_or_else(|| SsoError::Internal("the SAML AuthnRequest has no destination".into()))?;
@@ -225,12 +308,14 @@ impl Saml {
 
 impl Protocol for Saml {
     fn start_login<'a>(&'a self, state: &'a str) -> BoxFuture<'a, Result<LoginStart, SsoError>> {
-        // samael's errors are not Send: everything is done before the future.
-        let started = self.redirect(state).map(|(url, request_id)| LoginStart {
-            url,
-            keep: json!({ "request_id": request_id }),
-        });
-        Box::pin(async move { started })
+        Box::pin(async move {
+            self.load_idp().await?;
+            // samael's errors are not Send: none is kept past an await.
+            self.redirect(state).map(|(url, request_id)| LoginStart {
+                url,
+                keep: json!({ "request_id": request_id }),
+            })
+        })
     }
 
     /// `kept` holds the AuthnRequest's ID, or is null for a Response that
@@ -240,14 +325,16 @@ impl Protocol for Saml {
         params: &'a HashMap<String, String>,
         kept: &'a Value,
     ) -> BoxFuture<'a, Result<Identity, SsoError>> {
-        // samael's errors are not Send: everything is done before the future.
-        let finished = match params.get("SAMLResponse") {
-            Some(encoded) => self.verify(encoded, kept["request_id"].as_str(), unix_now()),
-            None => Err(SsoError::BadRequest(
-                "a SAML login ends with a SAMLResponse posted to the ACS".into(),
-            )),
-        };
-        Box::pin(async move { finished })
+        Box::pin(async move {
+            let encoded = params.get("SAMLResponse").ok_or_else(|| {
+                SsoError::BadRequest(
+                    "a SAML login ends with a SAMLResponse posted to the ACS".into(),
+                )
+            })?;
+            self.load_idp().await?;
+            // samael's errors are not Send: none is kept past an await.
+            self.verify(encoded, kept["request_id"].as_str(), unix_now())
+        })
     }
 
     fn keeps_login_in_database(&self) -> bool {
@@ -324,7 +411,7 @@ impl Saml {
         let sp = ServiceProvider {
             entity_id: Some(self.sp_entity_id.clone()),
             acs_url: Some(self.acs_url.clone()),
-            idp_metadata: self.idp.descriptor.clone(),
+            idp_metadata: self.idp()?.descriptor.clone(),
             allow_idp_initiated: request_id.is_none() && self.allow_idp_initiated,
             max_issue_delay: chrono_seconds(MAX_ISSUE_DELAY_SECS),
             max_clock_skew: chrono_seconds(MAX_CLOCK_SKEW_SECS),
@@ -470,27 +557,30 @@ pub async fn metadata(State(state): State<AppState>, Path(name): Path<String>) -
     }
 }
 
-/// The IdP from its metadata document (an `EntityDescriptor`).
-fn idp_from_metadata(xml: &str) -> Result<Idp, String> {
+/// The IdP from its metadata document (an `EntityDescriptor`), called
+/// `what` in refusals.
+fn idp_from_metadata(what: &str, xml: &str) -> Result<Idp, String> {
     if xml.len() > MAX_METADATA_BYTES {
         return Err(format!(
-            "idp_metadata_xml holds more than {MAX_METADATA_BYTES} bytes: give the IdP's own EntityDescriptor"
+            "{what} holds more than {MAX_METADATA_BYTES} bytes: give the IdP's own EntityDescriptor"
         ));
     }
-    refuse_doctype("idp_metadata_xml", xml)?;
+    refuse_doctype(what, xml)?;
     let descriptor = EntityDescriptor::from_str(xml)
-        .map_err(|e| format!("idp_metadata_xml is not a SAML EntityDescriptor: {e}"))?;
+        .map_err(|e| format!("{what} is not a SAML EntityDescriptor: {e}"))?;
     let entity_id = descriptor
         .entity_id
         .clone()
         .filter(|id| !id.trim().is_empty())
-        .ok_or("idp_metadata_xml has no entityID: give the IdP's own EntityDescriptor")?;
+        .ok_or_else(|| format!("{what} has no entityID: give the IdP's own EntityDescriptor"))?;
     if descriptor
         .idp_sso_descriptors
         .as_ref()
         .is_none_or(Vec::is_empty)
     {
-        return Err("idp_metadata_xml describes no identity provider (no IDPSSODescriptor)".into());
+        return Err(format!(
+            "{what} describes no identity provider (no IDPSSODescriptor)"
+        ));
     }
     let sp = ServiceProvider {
         idp_metadata: descriptor,
@@ -498,18 +588,20 @@ fn idp_from_metadata(xml: &str) -> Result<Idp, String> {
     };
     let sso_url = sp
         .sso_binding_location(HTTP_REDIRECT_BINDING)
-        .ok_or("idp_metadata_xml has no SingleSignOnService with the HTTP-Redirect binding")?;
+        .ok_or_else(|| {
+            format!("{what} has no SingleSignOnService with the HTTP-Redirect binding")
+        })?;
     let certificates = sp
         .idp_signing_certs()
-        .map_err(|e| format!("idp_metadata_xml: {e}"))?
+        .map_err(|e| format!("{what}: {e}"))?
         .unwrap_or_default();
     if certificates.is_empty() {
-        return Err("idp_metadata_xml names no signing certificate (a KeyDescriptor with use=\"signing\" or without use): nothing could be verified".into());
+        return Err(format!("{what} names no signing certificate (a KeyDescriptor with use=\"signing\" or without use): nothing could be verified"));
     }
     for (i, certificate) in certificates.iter().enumerate() {
         X509::from_der(certificate.der_data()).map_err(|e| {
             format!(
-                "signing certificate {} of idp_metadata_xml is not an X.509 certificate: {e}",
+                "signing certificate {} of {what} is not an X.509 certificate: {e}",
                 i + 1
             )
         })?;
@@ -764,9 +856,22 @@ V2ddQgU=
     #[test]
     fn an_idp_given_by_parts_keeps_every_certificate_and_the_defaults_apply() {
         let p = saml(by_parts()).expect("config");
-        assert_eq!(p.idp.entity_id, "https://idp.example.net/saml");
-        assert_eq!(p.idp.sso_url, "https://idp.example.net/sso?tenant=acme");
-        let kept: Vec<&[u8]> = p.idp.certificates.iter().map(|c| c.der_data()).collect();
+        assert_eq!(
+            p.idp.get().expect("given").entity_id,
+            "https://idp.example.net/saml"
+        );
+        assert_eq!(
+            p.idp.get().expect("given").sso_url,
+            "https://idp.example.net/sso?tenant=acme"
+        );
+        let kept: Vec<&[u8]> = p
+            .idp
+            .get()
+            .expect("given")
+            .certificates
+            .iter()
+            .map(|c| c.der_data())
+            .collect();
         assert_eq!(kept, vec![der(CERT_1).as_slice(), der(CERT_2).as_slice()]);
         assert_eq!(p.sp_entity_id, "https://sso.example.org/auth/corp/metadata");
         assert_eq!(p.acs_url, "https://sso.example.org/auth/corp/callback");
@@ -775,11 +880,11 @@ V2ddQgU=
         assert!(p.attributes.is_empty());
         // samael sees the same IdP: the certificates it would verify with and the SSO URL.
         let sp = ServiceProvider {
-            idp_metadata: p.idp.descriptor.clone(),
+            idp_metadata: p.idp.get().expect("given").descriptor.clone(),
             ..ServiceProvider::default()
         };
         let certs = sp.idp_signing_certs().expect("certs").expect("some");
-        assert_eq!(certs, p.idp.certificates);
+        assert_eq!(certs, p.idp.get().expect("given").certificates);
         assert_eq!(
             sp.sso_binding_location(HTTP_REDIRECT_BINDING).as_deref(),
             Some("https://idp.example.net/sso?tenant=acme")
@@ -807,10 +912,19 @@ V2ddQgU=
         for use_attr in [r#"use="signing""#, ""] {
             let config = json!({ "idp_metadata_xml": idp_metadata(&signing_key(use_attr)) });
             let p = saml(config).expect(use_attr);
-            assert_eq!(p.idp.entity_id, "https://idp.example.net/meta");
-            assert_eq!(p.idp.sso_url, "https://idp.example.net/redirect");
-            assert_eq!(p.idp.certificates.len(), 1);
-            assert_eq!(p.idp.certificates[0].der_data(), der(CERT_1).as_slice());
+            assert_eq!(
+                p.idp.get().expect("given").entity_id,
+                "https://idp.example.net/meta"
+            );
+            assert_eq!(
+                p.idp.get().expect("given").sso_url,
+                "https://idp.example.net/redirect"
+            );
+            assert_eq!(p.idp.get().expect("given").certificates.len(), 1);
+            assert_eq!(
+                p.idp.get().expect("given").certificates[0].der_data(),
+                der(CERT_1).as_slice()
+            );
         }
     }
 
@@ -848,9 +962,22 @@ V2ddQgU=
             c2 = base64_body(CERT_2),
         );
         let p = saml(json!({ "idp_metadata_xml": xml })).expect("metadata");
-        assert_eq!(p.idp.entity_id, "https://idp.example.net/realms/corp");
-        assert_eq!(p.idp.sso_url, "https://idp.example.net/sso/redirect");
-        let kept: Vec<&[u8]> = p.idp.certificates.iter().map(|c| c.der_data()).collect();
+        assert_eq!(
+            p.idp.get().expect("given").entity_id,
+            "https://idp.example.net/realms/corp"
+        );
+        assert_eq!(
+            p.idp.get().expect("given").sso_url,
+            "https://idp.example.net/sso/redirect"
+        );
+        let kept: Vec<&[u8]> = p
+            .idp
+            .get()
+            .expect("given")
+            .certificates
+            .iter()
+            .map(|c| c.der_data())
+            .collect();
         assert_eq!(
             kept,
             vec![der(CERT_1).as_slice(), der(CERT_2).as_slice()],
@@ -928,13 +1055,17 @@ V2ddQgU=
             config[key] = value;
             refusal(config)
         };
-        let e = refusal(json!({"idp_metadata_url": "https://idp.example.net/metadata"}));
-        assert!(e.contains("idp_metadata_url is not yet supported"), "{e}");
+        let e = refusal(json!({"idp_metadata_url": "http://idp.example.net/metadata"}));
+        assert!(e.contains("idp_metadata_url must be https"), "{e}");
+        assert!(saml(json!({"idp_metadata_url": "https://idp.example.net/metadata"})).is_ok());
         assert!(with("sp_private_key", json!("-----BEGIN PRIVATE KEY-----"))
             .contains("not yet supported"));
         assert!(with("sp_certificate", json!(CERT_1)).contains("not yet supported"));
         let e = with("idp_metadata_xml", json!(idp_metadata(&signing_key(""))));
-        assert!(e.contains("not both"), "{e}");
+        assert!(e.contains("exactly one of"), "{e}");
+        let mut config = by_parts();
+        config["idp_metadata_url"] = json!("https://idp.example.net/metadata");
+        assert!(refusal(config).contains("exactly one of"));
         let e = with("idp_sso_url", json!("http://idp.example.net/sso"));
         assert!(e.contains("allow_http"), "{e}");
         assert!(!e.contains("://"), "refusals name no URL: {e}");
@@ -1076,6 +1207,88 @@ V2ddQgU=
         assert_eq!(acs.location, "https://sso.example.org/auth/corp/callback");
         // Built once: served as is.
         assert_eq!(p.sp_metadata(), Some(p.metadata_xml.as_str()));
+    }
+
+    /// A loopback server answering every request with the status and body
+    /// currently in `answer`; counts the requests.
+    async fn metadata_server(
+        answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+        count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (status, body) = answer.lock().expect("answer").clone();
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    async fn start(p: &Saml) -> Result<LoginStart, SsoError> {
+        p.start_login("state").await
+    }
+
+    #[tokio::test]
+    async fn idp_metadata_url_is_fetched_at_the_first_login_of_each_load_and_checked() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let answer = std::sync::Arc::new(std::sync::Mutex::new((404, String::new())));
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let port = metadata_server(answer.clone(), count.clone()).await;
+        let here = format!("http://127.0.0.1:{port}");
+        let metadata = idp_metadata(&signing_key(r#"use="signing""#))
+            .replace("https://idp.example.net", &here);
+        let config = json!({"idp_metadata_url": format!("{here}/metadata"), "allow_http": true});
+        let load = || saml(config.clone()).expect("config");
+
+        // Not there yet: refused, and no URL in the message; tried again next time.
+        let p = load();
+        let e = start(&p).await.err().expect("refused").to_string();
+        assert!(e.contains("HTTP 404"), "{e}");
+        assert!(!e.contains("127.0.0.1"), "{e}");
+        *answer.lock().expect("answer") = (200, metadata.clone());
+        let started = start(&p).await.expect("started");
+        assert!(
+            started.url.starts_with(&format!("{here}/redirect?")),
+            "{}",
+            started.url
+        );
+        start(&p).await.expect("started again");
+        assert_eq!(count.load(SeqCst), 2, "fetched once, then kept");
+        // A new configuration load reads it again.
+        let reloaded = load();
+        start(&reloaded).await.expect("started after a reload");
+        assert_eq!(count.load(SeqCst), 3);
+
+        // What the document says is checked as if it were given inline.
+        for (document, expected) in [
+            (
+                metadata.replacen("?>", "?><!DOCTYPE x [<!ENTITY a \"b\">]>", 1),
+                "DOCTYPE or ENTITY",
+            ),
+            (idp_metadata(""), "names no signing certificate"),
+            (
+                metadata.replace(&format!("{here}/redirect"), "http://elsewhere.example/sso"),
+                "not on idp_metadata_url's host",
+            ),
+            ("x".repeat(2 << 20), "larger than"),
+        ] {
+            *answer.lock().expect("answer") = (200, document);
+            let e = start(&load()).await.err().expect("refused").to_string();
+            assert!(e.contains(expected), "{expected}: {e}");
+        }
     }
 
     /// Runs a future that never waits (the SAML steps tested here do no I/O).
