@@ -7,7 +7,15 @@
 //! sidecar's own. [`DocsAccess`] decides who may read the page and the
 //! document: in `authenticated` mode [`authenticate`] wants a valid session
 //! or an API key with scope `docs`, checked by `integration.verify_api_key`
-//! like every other key.
+//! like every other key, or a browser's sign-in with such a key
+//! ([`sign_in`]). `/docs/sql` is the SQL API reference ([`reference`]),
+//! under the same rule.
+
+mod html;
+mod reference;
+mod sign_in;
+
+pub use reference::Cache as ReferenceCache;
 
 use crate::config::DocsAccess;
 use crate::errors::{json_error, DATABASE_UNAVAILABLE};
@@ -17,7 +25,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use integration_core::webhooks::api_key;
 use std::sync::{Arc, LazyLock};
@@ -64,12 +72,15 @@ static CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
     )
 });
 
-/// `/docs` and `/openapi.json` as `access` says, behind [`authenticate`] in
-/// `authenticated` mode; nothing in `off` mode (both answer 404).
+/// `/docs`, `/docs/sql` and `/openapi.json` as `access` says, behind
+/// [`authenticate`] in `authenticated` mode (with `POST /docs/key` to sign
+/// in); nothing in `off` mode (all answer 404). `/docs/sql` is a static
+/// segment, so it wins over `/docs/{file}`.
 pub fn router(state: &AppState, access: DocsAccess) -> Router<AppState> {
     let routes = Router::new()
         .route("/docs", get(|| async { Redirect::permanent("docs/") }))
         .route("/docs/", get(|| serve_file(None)))
+        .route("/docs/sql", get(reference::serve))
         .route(
             "/docs/{file}",
             get(|Path(file): Path<String>| serve_file(Some(file))),
@@ -77,9 +88,9 @@ pub fn router(state: &AppState, access: DocsAccess) -> Router<AppState> {
         .merge(crate::openapi::router());
     match access {
         DocsAccess::Public => routes,
-        DocsAccess::Authenticated => {
-            routes.route_layer(from_fn_with_state(state.clone(), authenticate))
-        }
+        DocsAccess::Authenticated => routes
+            .route_layer(from_fn_with_state(state.clone(), authenticate))
+            .route("/docs/key", post(sign_in::post_key)),
         DocsAccess::Off => Router::new(),
     }
 }
@@ -117,31 +128,56 @@ async fn serve_file(file: Option<String>) -> Response {
 }
 
 /// Lets a request through with a session that verifies (cookie, or the
-/// session token as a bearer) or an API key of scope [`SCOPE`]
-/// (`Authorization: Bearer` or `X-Api-Key`). No credentials, or ones that
-/// do not verify: 401; a valid key without the scope: 403.
+/// session token as a bearer), an API key of scope [`SCOPE`]
+/// (`Authorization: Bearer` or `X-Api-Key`), or a browser's sign-in cookie
+/// whose key still verifies with that scope. No credentials, or ones that
+/// do not verify: 401; a valid key without the scope: 403 (a browser gets
+/// the sign-in form with either).
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match crate::sso::has_session(&state, request.headers()).await {
         Ok(true) => return next.run(request).await,
         Ok(false) => {}
         Err(e) => return e.into_response(),
     }
-    let Some(token) = api_key(&RequestHeaders(request.headers())).map(str::to_owned) else {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            format!("the docs need a session or an API key with scope {SCOPE}"),
-        );
+    let headers = request.headers();
+    let path = request.uri().path();
+    let (token, signed_in) = match api_key(&RequestHeaders(headers)) {
+        Some(token) => (token.to_owned(), false),
+        None => match sign_in::cookie_key(&state, headers) {
+            Some(token) => (token, true),
+            None => {
+                return sign_in::refusal(
+                    headers,
+                    path,
+                    StatusCode::UNAUTHORIZED,
+                    &format!("the docs need a session or an API key with scope {SCOPE}"),
+                )
+            }
+        },
     };
     match key_access(&state, &token).await {
         Ok(Access::Granted) => next.run(request).await,
-        Ok(Access::WithoutScope) => json_error(
+        Ok(Access::WithoutScope) => sign_in::refusal(
+            headers,
+            path,
             StatusCode::FORBIDDEN,
-            format!("the API key lacks scope {SCOPE}"),
+            &format!("the API key lacks scope {SCOPE}"),
         ),
-        Ok(Access::Refused) => json_error(
-            StatusCode::UNAUTHORIZED,
-            format!("the API key is invalid; the docs need one with scope {SCOPE}"),
-        ),
+        Ok(Access::Refused) => {
+            let mut response = sign_in::refusal(
+                headers,
+                path,
+                StatusCode::UNAUTHORIZED,
+                &format!("the API key is invalid; the docs need one with scope {SCOPE}"),
+            );
+            if signed_in {
+                response.headers_mut().append(
+                    header::SET_COOKIE,
+                    sign_in::set_cookie("", 0, state.sso.secure_cookies),
+                );
+            }
+            response
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot verify an API key for the docs");
             json_error(StatusCode::SERVICE_UNAVAILABLE, DATABASE_UNAVAILABLE)

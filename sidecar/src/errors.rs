@@ -1,4 +1,6 @@
-//! Every error answer is JSON, `{"error": "<what went wrong>", "request_id"}`.
+//! Every error answer is JSON, `{"error": "<what went wrong>", "request_id"}`,
+//! except the HTML pages a handler answers a browser with (the docs'
+//! sign-in form).
 //! Handlers build theirs with [`json_error`]; [`json_errors`] rewrites the
 //! plain-text or empty bodies that axum and tower-http produce (404, 405,
 //! 413, timeouts, panics) and adds the request id to every error body. What
@@ -42,6 +44,9 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    if is_html(response.headers()) {
         return response;
     }
     if is_json(response.headers()) {
@@ -91,13 +96,21 @@ async fn with_request_id(response: Response, id: String) -> Response {
     (parts, Json(value)).into_response()
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// The media type of the body, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim();
-            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
-        })
+        .map(str::trim)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|mime| {
+        mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+    })
+}
+
+fn is_html(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|mime| mime.eq_ignore_ascii_case("text/html"))
 }

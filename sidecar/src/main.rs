@@ -306,4 +306,56 @@ mod tests {
         let (status, _, _) = call(&app, with_key).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
+
+    #[tokio::test]
+    async fn docs_sql_is_its_own_route_not_a_file_of_swagger_ui() {
+        let app = app_without_database();
+        // The reference reads the database (down here): its 503, not the
+        // 404 of `/docs/{file}` for a file Swagger UI lacks.
+        let (status, _, body) = call(&app, get("/docs/sql")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(!body.contains("no file"), "{body}");
+        // Signing in exists only when the docs want credentials.
+        let post = Request::post("/docs/key")
+            .body(Body::empty())
+            .expect("request");
+        let (status, _, _) = call(&app, post).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn authenticated_docs_show_browsers_a_sign_in_form() {
+        let app = app_without_database_with(config::DocsAccess::Authenticated);
+        for (path, action) in [
+            ("/docs/", "key"),
+            ("/docs/sql", "key"),
+            ("/docs", "docs/key"),
+        ] {
+            let page = Request::get(path)
+                .header(header::ACCEPT, "text/html,application/xhtml+xml")
+                .body(Body::empty())
+                .expect("request");
+            let (status, headers, body) = call(&app, page).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+            assert!(
+                headers[header::CONTENT_TYPE]
+                    .to_str()
+                    .is_ok_and(|v| v.starts_with("text/html")),
+                "{path}: {headers:?}"
+            );
+            assert!(
+                body.contains(&format!("action=\"{action}\"")),
+                "{path}: {body}"
+            );
+        }
+        // From another origin the key is not even checked.
+        let cross = Request::post("/docs/key")
+            .header(header::ORIGIN, "http://evil.example")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("key=pgik_1_x"))
+            .expect("request");
+        let (status, _, body) = call(&app, cross).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(json(&body)["error"].is_string(), "{body}");
+    }
 }

@@ -184,11 +184,13 @@ pub fn document(inputs: &Inputs<'_>) -> Value {
             InfoBuilder::new()
                 .title("pg_integration sidecar")
                 .version(inputs.version)
-                .description(Some(
+                .description(Some(format!(
                     "Webhook ingress, SSO logins, health and metrics of pg_integration. \
                      Generated from the configuration in the database; it changes when \
-                     a webhook or an SSO provider does.",
-                ))
+                     a webhook or an SSO provider does. The SQL functions, views and \
+                     settings are in the [SQL API reference]({}/docs/sql).",
+                    inputs.public_url
+                )))
                 .build(),
         )
         .servers(Some([ServerBuilder::new().url(inputs.public_url).build()]))
@@ -1130,6 +1132,11 @@ mod tests {
         assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(doc["info"]["version"], "1.2.3");
         assert_eq!(doc["servers"], json!([{ "url": URL }]));
+        let about = doc["info"]["description"].as_str().expect("a description");
+        assert!(
+            about.contains(&format!("[SQL API reference]({URL}/docs/sql)")),
+            "{about}"
+        );
         for path in [
             "/healthz",
             "/readyz",

@@ -26,6 +26,8 @@ pub struct Shared {
     pub webhooks: Webhooks,
     pub sso: Sso,
     pub openapi: crate::openapi::DocCache,
+    /// The SQL API reference page (`/docs/sql`), rendered recently.
+    pub sql_reference: crate::docs::ReferenceCache,
     db_status: AtomicU8,
 }
 
@@ -51,6 +53,7 @@ impl AppState {
             webhooks: Webhooks::start(&db, metrics.clone(), commit_workers),
             sso: Sso::start(&db, public_url),
             openapi: crate::openapi::DocCache::default(),
+            sql_reference: crate::docs::ReferenceCache::default(),
             db,
             metrics,
             db_status: AtomicU8::new(UNKNOWN),

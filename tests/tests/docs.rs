@@ -6,11 +6,14 @@
 //! button) that land in `integration.webhook_events`. Over plain HTTP,
 //! `--docs off` answers 404 and `--docs authenticated` wants an API key with
 //! scope `docs` (401 without one, 403 with another scope) or a session of
-//! the sidecar that no logout ended.
+//! the sidecar that no logout ended. A browser without credentials gets a
+//! sign-in form that takes a `docs` key (over HTTP and in Chromium), and
+//! `/docs/sql` lists every function a user may execute.
 
 use integration_tests::chromium::{artifacts_dir, run_script};
 use integration_tests::{PgCluster, Sidecar};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -251,4 +254,248 @@ fn docs_off_are_404_and_authenticated_docs_want_a_docs_key_or_a_session() {
         &[("Authorization", &bearer(&docs_key))],
     );
     assert_eq!(status, 401);
+}
+
+/// The sidecar's client without redirects (to see the sign-in's own answer).
+fn no_redirects() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// `POST /docs/key` with `key` as the form sends it, from `origin`: the
+/// status, the `Set-Cookie` and `Location` headers, and the body.
+fn sign_in(
+    sidecar: &Sidecar,
+    key: &str,
+    origin: &str,
+) -> (u16, Option<String>, Option<String>, String) {
+    let response = no_redirects()
+        .post(sidecar.url("/docs/key"))
+        .header("Origin", origin)
+        .form(&[("key", key), ("then", "")])
+        .send()
+        .expect("POST /docs/key");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (cookie, location) = (header("set-cookie"), header("location"));
+    (
+        response.status().as_u16(),
+        cookie,
+        location,
+        response.text().expect("the body"),
+    )
+}
+
+#[test]
+fn a_browser_signs_in_to_authenticated_docs_with_a_docs_key() {
+    let (cluster, mut admin) = cluster();
+    let mut key = |scopes: &str| -> String {
+        admin
+            .query_one(
+                "SELECT integration.create_api_key('docs sign-in', 'app_user', $1::text::text[])",
+                &[&scopes],
+            )
+            .expect("create_api_key")
+            .get(0)
+    };
+    let docs_key = key("{docs}");
+    let other_key = key("{webhooks:keyed}");
+    let closed = sidecar(&cluster, &["--docs", "authenticated"]);
+    let origin = closed.url("");
+    let html = ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+
+    // A browser gets the form, a tool the JSON 401.
+    for path in ["/docs/", "/docs/sql"] {
+        let (status, page) = get(&closed, path, &[html]);
+        assert_eq!(status, 401, "{path}: {page}");
+        assert!(
+            page.contains("<form method=\"post\" action=\"key\">"),
+            "{path}: {page}"
+        );
+        assert!(page.contains("name=\"key\""), "{page}");
+        let (status, body) = get(&closed, path, &[("Accept", "application/json")]);
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(serde_json::from_str::<Value>(&body).is_ok_and(|b| b["error"].is_string()));
+    }
+
+    // From another origin the key is refused before it is checked.
+    let (status, cookie, _, body) = sign_in(&closed, &docs_key, "http://evil.example");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(cookie, None);
+    // A key without the scope: 403; no key at all: 401; neither sets a cookie.
+    let (status, cookie, _, body) = sign_in(&closed, &other_key, &origin);
+    assert_eq!((status, cookie), (403, None), "{body}");
+    let (status, cookie, _, body) = sign_in(&closed, "pgik_1_nope", &origin);
+    assert_eq!((status, cookie), (401, None), "{body}");
+
+    // The docs key: a cookie that is not the key, and back to the page.
+    let (status, cookie, location, body) = sign_in(&closed, &docs_key, &origin);
+    assert_eq!(status, 303, "{body}\n{}", closed.log());
+    assert_eq!(location.as_deref(), Some("./"));
+    let cookie = cookie.expect("a Set-Cookie");
+    for attribute in ["Path=/", "Max-Age=28800", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(attribute), "{attribute}: {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let pair = cookie.split(';').next().expect("name=value").to_owned();
+    assert!(pair.starts_with("pg_integration_docs="), "{pair}");
+    assert!(!pair.contains(&docs_key), "the key in clear: {pair}");
+    let secret = docs_key.rsplit('_').next().expect("the secret part");
+    assert!(!pair.contains(secret), "the key's secret in clear: {pair}");
+    assert!(!closed.log().contains(secret), "the key in the log");
+    for path in ["/docs/", "/openapi.json"] {
+        let (status, body) = get(&closed, path, &[("Cookie", &pair), html]);
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    // A cookie with one character changed (in the middle, where every bit
+    // counts) opens nothing.
+    let mut tampered = pair.clone().into_bytes();
+    let middle = tampered.len() / 2 + 10;
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("base64url");
+    let (status, _) = get(&closed, "/docs/", &[("Cookie", &tampered)]);
+    assert_eq!(status, 401);
+
+    // Revoking the key ends the sign-in at once, and clears the cookie.
+    admin
+        .batch_execute(
+            "SELECT integration.revoke_api_key(id) FROM integration.api_keys \
+             WHERE scopes = '{docs}'",
+        )
+        .expect("revoke the docs key");
+    let response = closed
+        .client
+        .get(closed.url("/openapi.json"))
+        .header("Cookie", &pair)
+        .send()
+        .expect("GET /openapi.json");
+    assert_eq!(response.status().as_u16(), 401);
+    let cleared = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(cleared.starts_with("pg_integration_docs=;"), "{cleared}");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+}
+
+#[test]
+fn chromium_signs_in_through_the_form_and_reads_both_references() {
+    let (cluster, mut admin) = cluster();
+    let docs_key: String = admin
+        .query_one(
+            "SELECT integration.create_api_key('docs browser', 'app_user', '{docs}')",
+            &[],
+        )
+        .expect("create_api_key")
+        .get(0);
+    let closed = sidecar(&cluster, &["--docs", "authenticated"]);
+    let origin = closed.url("/");
+    let result = run_script(
+        "docs-sign-in.mjs",
+        "docs-sign-in",
+        json!({ "url": closed.url("/docs/"), "key": docs_key }),
+    );
+    assert_eq!(result["form_status"], 401, "{result}");
+    assert!(
+        result["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("pg_integration sidecar")),
+        "{result}\n{}",
+        closed.log()
+    );
+    assert_eq!(result["sql_href"], closed.url("/docs/sql"), "{result}");
+    assert_eq!(result["sql_status"], 200, "{result}");
+    assert_eq!(
+        result["sql_heading"], "pg_integration SQL API reference",
+        "{result}"
+    );
+    let capabilities: Vec<&str> = result["capabilities"]
+        .as_array()
+        .expect("capabilities")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(capabilities.contains(&"api keys"), "{capabilities:?}");
+    let cookie = &result["cookie"];
+    assert_eq!(cookie["httpOnly"], true, "{cookie}");
+    assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
+    let requests: Vec<&str> = result["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        requests.iter().all(|r| r.starts_with(&origin)),
+        "a request left the sidecar's origin {origin}: {requests:?}"
+    );
+    assert_eq!(result["console_errors"], json!([]), "{result}");
+    assert!(artifacts_dir("docs-sign-in").join("docs-sql.png").exists());
+}
+
+#[test]
+fn the_sql_reference_lists_every_function_users_may_execute() {
+    let (cluster, mut admin) = cluster();
+    let sidecar = sidecar(&cluster, &[]);
+    let (status, page) = get(&sidecar, "/docs/sql", &[]);
+    assert_eq!(status, 200, "{page}\n{}", sidecar.log());
+    let granted: BTreeSet<String> = admin
+        .query(
+            "SELECT DISTINCT p.oid::regproc::text
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'integration'
+               AND (has_function_privilege('integration_user', p.oid, 'EXECUTE')
+                    OR has_function_privilege('integration_admin', p.oid, 'EXECUTE'))",
+            &[],
+        )
+        .expect("the granted functions")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        granted.contains("integration.create_api_key"),
+        "{granted:?}"
+    );
+    let listed: BTreeSet<String> = admin
+        .query(
+            "SELECT name FROM integration.api_reference WHERE kind = 'function'",
+            &[],
+        )
+        .expect("integration.api_reference")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let missing: Vec<&String> = granted.difference(&listed).collect();
+    assert!(
+        missing.is_empty(),
+        "granted but not in api_reference: {missing:?}"
+    );
+    // Each is on the page, under its name, with a description.
+    for name in &granted {
+        let id = format!("<article id=\"{name}\">");
+        let at = page
+            .find(&id)
+            .unwrap_or_else(|| panic!("{name} is not on /docs/sql"));
+        let article = &page[at..];
+        let article = &article[..article.find("</article>").expect("the article's end")];
+        let description = article
+            .split("<dt>Description</dt><dd>")
+            .nth(1)
+            .and_then(|rest| rest.split("</dd>").next())
+            .unwrap_or_default();
+        assert!(
+            !description.trim().is_empty(),
+            "{name} has no description: {article}"
+        );
+    }
 }

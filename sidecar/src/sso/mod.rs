@@ -892,6 +892,19 @@ async fn current_session(State(state): State<AppState>, headers: HeaderMap) -> R
     }
 }
 
+/// Whether a request may come from a browser page: it has no `Origin`
+/// header (not a browser's cross-origin request) or its `Origin` is the
+/// sidecar's own (`PUBLIC_URL`).
+pub fn from_own_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let ours = url::Url::parse(&state.sso.issuer)
+        .ok()
+        .map(|u| u.origin().ascii_serialization());
+    ours.as_deref() == Some(origin.to_str().unwrap_or_default())
+}
+
 /// `POST /auth/logout`: ends the session (its token is refused from now on
 /// by `/auth/session` and `integration.verify_jwt(token)`), clears the cookie
 /// and, when the session came from a provider with RP-initiated logout, says
@@ -901,16 +914,11 @@ async fn current_session(State(state): State<AppState>, headers: HeaderMap) -> R
 /// 503 and the cookie is kept: the token would stay valid, so nothing may say
 /// the user is logged out.
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let ours = url::Url::parse(&state.sso.issuer)
-            .ok()
-            .map(|u| u.origin().ascii_serialization());
-        if ours.as_deref() != Some(origin.to_str().unwrap_or_default()) {
-            return json_error(
-                StatusCode::FORBIDDEN,
-                "a logout may be posted only from the sidecar's own origin (PUBLIC_URL)",
-            );
-        }
+    if !from_own_origin(&state, &headers) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "a logout may be posted only from the sidecar's own origin (PUBLIC_URL)",
+        );
     }
     let claims = request_session(&state, &headers).ok();
     let mut ended = false;
