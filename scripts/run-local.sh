@@ -92,6 +92,7 @@ pg_integration is running.
   Sidecar      http://127.0.0.1:$SIDECAR_PORT   (/healthz, /readyz, /metrics)
   API docs     http://127.0.0.1:$SIDECAR_PORT/docs   (read and try the API in the browser; works offline)
   API document http://127.0.0.1:$SIDECAR_PORT/openapi.json   (OpenAPI 3.1, follows the configuration)
+  SQL API      http://127.0.0.1:$SIDECAR_PORT/docs/sql   (every function, view and setting; also SELECT * FROM integration.api_reference)
   Logs         $RUN/postgres.log, $RUN/sidecar.log
   Extension    release build, installed in $("$PG_CONFIG" --pkglibdir)
 
