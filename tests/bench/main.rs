@@ -24,12 +24,15 @@
 //! inserts through mysql_wrapper/postgres_wrapper, mysql_fdw/postgres_fdw and
 //! the client limits, on the same 1 000 000-row table.
 //!
+//! sso: see `sso.rs` — SAML logins at the ACS, beside `/healthz`.
+//!
 //! webhooks: 1 KB GitHub-signed deliveries (a new delivery id each) sent by
 //! wrk from 64 connections to the release sidecar, beside wrk on `/healthz`
 //! (the HTTP limit) and pgbench running the same INSERT with 64 clients (one
 //! commit per event), on a cluster with fsync and synchronous_commit on.
 
 mod fdw;
+mod sso;
 
 use hmac::{Hmac, Mac};
 use integration_tests::{scratch_dir, workspace_root, Nginx, PgCluster, Sidecar};
@@ -44,7 +47,7 @@ const COLD_KEYS: i64 = 20_000;
 const RUNS: usize = 5;
 
 /// `bench [SECTION…]` runs the named sections (api_keys, jwt, http,
-/// http_queue, webhooks, fdw), all of them when none is named.
+/// http_queue, webhooks, sso, fdw), all of them when none is named.
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     let runs = |section: &str| wanted.is_empty() || wanted.iter().any(|w| w == section);
@@ -68,6 +71,9 @@ fn main() {
     drop(cluster);
     if runs("webhooks") {
         webhooks();
+    }
+    if runs("sso") {
+        sso::sso();
     }
     if runs("fdw") {
         fdw::fdw();
