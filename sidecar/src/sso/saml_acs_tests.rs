@@ -680,6 +680,18 @@ fn an_encrypted_assertion_is_decrypted_and_checked_as_a_plain_one() {
             assert_eq!(identity.groups, vec!["staff", "admins"]);
         }
     }
+    // Base64 broken into lines with character references, as Java IdPs write it.
+    let xml = response_xml(&Case {
+        assertion_signed: true,
+        encryption: Encryption::to_us(AES256_CBC),
+        ..Case::default()
+    });
+    let at = xml.find("<xenc:CipherValue>").expect("cipher") + 40;
+    let wrapped = format!("{}&#13;\n{}", &xml[..at], &xml[at..])
+        .replace("<xenc:CipherValue>\n", "<xenc:CipherValue>&#13;\n");
+    assert!(p
+        .verify(&STANDARD.encode(wrapped), Some(REQUEST), unix_now())
+        .is_ok());
     // The checks of a plain assertion apply once it is decrypted.
     let c = Case {
         assertion_signed: true,
@@ -818,6 +830,11 @@ fn the_sp_key_pair_must_be_whole_rsa_and_match() {
     let ec_pem = String::from_utf8(ec.private_key_to_pem_pkcs8().expect("pem")).expect("utf8");
     let e = refusal(Some(&ours.cert_pem), Some(ec_pem));
     assert!(e.contains("must be an RSA key"), "{e}");
+    let small = PKey::from_rsa(Rsa::generate(1024).expect("rsa")).expect("pkey");
+    let small_pem =
+        String::from_utf8(small.private_key_to_pem_pkcs8().expect("pem")).expect("utf8");
+    let e = refusal(Some(&ours.cert_pem), Some(small_pem));
+    assert!(e.contains("at least 2048"), "{e}");
     keyed_provider();
 }
 

@@ -26,7 +26,9 @@ use url::form_urlencoded::byte_serialize;
 use url::Url;
 
 /// The only signature algorithm we sign redirects with.
-pub const SIG_ALG_RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+const SIG_ALG_RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+/// The smallest RSA key taken (NIST SP 800-131A).
+const MIN_RSA_BITS: u32 = 2048;
 
 pub struct SpKey {
     key: PKey<Private>,
@@ -54,8 +56,15 @@ impl SpKey {
         let key = PKey::private_key_from_pem(key.as_bytes()).map_err(|_| {
             "sp_private_key is not a PEM private key (unencrypted PKCS#8 or PKCS#1)".to_owned()
         })?;
-        if key.rsa().is_err() {
-            return Err("sp_private_key must be an RSA key".into());
+        match key.rsa() {
+            Err(_) => return Err("sp_private_key must be an RSA key".into()),
+            Ok(rsa) if rsa.size() * 8 < MIN_RSA_BITS => {
+                return Err(format!(
+                    "sp_private_key is RSA of {} bits: give one of at least {MIN_RSA_BITS}",
+                    rsa.size() * 8
+                ))
+            }
+            Ok(_) => {}
         }
         let certificate = X509::from_pem(certificate.as_bytes())
             .map_err(|e| format!("sp_certificate is not a PEM certificate: {e}"))?;
