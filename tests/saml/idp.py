@@ -6,7 +6,13 @@ itself http://localhost:PORT, another site than the sidecar's 127.0.0.1),
 KEY_FILE and CERT_FILE (its signing key and certificate, made by the
 harness), SP_METADATA (space-separated URLs of the SP metadata documents of
 the providers it serves, fetched at its first login), SIGN (`response`: the
-Response and the Assertion are signed; `assertion`: only the Assertion).
+Response and the Assertion are signed; `assertion`: only the Assertion),
+WANT_SIGNED_REQUESTS (`1`: AuthnRequests must carry a redirect signature by
+a signing certificate of the SP's metadata; unsigned or badly signed ones
+get a 403), ENCRYPT (`1`: the signed Assertion is encrypted, AES-256-CBC with
+RSA-OAEP, to the encryption certificate of the SP's metadata; an SP whose
+metadata names none gets it encrypted to the IdP's own certificate, as a
+misconfigured IdP would).
 
 Pages: GET /metadata (its own metadata), GET /sso (the HTTP-Redirect
 binding: a password form), POST /login (checks the password and answers
@@ -25,7 +31,8 @@ import urllib.request
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIServer, make_server
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, xmldsig
+import saml2.entity
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, sigver, xmldsig
 from saml2.config import IdPConfig
 from saml2.metadata import entity_descriptor
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_UNSPECIFIED, NameID
@@ -34,6 +41,9 @@ from saml2.server import Server
 PORT = int(os.environ["PORT"])
 BASE = f"http://localhost:{PORT}"
 SIGN_RESPONSE = os.environ.get("SIGN", "response") == "response"
+WANT_SIGNED_REQUESTS = os.environ.get("WANT_SIGNED_REQUESTS") == "1"
+ENCRYPT = os.environ.get("ENCRYPT") == "1"
+AES256_CBC = "http://www.w3.org/2001/04/xmlenc#aes256-cbc"
 USERS = {
     "alice": {
         "password": "alice-password",
@@ -61,6 +71,7 @@ def config(sp_metadata_files):
                     "policy": {"default": {"lifetime": {"minutes": 5}, "attribute_restrictions": None}},
                     "sign_response": SIGN_RESPONSE,
                     "sign_assertion": True,
+                    "want_authn_requests_signed": WANT_SIGNED_REQUESTS,
                 },
             },
             "key_file": os.environ["KEY_FILE"],
@@ -78,6 +89,24 @@ _server_lock = threading.Lock()
 _pending = {}
 
 
+def _aes_encryption_part(**kwargs):
+    return _pysaml2_encryption_part(msg_enc=AES256_CBC, **kwargs)
+
+
+# pysaml2 encrypts with 3DES unless told otherwise, which the sidecar
+# refuses; real IdPs are set to AES. Its encryption template and session key
+# are switched to AES-256-CBC here.
+_pysaml2_encryption_part = sigver.pre_encryption_part
+saml2.entity.pre_encryption_part = _aes_encryption_part
+
+
+def _aes_session_key(encrypt_assertion):
+    def encrypt(statement, enc_key, template, key_type=None, node_xpath=None):
+        return encrypt_assertion(statement, enc_key, template, "aes-256", node_xpath)
+
+    return encrypt
+
+
 def server():
     """The pysaml2 Server, built at the first login with the SPs' metadata."""
     global _server
@@ -91,6 +120,7 @@ def server():
                     out.write(answer.read())
                 files.append(path)
             _server = Server(config=config(files))
+            _server.sec.encrypt_assertion = _aes_session_key(_server.sec.encrypt_assertion)
         return _server
 
 
@@ -120,7 +150,17 @@ def app(environ, start_response):
         return page(start_response, "200 OK", xml, "application/samlmetadata+xml")
     if method == "GET" and path == "/sso":
         srv = server()
-        request = srv.parse_authn_request(query["SAMLRequest"], BINDING_HTTP_REDIRECT).message
+        try:
+            request = srv.parse_authn_request(
+                query["SAMLRequest"],
+                BINDING_HTTP_REDIRECT,
+                relay_state=query.get("RelayState"),
+                sigalg=query.get("SigAlg"),
+                signature=query.get("Signature"),
+            ).message
+        except Exception as e:
+            print(f"AuthnRequest refused: {type(e).__name__}: {e}", flush=True)
+            return page(start_response, "403 Forbidden", f"AuthnRequest refused: {type(e).__name__}", "text/plain")
         sp = request.issuer.text
         acs = request.assertion_consumer_service_url or srv.metadata.assertion_consumer_service(sp, BINDING_HTTP_POST)[0]["location"]
         key = secrets.token_urlsafe(16)
@@ -145,6 +185,12 @@ def app(environ, start_response):
         sp, request_id, acs, relay_state = _pending.pop(key)
         srv = server()
         identity = user["identity"]
+        encryption = {}
+        if ENCRYPT:
+            encryption["encrypt_assertion"] = True
+            if not srv.has_encrypt_cert_in_metadata(sp):
+                with open(os.environ["CERT_FILE"]) as own:
+                    encryption["encrypt_cert_assertion"] = own.read()
         response = srv.create_authn_response(
             identity,
             in_response_to=request_id,
@@ -156,6 +202,7 @@ def app(environ, start_response):
             sign_assertion=True,
             sign_alg=xmldsig.SIG_RSA_SHA256,
             digest_alg=xmldsig.DIGEST_SHA256,
+            **encryption,
         )
         http = srv.apply_binding(BINDING_HTTP_POST, str(response), acs, relay_state, response=True)
         return page(start_response, "200 OK", http["data"])

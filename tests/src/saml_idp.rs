@@ -4,8 +4,9 @@
 //! `http://localhost:PORT` (another site than the sidecar's 127.0.0.1), with
 //! its own key and certificate made here, users `alice` (groups staff, dba)
 //! and `bob` (users) with passwords, a password form, the Response signed
-//! or only the Assertion, and an IdP-initiated login URL. Stopped on drop
-//! (its log shown when the test failed).
+//! or only the Assertion, and an IdP-initiated login URL; optionally it
+//! requires signed AuthnRequests and encrypts its assertions (`Strict`).
+//! Stopped on drop (its log shown when the test failed).
 
 use crate::certs::self_signed;
 use crate::process::{free_port, wait_for_ports, workspace_root};
@@ -27,6 +28,17 @@ pub enum Signing {
     Response,
     /// Only the Assertion.
     AssertionOnly,
+}
+
+/// What the IdP demands beyond its defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Strict {
+    /// AuthnRequests must be signed by a signing certificate of the SP's
+    /// metadata (`want_authn_requests_signed`); others get a 403.
+    pub want_signed_requests: bool,
+    /// Assertions are encrypted to the SP metadata's encryption
+    /// certificate, or to the IdP's own where it names none.
+    pub encrypt: bool,
 }
 
 /// A Response the IdP answered a login with, as its auto-posting form carries it.
@@ -53,6 +65,17 @@ impl SamlIdp {
     /// documents are at `sp_metadata` (fetched at its first login, so the
     /// sidecar may start after it).
     pub fn start(name: &str, signing: Signing, sp_metadata: &[String]) -> SamlIdp {
+        SamlIdp::start_strict(name, signing, sp_metadata, Strict::default())
+    }
+
+    /// [`SamlIdp::start`], demanding what `strict` says.
+    pub fn start_strict(
+        name: &str,
+        signing: Signing,
+        sp_metadata: &[String],
+        strict: Strict,
+    ) -> SamlIdp {
+        let flag = |on: bool| if on { "1" } else { "0" };
         let python = workspace_root().join("build/saml/bin/python");
         assert!(
             python.exists(),
@@ -77,6 +100,8 @@ impl SamlIdp {
                     Signing::AssertionOnly => "assertion",
                 },
             )
+            .env("WANT_SIGNED_REQUESTS", flag(strict.want_signed_requests))
+            .env("ENCRYPT", flag(strict.encrypt))
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())

@@ -33,6 +33,12 @@ impl SamlSigner {
         }
     }
 
+    /// The private key (PEM): configured as `sp_private_key` where this
+    /// pair stands for a service provider's.
+    pub fn key_pem(&self) -> String {
+        std::fs::read_to_string(&self.key).expect("read the key")
+    }
+
     /// The signature template to put right after the Response's Issuer.
     pub fn template(id: &str) -> String {
         format!(

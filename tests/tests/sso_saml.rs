@@ -254,7 +254,7 @@ fn an_idp_initiated_login_is_taken_only_where_allowed_and_an_assertion_only_once
 #[test]
 fn saml_configs_are_checked_when_saved_and_the_sp_key_is_a_secret() {
     let signer = SamlSigner::new("e2e-config");
-    let (_cluster, mut admin, _sidecar) = setup(&signer);
+    let (_cluster, mut admin, sidecar) = setup(&signer);
     let create =
         "SELECT integration.create_sso_provider($1, 'saml', $2::jsonb, default_role => 'app_user')";
     let refused = [
@@ -298,11 +298,38 @@ fn saml_configs_are_checked_when_saved_and_the_sp_key_is_a_secret() {
             .unwrap_or_default();
         assert!(message.contains(expected), "{config}: {message}");
     }
+    let sp = SamlSigner::new("e2e-config-sp");
     let config = serde_json::json!({
         "idp_entity_id": IDP, "idp_sso_url": "https://idp.example.net/sso",
-        "idp_certificates": [signer.cert_pem], "sp_private_key": "-----BEGIN PRIVATE KEY-----",
+        "idp_certificates": [signer.cert_pem],
+        "sp_private_key": sp.key_pem(), "sp_certificate": sp.cert_pem,
     });
     admin.execute(create, &[&"keyed", &config]).expect("keyed");
+    // The sidecar reads the key from the secrets: the provider loads, and
+    // its metadata offers the certificate (never the key).
+    let certificate: String = sp
+        .cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    wait_until(|| {
+        let a = answer(
+            client()
+                .get(sidecar.url("/auth/keyed/metadata"))
+                .send()
+                .expect("GET metadata"),
+        );
+        a.status == 200
+            && a.text.contains(&certificate)
+            && a.text.contains(r#"AuthnRequestsSigned="true""#)
+    });
+    let a = answer(
+        client()
+            .get(sidecar.url("/auth/keyed/metadata"))
+            .send()
+            .expect("GET metadata"),
+    );
+    assert!(!a.text.contains("PRIVATE"), "{}", a.text);
     let by_url = serde_json::json!({"idp_metadata_url": "https://idp.example.net/metadata"});
     admin
         .execute(create, &[&"by_url", &by_url])

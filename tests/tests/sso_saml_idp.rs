@@ -5,10 +5,13 @@
 //! signed) and end in a session JWT that `integration.verify_jwt` accepts
 //! with the mapped role; IdP-initiated logins are taken only where the
 //! provider allows them; real Responses are refused when replayed, posted
-//! for another login, or checked against another IdP certificate.
+//! for another login, or checked against another IdP certificate. An IdP
+//! that wants signed AuthnRequests and encrypts its assertions logs in
+//! through the provider with our key pair only: it refuses the unsigned
+//! requests of the others, and they refuse what they cannot decrypt.
 
 use integration_tests::chromium::run_script;
-use integration_tests::saml_idp::{Posted, Signing, ALICE, BOB};
+use integration_tests::saml_idp::{Posted, Signing, Strict, ALICE, BOB};
 use integration_tests::web::{answer, browser, client, query, verify_in_sql, wait_until, Answer};
 use integration_tests::{free_port, PgCluster, SamlIdp, SamlSigner, Sidecar};
 use serde_json::{json, Value};
@@ -16,8 +19,9 @@ use serde_json::{json, Value};
 const DB: &str = "sso_saml_idp_e2e";
 /// The providers: `corp` (SP-initiated only), `open` (IdP-initiated
 /// allowed), both trusting the IdP's metadata; `other` names the IdP's
-/// entity and SSO URL but another IdP certificate.
-const PROVIDERS: [&str; 3] = ["corp", "open", "other"];
+/// entity and SSO URL but another IdP certificate; `keyed` is `open` with
+/// our key pair (`sp_private_key`, `sp_certificate`).
+const PROVIDERS: [&str; 4] = ["corp", "open", "other", "keyed"];
 
 struct Setup {
     _cluster: PgCluster,
@@ -31,13 +35,18 @@ impl Setup {
     /// (group `staff` → `app_admin`, else `app_user`; `{sidecar}/healthz`
     /// an allowed redirect), then the sidecar on the port the IdP was told.
     fn start(name: &str, signing: Signing) -> Setup {
+        Setup::start_strict(name, signing, Strict::default())
+    }
+
+    /// [`Setup::start`] with an IdP demanding what `strict` says.
+    fn start_strict(name: &str, signing: Signing, strict: Strict) -> Setup {
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
         let sp_metadata: Vec<String> = PROVIDERS
             .iter()
             .map(|p| format!("{base}/auth/{p}/metadata"))
             .collect();
-        let idp = SamlIdp::start(name, signing, &sp_metadata);
+        let idp = SamlIdp::start_strict(name, signing, &sp_metadata, strict);
         let metadata = idp.metadata();
         let cluster = PgCluster::start();
         let mut admin = cluster.create_database(DB);
@@ -51,6 +60,7 @@ impl Setup {
             .unwrap_or_else(|e| panic!("setup: {:?}", e.as_db_error()));
         let attributes = json!({"email": "mail", "name": "cn", "groups": "groups"});
         let another_key = SamlSigner::new(&format!("{name}-another-key"));
+        let sp_key = SamlSigner::new(&format!("{name}-sp-key"));
         for provider in PROVIDERS {
             let config = match provider {
                 "other" => json!({
@@ -65,6 +75,13 @@ impl Setup {
                     "idp_metadata_url": idp.url("/metadata"),
                     "allow_http": true,
                     "attributes": attributes,
+                }),
+                "keyed" => json!({
+                    "idp_metadata_xml": metadata,
+                    "allow_http": true,
+                    "attributes": attributes,
+                    "sp_private_key": sp_key.key_pem(),
+                    "sp_certificate": sp_key.cert_pem,
                 }),
                 _ => json!({
                     "idp_metadata_xml": metadata,
@@ -139,14 +156,15 @@ impl Setup {
     }
 }
 
-/// Alice logs in at `corp` through Chromium; the session JWT in the
-/// redirect's fragment is one `verify_jwt` accepts with the mapped role.
-fn browser_login(name: &str, signing: Signing) {
-    let mut s = Setup::start(name, signing);
+/// Alice logs in at `provider` through Chromium, the IdP demanding what
+/// `strict` says; the session JWT in the redirect's fragment is one
+/// `verify_jwt` accepts with the mapped role.
+fn browser_login(name: &str, signing: Signing, strict: Strict, provider: &str) -> Setup {
+    let mut s = Setup::start_strict(name, signing, strict);
     let done = s.sidecar.url("/healthz");
     let start = s
         .sidecar
-        .url(&format!("/auth/corp/login?redirect_to={done}"));
+        .url(&format!("/auth/{provider}/login?redirect_to={done}"));
     let result = run_script(
         "saml-login.mjs",
         name,
@@ -179,7 +197,7 @@ fn browser_login(name: &str, signing: Signing) {
     assert!(
         requests
             .iter()
-            .any(|r| *r == s.sidecar.url("/auth/corp/callback")),
+            .any(|r| *r == s.sidecar.url(&format!("/auth/{provider}/callback"))),
         "{requests:?}"
     );
     let fragment = url.split_once('#').expect("a fragment").1;
@@ -197,24 +215,35 @@ fn browser_login(name: &str, signing: Signing) {
         .admin
         .query_one(
             "SELECT email, name, groups FROM integration.identities
-              WHERE provider = 'corp' AND subject = 'alice@example.org'",
-            &[],
+              WHERE provider = $1 AND subject = 'alice@example.org'",
+            &[&provider],
         )
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .expect("the identity");
     assert_eq!(email.as_deref(), Some("alice@example.org"));
     assert_eq!(name_.as_deref(), Some("Alice Liddell"));
     assert_eq!(groups, vec!["staff", "dba"]);
+    s
 }
 
 #[test]
 fn an_sp_initiated_login_in_chromium_with_the_response_signed_ends_in_a_session() {
-    browser_login("saml-idp-response-signed", Signing::Response);
+    browser_login(
+        "saml-idp-response-signed",
+        Signing::Response,
+        Strict::default(),
+        "corp",
+    );
 }
 
 #[test]
 fn an_sp_initiated_login_in_chromium_with_only_the_assertion_signed_ends_in_a_session() {
-    browser_login("saml-idp-assertion-signed", Signing::AssertionOnly);
+    browser_login(
+        "saml-idp-assertion-signed",
+        Signing::AssertionOnly,
+        Strict::default(),
+        "corp",
+    );
 }
 
 #[test]
@@ -315,6 +344,98 @@ fn a_real_response_for_another_provider_is_refused_for_its_destination() {
     let reasons = s.refusals("corp");
     assert!(
         reasons.iter().any(|r| r.contains("Destination")),
+        "{reasons:?}"
+    );
+}
+
+const STRICT: Strict = Strict {
+    want_signed_requests: true,
+    encrypt: true,
+};
+
+/// The XML of a posted `SAMLResponse`.
+fn response_xml(posted: &Posted) -> String {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(posted.saml_response.replace(['\r', '\n'], ""))
+        .expect("base64");
+    String::from_utf8(bytes).expect("UTF-8")
+}
+
+#[test]
+fn a_login_with_a_signed_request_and_an_encrypted_assertion_in_chromium_ends_in_a_session() {
+    for (name, signing) in [
+        ("saml-idp-keyed-response-signed", Signing::Response),
+        ("saml-idp-keyed-assertion-signed", Signing::AssertionOnly),
+    ] {
+        let s = browser_login(name, signing, STRICT, "keyed");
+        // What the IdP answered was encrypted: nothing of Alice in the clear.
+        let posted = s.idp.log_in(&s.start_login("keyed"), ALICE);
+        let xml = response_xml(&posted);
+        assert!(xml.contains("EncryptedAssertion"), "{xml}");
+        assert!(!xml.contains("alice@example.org"), "{xml}");
+        let a = s.post_acs("keyed", &posted, None);
+        assert_eq!(a.status, 200, "{}\n{}", a.text, s.sidecar.log());
+        assert_eq!(a.body["role"], "app_admin", "{}", a.text);
+    }
+}
+
+#[test]
+fn an_idp_wanting_signed_requests_refuses_ours_without_the_key_or_the_signature() {
+    let s = Setup::start_strict("saml-idp-wants-signed", Signing::Response, STRICT);
+    let keyed = s.start_login("keyed");
+    for param in ["SigAlg=", "Signature="] {
+        assert!(keyed.contains(&format!("&{param}")), "{keyed}");
+    }
+    let get = |url: &str| answer(browser().get(url).send().expect("GET the IdP"));
+    let a = get(&keyed);
+    assert_eq!(a.status, 200, "{}\n{}", a.text, s.idp.log());
+    // The same provider's request without its signature, and a provider
+    // without a key: refused by the IdP.
+    let unsigned = keyed[..keyed.find("&Signature=").expect("signed")].to_owned();
+    let a = get(&unsigned);
+    assert_eq!(a.status, 403, "{}", a.text);
+    let mut tampered = reqwest::Url::parse(&keyed).expect("url");
+    let pairs: Vec<(String, String)> = tampered
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "RelayState" {
+                (k, format!("{v}x"))
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    tampered.query_pairs_mut().clear().extend_pairs(&pairs);
+    assert_eq!(
+        get(tampered.as_str()).status,
+        403,
+        "the signature covers the RelayState"
+    );
+    let a = get(&s.start_login("corp"));
+    assert_eq!(a.status, 403, "{}", a.text);
+    assert!(a.text.contains("IncorrectlySigned"), "{}", a.text);
+}
+
+#[test]
+fn an_encrypted_assertion_to_a_provider_without_the_key_is_refused() {
+    let mut s = Setup::start_strict("saml-idp-encrypted-unkeyed", Signing::Response, STRICT);
+    // `open` takes IdP-initiated logins but has no key: the IdP encrypts
+    // to a certificate it cannot decrypt with.
+    let entity = s.sidecar.url("/auth/open/metadata");
+    let posted = s
+        .idp
+        .log_in(&s.idp.url(&format!("/idp-initiated?sp={entity}")), ALICE);
+    assert!(response_xml(&posted).contains("EncryptedAssertion"));
+    let a = s.post_acs("open", &posted, None);
+    assert_eq!(a.status, 401, "{}", a.text);
+    assert!(a.body.get("access_token").is_none(), "{}", a.text);
+    let reasons = s.refusals("open");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("encrypted") && r.contains("sp_private_key")),
         "{reasons:?}"
     );
 }

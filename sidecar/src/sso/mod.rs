@@ -17,6 +17,7 @@ mod oauth2;
 mod oidc;
 mod saml;
 mod saml_acs;
+mod saml_sp_key;
 pub mod session;
 mod single_logout;
 mod used_states;

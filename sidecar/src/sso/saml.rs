@@ -5,12 +5,14 @@
 //! the HTTP-Redirect binding, and the checks of a Response posted to the ACS
 //! (saml_acs.rs does its HTTP and database side). Signatures are verified by
 //! samael, which reduces the document to what was signed before reading it;
-//! xmlsec is initialised once per process by samael itself. Encrypted
-//! assertions and signed AuthnRequests are not supported yet.
+//! xmlsec is initialised once per process by samael itself. With our own
+//! key pair (saml_sp_key.rs) AuthnRequests are signed and an
+//! EncryptedAssertion is decrypted and then checked as a plain assertion.
 
 use super::endpoints::EndpointPolicy;
 use super::idp_http::IdpHttp;
 use super::oauth2::{required, text};
+use super::saml_sp_key::{is_encrypted, SpKey};
 use super::session::random_token;
 use super::{Identity, LoginStart, Protocol, SingleUse, SsoError};
 use crate::state::AppState;
@@ -25,8 +27,8 @@ use samael::crypto::AllowedSignatureAlgorithm;
 use samael::crypto::CertificateDer;
 use samael::key_info::{KeyInfo, X509Data};
 use samael::metadata::{
-    Endpoint, EntityDescriptor, IdpSsoDescriptor, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor,
-    HTTP_POST_BINDING, HTTP_REDIRECT_BINDING,
+    EncryptionMethod, Endpoint, EntityDescriptor, IdpSsoDescriptor, IndexedEndpoint, KeyDescriptor,
+    SpSsoDescriptor, HTTP_POST_BINDING, HTTP_REDIRECT_BINDING,
 };
 use samael::schema::{Assertion, AuthnRequest, Issuer, NameIdPolicy, Response as SamlResponse};
 use samael::service_provider::ServiceProvider;
@@ -68,6 +70,16 @@ pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 const MAX_CLOCK_SKEW_SECS: i64 = 60;
 /// How long after its IssueInstant a Response or Assertion is accepted.
 const MAX_ISSUE_DELAY_SECS: i64 = 90;
+/// What an EncryptedAssertion may be encrypted with (saml_sp_key.rs),
+/// announced in our metadata in order of preference.
+const DECRYPTED_ALGORITHMS: [&str; 6] = [
+    "http://www.w3.org/2009/xmlenc11#aes256-gcm",
+    "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+    "http://www.w3.org/2001/04/xmlenc#aes256-cbc",
+    "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+    "http://www.w3.org/2009/xmlenc11#rsa-oaep",
+    "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
+];
 const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 /// RSA-SHA256 and stronger (samael would take rsa-sha1 by default).
 const ALLOWED_ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
@@ -115,6 +127,8 @@ pub struct Saml {
     attributes: HashMap<String, String>,
     name_id_format: String,
     allow_idp_initiated: bool,
+    /// Our key pair, when configured: signs AuthnRequests, decrypts assertions.
+    sp_key: Option<SpKey>,
     /// Our SP metadata, served as is.
     metadata_xml: String,
 }
@@ -130,14 +144,7 @@ impl Saml {
         public_url: &str,
         name: &str,
     ) -> Result<Saml, String> {
-        if secrets.get("sp_private_key").is_some_and(|v| !v.is_null()) {
-            return Err("sp_private_key is not yet supported (signed AuthnRequests and encrypted assertions come later): remove it".into());
-        }
-        for key in ["sp_private_key", "sp_certificate"] {
-            if config.get(key).is_some_and(|v| !v.is_null()) {
-                return Err(format!("{key} is not yet supported (signed AuthnRequests and encrypted assertions come later): remove it"));
-            }
-        }
+        let sp_key = SpKey::from_config(config, secrets)?;
         let by_parts = ["idp_entity_id", "idp_sso_url", "idp_certificates"]
             .iter()
             .any(|key| config.get(*key).is_some_and(|v| !v.is_null()));
@@ -183,6 +190,7 @@ impl Saml {
                 Some(Value::Bool(b)) => *b,
                 Some(_) => return Err("allow_idp_initiated must be true or false".into()),
             },
+            sp_key,
             metadata_xml: String::new(),
         };
         Ok(Saml {
@@ -192,14 +200,39 @@ impl Saml {
     }
 
     /// Our SP metadata: entity id, the ACS with the HTTP-POST binding, the
-    /// NameID format asked for. Without `validUntil`: it changes only with
-    /// the configuration.
+    /// NameID format asked for, and our certificate (for signing and for
+    /// encryption, with the algorithms we decrypt) when configured. Without
+    /// `validUntil`: it changes only with the configuration.
     fn sp_metadata_xml(&self) -> Result<String, String> {
+        let key_descriptors = self.sp_key.as_ref().map(|key| {
+            let descriptor = |key_use: &str, encryption_methods| KeyDescriptor {
+                key_use: Some(key_use.into()),
+                key_info: KeyInfo {
+                    id: None,
+                    x509_data: Some(X509Data {
+                        certificates: vec![key.certificate_b64.clone()],
+                    }),
+                },
+                encryption_methods,
+            };
+            let methods = DECRYPTED_ALGORITHMS
+                .iter()
+                .map(|algorithm| EncryptionMethod {
+                    algorithm: (*algorithm).into(),
+                })
+                .collect();
+            vec![
+                descriptor("signing", None),
+                descriptor("encryption", Some(methods)),
+            ]
+        });
         let descriptor = EntityDescriptor {
             entity_id: Some(self.sp_entity_id.clone()),
             sp_sso_descriptors: Some(vec![SpSsoDescriptor {
                 protocol_support_enumeration: Some(PROTOCOL_NS.into()),
-                authn_requests_signed: Some(false),
+                key_descriptors,
+                authn_requests_signed: Some(self.sp_key.is_some()),
+                want_assertions_signed: Some(true),
                 name_id_formats: Some(vec![xml_text(&self.name_id_format)]),
                 assertion_consumer_services: vec![IndexedEndpoint {
                     binding: HTTP_POST_BINDING.into(),
@@ -302,6 +335,10 @@ impl Saml {
             .redirect(relay_state)
             .map_err(|e| SsoError::Internal(format!("cannot encode the SAML AuthnRequest: {e}")))?
             .ok_or_else(|| SsoError::Internal("the SAML AuthnRequest has no destination".into()))?;
+        let url = match &self.sp_key {
+            Some(key) => key.sign_redirect(url).map_err(SsoError::Internal)?,
+            None => url,
+        };
         Ok((url.into(), id))
     }
 }
@@ -384,6 +421,17 @@ impl Saml {
                 "it answers no login in progress (RelayState unknown, expired or used), and this provider does not allow IdP-initiated logins".into(),
             ));
         }
+        // An encrypted assertion is decrypted into its place; from there on
+        // it is checked as a plain one.
+        let xml = match &self.sp_key {
+            Some(key) => key.decrypt_response(&xml).map_err(rejected)?.unwrap_or(xml),
+            None if is_encrypted(&xml).map_err(SsoError::BadRequest)? => return Err(rejected(
+                "the assertion is encrypted, and this provider has no sp_private_key to decrypt it"
+                    .into(),
+            )),
+            None => xml,
+        };
+        refuse_doctype("the decrypted SAML response", &xml).map_err(SsoError::BadRequest)?;
         // The envelope, unverified: only ever a reason to refuse. When only
         // the assertion is signed samael skips these; required here.
         let envelope = SamlResponse::from_str(&xml)
@@ -1058,9 +1106,8 @@ V2ddQgU=
         let e = refusal(json!({"idp_metadata_url": "http://idp.example.net/metadata"}));
         assert!(e.contains("idp_metadata_url must be https"), "{e}");
         assert!(saml(json!({"idp_metadata_url": "https://idp.example.net/metadata"})).is_ok());
-        assert!(with("sp_private_key", json!("-----BEGIN PRIVATE KEY-----"))
-            .contains("not yet supported"));
-        assert!(with("sp_certificate", json!(CERT_1)).contains("not yet supported"));
+        assert!(with("sp_certificate", json!(CERT_1)).contains("without sp_private_key"));
+        assert!(with("sp_certificate", json!(["pem"])).contains("must be a PEM text"));
         let e = with("idp_metadata_xml", json!(idp_metadata(&signing_key(""))));
         assert!(e.contains("exactly one of"), "{e}");
         let mut config = by_parts();
