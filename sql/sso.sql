@@ -300,6 +300,17 @@ BEGIN
             RAISE EXCEPTION 'attributes of SAML provider % must be an object naming the SAML attribute (Name or OID) of email, name or groups, as {"email": "mail", "name": "cn", "groups": "groups"}', p.name
                 USING ERRCODE = '22023';
         END IF;
+        -- Our key signs AuthnRequests and decrypts assertions: it comes
+        -- with the certificate the IdP gets from our metadata, or not at all.
+        IF (p.secrets ? 'sp_private_key') <> (p.config ? 'sp_certificate') THEN
+            RAISE EXCEPTION 'SAML provider % needs sp_private_key and sp_certificate together (or neither)', p.name
+                USING ERRCODE = '22023';
+        END IF;
+        IF p.config ? 'sp_certificate' AND (jsonb_typeof(p.config->'sp_certificate') <> 'string'
+           OR p.config->>'sp_certificate' NOT LIKE '%-----BEGIN CERTIFICATE-----%') THEN
+            RAISE EXCEPTION 'sp_certificate of SAML provider % must be a PEM certificate (-----BEGIN CERTIFICATE-----)', p.name
+                USING ERRCODE = '22023';
+        END IF;
     END IF;
     FOR rule IN SELECT value FROM jsonb_array_elements(p.role_mapping) LOOP
         IF jsonb_typeof(rule) <> 'object' OR jsonb_typeof(rule->'role') IS DISTINCT FROM 'string'

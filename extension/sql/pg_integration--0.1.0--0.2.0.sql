@@ -5,7 +5,8 @@
 -- that both orders agree.
 \echo Use "ALTER EXTENSION pg_integration UPDATE" to load this file. \quit
 
--- SAML providers may give the IdP by idp_metadata_url (sql/sso.sql).
+-- SAML providers may give the IdP by idp_metadata_url, and sp_private_key
+-- comes with sp_certificate (sql/sso.sql).
 CREATE OR REPLACE FUNCTION integration._check_sso_provider(INOUT p integration.sso_providers)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -137,6 +138,17 @@ BEGIN
            OR EXISTS (SELECT FROM jsonb_each(p.config->'attributes') a
                       WHERE jsonb_typeof(a.value) <> 'string' OR a.value #>> '{}' = '' OR a.key NOT IN ('email', 'name', 'groups'))) THEN
             RAISE EXCEPTION 'attributes of SAML provider % must be an object naming the SAML attribute (Name or OID) of email, name or groups, as {"email": "mail", "name": "cn", "groups": "groups"}', p.name
+                USING ERRCODE = '22023';
+        END IF;
+        -- Our key signs AuthnRequests and decrypts assertions: it comes
+        -- with the certificate the IdP gets from our metadata, or not at all.
+        IF (p.secrets ? 'sp_private_key') <> (p.config ? 'sp_certificate') THEN
+            RAISE EXCEPTION 'SAML provider % needs sp_private_key and sp_certificate together (or neither)', p.name
+                USING ERRCODE = '22023';
+        END IF;
+        IF p.config ? 'sp_certificate' AND (jsonb_typeof(p.config->'sp_certificate') <> 'string'
+           OR p.config->>'sp_certificate' NOT LIKE '%-----BEGIN CERTIFICATE-----%') THEN
+            RAISE EXCEPTION 'sp_certificate of SAML provider % must be a PEM certificate (-----BEGIN CERTIFICATE-----)', p.name
                 USING ERRCODE = '22023';
         END IF;
     END IF;

@@ -287,6 +287,17 @@ fn saml_configs_are_checked_when_saved_and_the_sp_key_is_a_secret() {
             serde_json::json!({"idp_metadata_xml": "<!DOCTYPE x [<!ENTITY a \"b\">]><x/>"}),
             "DOCTYPE or ENTITY",
         ),
+        (
+            serde_json::json!({"idp_metadata_url": "https://idp.example.net/metadata",
+                               "sp_private_key": "-----BEGIN PRIVATE KEY-----"}),
+            "sp_private_key and sp_certificate together",
+        ),
+        (
+            serde_json::json!({"idp_metadata_url": "https://idp.example.net/metadata",
+                               "sp_private_key": "-----BEGIN PRIVATE KEY-----",
+                               "sp_certificate": "not a certificate"}),
+            "must be a PEM certificate",
+        ),
     ];
     for (config, expected) in refused {
         let e = admin
