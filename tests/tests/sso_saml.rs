@@ -6,11 +6,10 @@
 //! an IdP-initiated one only where the provider allows it; a replayed
 //! assertion is refused; each refusal is audited without the assertion.
 
-use integration_tests::web::{answer, browser, client, query, wait_until, Answer};
+use integration_tests::saml_signer::start_login;
+use integration_tests::web::{answer, browser, client, wait_until, Answer};
 use integration_tests::{PgCluster, SamlSigner, Sidecar};
-use reqwest::blocking::Client;
 use serde_json::Value;
-use std::io::Read;
 
 const DB: &str = "sso_saml_e2e";
 const IDP: &str = "https://idp.example.net/saml";
@@ -52,33 +51,6 @@ fn setup(signer: &SamlSigner) -> (PgCluster, postgres::Client, Sidecar) {
     (cluster, admin, sidecar)
 }
 
-/// Starts a login; returns the RelayState and the AuthnRequest's ID.
-fn start_login(browser: &Client, sidecar: &Sidecar, provider: &str) -> (String, String) {
-    use base64::Engine;
-    let a = answer(
-        browser
-            .get(sidecar.url(&format!("/auth/{provider}/login")))
-            .send()
-            .expect("GET login"),
-    );
-    assert_eq!(a.status, 302, "{}\n{}", a.text, sidecar.log());
-    let location = a.location.expect("a Location");
-    let deflated = base64::engine::general_purpose::STANDARD
-        .decode(query(&location, "SAMLRequest").expect("SAMLRequest"))
-        .expect("base64");
-    let mut xml = String::new();
-    flate2::read::DeflateDecoder::new(deflated.as_slice())
-        .read_to_string(&mut xml)
-        .expect("deflated XML");
-    let id = xml
-        .split(" ID=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("the request ID")
-        .to_owned();
-    (query(&location, "RelayState").expect("RelayState"), id)
-}
-
 /// UTC `seconds` from now, as SAML writes instants (the database's clock).
 fn instant(admin: &mut postgres::Client, seconds: i64) -> String {
     admin
@@ -92,7 +64,8 @@ fn instant(admin: &mut postgres::Client, seconds: i64) -> String {
 }
 
 /// A Response for `provider` of the sidecar at `base`, signed by `signer`,
-/// answering `in_response_to` (None: IdP-initiated), with assertion `id`.
+/// answering `in_response_to` (None: IdP-initiated), with assertion `id`,
+/// valid for five minutes of the database's clock.
 fn signed_response(
     admin: &mut postgres::Client,
     signer: &SamlSigner,
@@ -101,16 +74,8 @@ fn signed_response(
     in_response_to: Option<&str>,
     id: &str,
 ) -> String {
-    use base64::Engine;
-    let acs = format!("{base}/auth/{provider}/callback");
-    let audience = format!("{base}/auth/{provider}/metadata");
     let (now, later) = (instant(admin, 0), instant(admin, 300));
-    let irt = in_response_to.map_or(String::new(), |r| format!(r#" InResponseTo="{r}""#));
-    let xml = format!(
-        r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_response-{id}" Version="2.0" IssueInstant="{now}" Destination="{acs}"{irt}><saml:Issuer>{IDP}</saml:Issuer>{signature}<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status><saml:Assertion ID="{id}" Version="2.0" IssueInstant="{now}"><saml:Issuer>{IDP}</saml:Issuer><saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">alice@example.org</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData{irt} NotOnOrAfter="{later}" Recipient="{acs}"/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{now}" NotOnOrAfter="{later}"><saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions><saml:AuthnStatement AuthnInstant="{now}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement><saml:AttributeStatement><saml:Attribute Name="mail"><saml:AttributeValue>alice@example.org</saml:AttributeValue></saml:Attribute><saml:Attribute Name="groups"><saml:AttributeValue>staff</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion></samlp:Response>"#,
-        signature = SamlSigner::template(&format!("_response-{id}")),
-    );
-    base64::engine::general_purpose::STANDARD.encode(signer.sign_response(&xml))
+    signer.signed_response(IDP, base, provider, in_response_to, id, &now, &later)
 }
 
 /// Posts `saml_response` (with `relay_state`) to the ACS from a client
