@@ -18,6 +18,9 @@ GRANT EXECUTE ON FUNCTION
     integration.sign_jwt(jsonb, text, text, interval, text)
 TO integration_admin, integration_sidecar;
 
+-- The sidecar's docs sign-in cookies name a key by id (sidecar/src/docs/sign_in.rs).
+GRANT EXECUTE ON FUNCTION integration.api_key_allows(bigint, text) TO integration_sidecar;
+
 -- Outbound HTTP: every overload of http and http_*.
 DO $grant$
 DECLARE
@@ -140,6 +143,7 @@ BEGIN
             ('create_api_key', NULL, 'Creates an API key for a role with scopes and an optional lifetime; returns the key once (only its hash is kept).'),
             ('revoke_api_key', NULL, 'Revokes an API key by id at once; verifications refuse it from the next call, in every session.'),
             ('rotate_api_key', NULL, 'Issues a new key with the same role, scopes and metadata; the old one keeps working for the grace interval, then is revoked.'),
+            ('api_key_allows', NULL, 'For the sidecar: whether API key id is still valid (not revoked or expired) and holds the scope; refusals are audited.'),
             ('verify_api_key', NULL, 'Checks an API key (and a scope if given) and returns its id, name, role, scopes and metadata, or no row; every refusal is audited.'),
             ('authenticate', NULL, 'The pre-request hook for PostgREST: verifies the API key and switches to its role for the transaction (SET LOCAL ROLE); raises when the key is refused.'),
             ('sign_jwt', NULL, 'Signs a JWT with the given claims, key and algorithm (HS256/384/512, RS256, ES256, EdDSA), adding iat and exp.'),

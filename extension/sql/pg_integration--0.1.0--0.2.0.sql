@@ -172,6 +172,14 @@ BEGIN
 END
 $$;
 
+-- Whether a key, by id, is still valid with a scope: the sidecar's docs
+-- sign-in cookies name a key instead of carrying it (extension/src/api_keys.rs).
+CREATE FUNCTION integration.api_key_allows("id" bigint, "required_scope" text) RETURNS bool
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c AS 'MODULE_PATHNAME', 'api_key_allows_wrapper';
+REVOKE ALL ON FUNCTION integration.api_key_allows(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION integration.api_key_allows(bigint, text) TO integration_sidecar;
+
 -- The API reference: what each function does (COMMENT ON every overload of
 -- a name; `nargs` picks one overload where they differ), read back by the
 -- view integration.api_reference with the capability and SQLSTATEs below.
@@ -185,6 +193,7 @@ BEGIN
             ('create_api_key', NULL, 'Creates an API key for a role with scopes and an optional lifetime; returns the key once (only its hash is kept).'),
             ('revoke_api_key', NULL, 'Revokes an API key by id at once; verifications refuse it from the next call, in every session.'),
             ('rotate_api_key', NULL, 'Issues a new key with the same role, scopes and metadata; the old one keeps working for the grace interval, then is revoked.'),
+            ('api_key_allows', NULL, 'For the sidecar: whether API key id is still valid (not revoked or expired) and holds the scope; refusals are audited.'),
             ('verify_api_key', NULL, 'Checks an API key (and a scope if given) and returns its id, name, role, scopes and metadata, or no row; every refusal is audited.'),
             ('authenticate', NULL, 'The pre-request hook for PostgREST: verifies the API key and switches to its role for the transaction (SET LOCAL ROLE); raises when the key is refused.'),
             ('sign_jwt', NULL, 'Signs a JWT with the given claims, key and algorithm (HS256/384/512, RS256, ES256, EdDSA), adding iat and exp.'),

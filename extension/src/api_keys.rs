@@ -133,17 +133,7 @@ fn verify(token: &str, required_scope: Option<&str>, action: Action) -> Option<V
         if !hasher.is_some_and(|h| h.matches(id, parsed.secret, &row.hash)) {
             return Err(Reason::WrongSecret);
         }
-        if row.revoked {
-            return Err(Reason::Revoked);
-        }
-        if row.expires_at.is_some_and(|at| at <= now) {
-            return Err(Reason::Expired);
-        }
-        if let Some(scope) = required_scope {
-            if !keys::scope_allows(&row.scopes, scope) {
-                return Err(Reason::MissingScope);
-            }
-        }
+        still_allows(row, now, required_scope)?;
         let report_use = now - row.last_reported_use >= USE_REPORT_INTERVAL;
         if report_use {
             row.last_reported_use = now;
@@ -167,6 +157,44 @@ fn verify(token: &str, required_scope: Option<&str>, action: Action) -> Option<V
             Some(verified)
         }
         Err(reason) => refuse(reason, Some(id)),
+    }
+}
+
+/// Whether a key whose secret matched may still be used: not revoked, not
+/// expired at `now`, and holding `required_scope` when one is asked for.
+fn still_allows(row: &KeyRow, now: i64, required_scope: Option<&str>) -> Result<(), Reason> {
+    if row.revoked {
+        return Err(Reason::Revoked);
+    }
+    if row.expires_at.is_some_and(|at| at <= now) {
+        return Err(Reason::Expired);
+    }
+    if let Some(scope) = required_scope {
+        if !keys::scope_allows(&row.scopes, scope) {
+            return Err(Reason::MissingScope);
+        }
+    }
+    Ok(())
+}
+
+/// `integration.api_key_allows(id, required_scope)`: whether key `id` is
+/// still valid (not revoked, not expired) and holds `required_scope`. For
+/// the sidecar only: its sign-in cookies name a key verified earlier by
+/// `verify_api_key` by id, so the browser never keeps the token. A refusal
+/// is audited as a refused verification.
+#[pg_extern(volatile, parallel_unsafe)]
+fn api_key_allows(id: i64, required_scope: &str) -> bool {
+    let now = now();
+    let outcome = with_key(id, |_, row| match row {
+        Some(row) => still_allows(row, now, Some(required_scope)),
+        None => Err(Reason::UnknownKey),
+    });
+    match outcome {
+        Ok(()) => true,
+        Err(reason) => {
+            audit::record(Kind::Refused, Action::Verify, Some(reason), Some(id));
+            false
+        }
     }
 }
 

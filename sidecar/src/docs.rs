@@ -141,10 +141,10 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     }
     let headers = request.headers();
     let path = request.uri().path();
-    let (token, signed_in) = match api_key(&RequestHeaders(headers)) {
-        Some(token) => (token.to_owned(), false),
-        None => match sign_in::cookie_key(&state, headers) {
-            Some(token) => (token, true),
+    let (access, signed_in) = match api_key(&RequestHeaders(headers)) {
+        Some(token) => (key_access(&state, token).await, false),
+        None => match sign_in::cookie_key_id(&state, headers) {
+            Some(id) => (signed_in_access(&state, id).await, true),
             None => {
                 return sign_in::refusal(
                     headers,
@@ -155,8 +155,8 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
             }
         },
     };
-    match key_access(&state, &token).await {
-        Ok(Access::Granted) => next.run(request).await,
+    match access {
+        Ok(Access::Granted(_)) => next.run(request).await,
         Ok(Access::WithoutScope) => sign_in::refusal(
             headers,
             path,
@@ -187,7 +187,8 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
 
 /// What an API key may do with the docs.
 enum Access {
-    Granted,
+    /// Key id.
+    Granted(i64),
     WithoutScope,
     Refused,
 }
@@ -202,18 +203,34 @@ async fn key_access(state: &AppState, token: &str) -> Result<Access, String> {
         async move {
             client
                 .query(
-                    "SELECT 1 FROM integration.verify_api_key($1, $2)",
+                    "SELECT id FROM integration.verify_api_key($1, $2)",
                     &[&token, &scope],
                 )
                 .await
-                .map(|rows| !rows.is_empty())
+                .map(|rows| rows.first().map(|row| row.get::<_, i64>(0)))
                 .map_err(|e| crate::db::describe(&e))
         }
     };
-    Ok(if verify(Some(SCOPE)).await? {
-        Access::Granted
-    } else if verify(None).await? {
+    Ok(if let Some(id) = verify(Some(SCOPE)).await? {
+        Access::Granted(id)
+    } else if verify(None).await?.is_some() {
         Access::WithoutScope
+    } else {
+        Access::Refused
+    })
+}
+
+/// A sign-in cookie's key, by id: `integration.api_key_allows` says whether
+/// it is still valid with the scope (revoked, expired or narrowed: refused).
+async fn signed_in_access(state: &AppState, id: i64) -> Result<Access, String> {
+    let client = state.db.client().await.map_err(|e| e.to_string())?;
+    let allowed: bool = client
+        .query_one("SELECT integration.api_key_allows($1, $2)", &[&id, &SCOPE])
+        .await
+        .map_err(|e| crate::db::describe(&e))?
+        .get(0);
+    Ok(if allowed {
+        Access::Granted(id)
     } else {
         Access::Refused
     })

@@ -3,12 +3,13 @@
 //! gets a small form ([`refusal`], 401); it posts the key to
 //! `POST /docs/key`, which checks it as the middleware does and sets the
 //! cookie [`COOKIE`] for [`LIFETIME_SECS`]: `HttpOnly`, `SameSite=Strict`,
-//! `Secure` under https. The cookie holds the key sealed with AES-256-GCM
-//! under a secret derived from the active session signing key, never in
-//! clear, with its expiry inside; every request opens it and asks
-//! `integration.verify_api_key` again, so a revoked or expired key is
-//! refused at once. Rotating the signing key ends these sign-ins. A post
-//! from another origin is refused (no cross-site sign-in).
+//! `Secure` under https. The cookie never holds the key: only its id and
+//! the cookie's expiry, with an HMAC-SHA256 under a secret derived from the
+//! active session signing key; every request checks the HMAC in constant
+//! time and asks `integration.api_key_allows(id, 'docs')`, so a revoked,
+//! expired or narrowed key is refused at once. Rotating the signing key
+//! ends these sign-ins. A post from another origin is refused (no
+//! cross-site sign-in).
 
 use super::html::{self, escape};
 use super::{key_access, Access, SCOPE};
@@ -22,20 +23,18 @@ use axum::Form;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
-use rand::rngs::OsRng;
-use rand::RngCore;
 use sha2::Sha256;
 
 /// The cookie of a docs sign-in.
 pub const COOKIE: &str = "pg_integration_docs";
 /// How long a sign-in lasts: 8 hours.
 pub const LIFETIME_SECS: i64 = 8 * 60 * 60;
-/// Binds a sealed value to this use (the AEAD's associated data, and the
-/// label of the secret's derivation).
-const LABEL: &[u8] = b"pg_integration docs sign-in v1";
-const NONCE_BYTES: usize = 12;
-const TAG_BYTES: usize = 16;
+/// Binds a cookie to this use (the label of the secret's derivation and of
+/// every HMAC).
+const LABEL: &[u8] = b"pg_integration docs sign-in v2";
+/// A cookie's body: the key id and the expiry, 8 bytes each.
+const BODY_BYTES: usize = 16;
+const TAG_BYTES: usize = 32;
 
 /// The form's fields.
 #[derive(serde::Deserialize)]
@@ -108,8 +107,8 @@ pub async fn post_key(
             json_error(status, message)
         }
     };
-    match key_access(&state, key).await {
-        Ok(Access::Granted) => {}
+    let id = match key_access(&state, key).await {
+        Ok(Access::Granted(id)) => id,
         Ok(Access::WithoutScope) => {
             return refuse(
                 StatusCode::FORBIDDEN,
@@ -126,9 +125,8 @@ pub async fn post_key(
             tracing::error!(error = %e, "cannot verify an API key for the docs");
             return json_error(StatusCode::SERVICE_UNAVAILABLE, DATABASE_UNAVAILABLE);
         }
-    }
-    let Some(sealed) = secret(&state).and_then(|s| seal(&s, key, unix_now() + LIFETIME_SECS))
-    else {
+    };
+    let Some(signed) = secret(&state).map(|s| sign(&s, id, unix_now() + LIFETIME_SECS)) else {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the signing keys are not loaded yet",
@@ -141,16 +139,16 @@ pub async fn post_key(
         .into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&sealed, LIFETIME_SECS, state.sso.secure_cookies),
+        set_cookie(&signed, LIFETIME_SECS, state.sso.secure_cookies),
     );
     response
 }
 
-/// The key of the request's sign-in cookie, if it carries one that opens
-/// and has not expired (the key itself is not checked here).
-pub fn cookie_key(state: &AppState, headers: &HeaderMap) -> Option<String> {
+/// The key id of the request's sign-in cookie, if it carries one whose
+/// HMAC holds and which has not expired (the key itself is not checked here).
+pub fn cookie_key_id(state: &AppState, headers: &HeaderMap) -> Option<i64> {
     let value = session::cookie(headers, COOKIE)?;
-    open(&secret(state)?, value, unix_now())
+    verify(&secret(state)?, value, unix_now())
 }
 
 /// A `Set-Cookie` of the sign-in; `max_age` 0 deletes it.
@@ -176,59 +174,55 @@ fn derive(private_pem: &str) -> Option<[u8; 32]> {
     Some(mac.finalize().into_bytes().into())
 }
 
-/// `key` and its expiry `exp` (Unix seconds) sealed: base64url of
-/// nonce, ciphertext and tag.
-fn seal(secret: &[u8; 32], key: &str, exp: i64) -> Option<String> {
-    let mut nonce = [0u8; NONCE_BYTES];
-    OsRng.fill_bytes(&mut nonce);
-    let mut plain = exp.to_be_bytes().to_vec();
-    plain.extend_from_slice(key.as_bytes());
-    let mut tag = [0u8; TAG_BYTES];
-    let cipher = Cipher::aes_256_gcm();
-    let sealed = encrypt_aead(cipher, secret, Some(&nonce), LABEL, &plain, &mut tag).ok()?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&sealed);
-    out.extend_from_slice(&tag);
-    Some(URL_SAFE_NO_PAD.encode(out))
+fn mac(secret: &[u8; 32], body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(LABEL);
+    mac.update(body);
+    mac
 }
 
-/// The key sealed in `value`, if it was sealed with `secret` (the GCM tag
-/// is checked in constant time) and its expiry is after `now`.
-fn open(secret: &[u8; 32], value: &str, now: i64) -> Option<String> {
+/// Key `id` and the expiry `exp` (Unix seconds) with their HMAC, base64url.
+fn sign(secret: &[u8; 32], id: i64, exp: i64) -> String {
+    let mut out = id.to_be_bytes().to_vec();
+    out.extend_from_slice(&exp.to_be_bytes());
+    let tag = mac(secret, &out).finalize().into_bytes();
+    out.extend_from_slice(&tag);
+    URL_SAFE_NO_PAD.encode(out)
+}
+
+/// The key id of `value`, if its HMAC under `secret` holds (compared in
+/// constant time) and its expiry is after `now`.
+fn verify(secret: &[u8; 32], value: &str, now: i64) -> Option<i64> {
     let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
-    if bytes.len() < NONCE_BYTES + 8 + TAG_BYTES {
+    if bytes.len() != BODY_BYTES + TAG_BYTES {
         return None;
     }
-    let (nonce, rest) = bytes.split_at(NONCE_BYTES);
-    let (sealed, tag) = rest.split_at(rest.len() - TAG_BYTES);
-    let cipher = Cipher::aes_256_gcm();
-    let plain = decrypt_aead(cipher, secret, Some(nonce), LABEL, sealed, tag).ok()?;
-    let (exp, key) = plain.split_at(8);
-    let exp = i64::from_be_bytes(exp.try_into().ok()?);
-    (exp > now).then(|| String::from_utf8(key.to_vec()).ok())?
+    let (body, tag) = bytes.split_at(BODY_BYTES);
+    mac(secret, body).verify_slice(tag).ok()?;
+    let id = i64::from_be_bytes(body[..8].try_into().ok()?);
+    let exp = i64::from_be_bytes(body[8..].try_into().ok()?);
+    (exp > now).then_some(id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const KEY: &str = "pgik_12_secretsecretsecret";
-
     #[test]
-    fn a_sealed_key_opens_with_its_secret_only_and_until_it_expires() {
+    fn a_cookie_names_its_key_holds_with_its_secret_only_and_until_it_expires() {
         let secret = derive("-----BEGIN PRIVATE KEY-----one").expect("derived");
         let other = derive("-----BEGIN PRIVATE KEY-----two").expect("derived");
-        let value = seal(&secret, KEY, 1_000).expect("sealed");
-        assert!(!value.contains("secretsecret"), "{value}");
-        assert_eq!(open(&secret, &value, 999).as_deref(), Some(KEY));
-        assert_eq!(open(&secret, &value, 1_000), None, "expired");
-        assert_eq!(open(&other, &value, 999), None, "another signing key");
+        let value = sign(&secret, 12, 1_000);
+        assert_eq!(verify(&secret, &value, 999), Some(12));
+        assert_eq!(verify(&secret, &value, 1_000), None, "expired");
+        assert_eq!(verify(&other, &value, 999), None, "another signing key");
         let mut bytes = URL_SAFE_NO_PAD.decode(&value).expect("base64");
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        assert_eq!(open(&secret, &URL_SAFE_NO_PAD.encode(bytes), 999), None);
-        assert_eq!(open(&secret, "short", 999), None);
-        assert_ne!(seal(&secret, KEY, 1_000), Some(value), "a fresh nonce");
+        bytes[7] ^= 1; // another key id
+        assert_eq!(verify(&secret, &URL_SAFE_NO_PAD.encode(&bytes), 999), None);
+        bytes[7] ^= 1;
+        bytes[15] ^= 1; // a later expiry
+        assert_eq!(verify(&secret, &URL_SAFE_NO_PAD.encode(&bytes), 999), None);
+        assert_eq!(verify(&secret, "short", 999), None);
     }
 
     #[test]
