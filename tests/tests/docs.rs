@@ -163,20 +163,22 @@ fn swagger_ui_renders_offline_and_try_it_out_stores_an_event() {
     assert!(artifacts_dir("docs").join("docs.png").exists());
 }
 
+/// A new API key of role app_user with `scopes` (an array literal).
+fn api_key(admin: &mut postgres::Client, scopes: &str) -> String {
+    admin
+        .query_one(
+            "SELECT integration.create_api_key('docs e2e', 'app_user', $1::text::text[])",
+            &[&scopes],
+        )
+        .expect("create_api_key")
+        .get(0)
+}
+
 #[test]
 fn docs_off_are_404_and_authenticated_docs_want_a_docs_key_or_a_session() {
     let (cluster, mut admin) = cluster();
-    let mut key = |scopes: &str| -> String {
-        admin
-            .query_one(
-                "SELECT integration.create_api_key('docs e2e', 'app_user', $1::text::text[])",
-                &[&scopes],
-            )
-            .expect("create_api_key")
-            .get(0)
-    };
-    let docs_key = key("{docs}");
-    let other_key = key("{webhooks:keyed}");
+    let docs_key = api_key(&mut admin, "{docs}");
+    let other_key = api_key(&mut admin, "{webhooks:keyed}");
 
     let off = sidecar(&cluster, &["--docs", "off"]);
     for path in ["/docs", "/docs/", "/openapi.json"] {
@@ -298,17 +300,8 @@ fn sign_in(
 #[test]
 fn a_browser_signs_in_to_authenticated_docs_with_a_docs_key() {
     let (cluster, mut admin) = cluster();
-    let mut key = |scopes: &str| -> String {
-        admin
-            .query_one(
-                "SELECT integration.create_api_key('docs sign-in', 'app_user', $1::text::text[])",
-                &[&scopes],
-            )
-            .expect("create_api_key")
-            .get(0)
-    };
-    let docs_key = key("{docs}");
-    let other_key = key("{webhooks:keyed}");
+    let docs_key = api_key(&mut admin, "{docs}");
+    let other_key = api_key(&mut admin, "{webhooks:keyed}");
     let closed = sidecar(&cluster, &["--docs", "authenticated"]);
     let origin = closed.url("");
     let html = ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8");
