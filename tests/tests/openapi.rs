@@ -5,9 +5,9 @@
 //! `If-None-Match` is answered 304; the document of every kind of webhook
 //! and of SSO providers validates as OpenAPI 3.1 with `openapi-spec-validator`
 //! (PyPI, in the harness's virtualenv: `make test-deps`); and schemathesis
-//! (PyPI, build/schemathesis) fuzzes every operation of a live sidecar for a
-//! minute with all its checks, after which every stored event must answer an
-//! accepted delivery.
+//! (PyPI, build/schemathesis) fuzzes every operation of a live sidecar for
+//! two minutes with all its checks, after which every stored event must
+//! answer an accepted delivery.
 
 use integration_tests::{scratch_dir, workspace_root, PgCluster, Sidecar};
 use serde_json::{json, Value};
