@@ -8,7 +8,7 @@
 //! `GET /auth/corp/login` (the AuthnRequest), timed the same way.
 
 use integration_tests::saml_signer::start_login;
-use integration_tests::web::{answer, browser, client};
+use integration_tests::web::{answer, browser, client, sso_database};
 use integration_tests::{workspace_root, PgCluster, SamlSigner, Sidecar};
 use std::time::Instant;
 
@@ -27,15 +27,8 @@ pub fn sso() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     let cluster = PgCluster::start();
-    let mut db = cluster.create_database("bench_sso");
+    let mut db = sso_database(&cluster, "bench_sso");
     let signer = SamlSigner::new("bench");
-    db.batch_execute(
-        "ALTER ROLE integration_sidecar LOGIN;
-         CREATE ROLE app_admin NOLOGIN;
-         CREATE ROLE app_user NOLOGIN;
-         SELECT integration.ensure_signing_key();",
-    )
-    .expect("setup");
     let config = serde_json::json!({
         "idp_entity_id": IDP,
         "idp_sso_url": "https://idp.example.net/sso",

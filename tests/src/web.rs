@@ -117,3 +117,19 @@ pub fn verify_in_sql(db: &mut postgres::Client, token: &str) -> Result<Value, St
                 .map_or(e.to_string(), |d| d.message().to_owned())
         })
 }
+
+/// Database `db` of `cluster` as every SSO test starts it: the extension,
+/// `integration_sidecar` allowed to log in, the roles `app_admin` and
+/// `app_user` to map logins to, and a session signing key.
+pub fn sso_database(cluster: &crate::PgCluster, db: &str) -> postgres::Client {
+    let mut admin = cluster.create_database(db);
+    admin
+        .batch_execute(
+            "ALTER ROLE integration_sidecar LOGIN;
+             CREATE ROLE app_admin NOLOGIN;
+             CREATE ROLE app_user NOLOGIN;
+             SELECT integration.ensure_signing_key();",
+        )
+        .unwrap_or_else(|e| panic!("SSO setup: {:?}", e.as_db_error()));
+    admin
+}

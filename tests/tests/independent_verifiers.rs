@@ -15,7 +15,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use integration_tests::ldap::{ADMINS_GROUP, BASE_DN};
-use integration_tests::web::{answer, client, verify_in_sql, wait_until};
+use integration_tests::web::{answer, client, sso_database, verify_in_sql, wait_until};
 use integration_tests::{workspace_root, PgCluster, Sidecar, Slapd};
 use serde_json::{json, Value};
 use std::fs;
@@ -33,7 +33,7 @@ const AUDIENCE: &str = "pg_integration";
 /// hour) and `brief` (sessions of a minute, the shortest allowed).
 fn setup() -> (PgCluster, postgres::Client, Slapd) {
     let cluster = PgCluster::start();
-    let mut admin = cluster.create_database(DB);
+    let mut admin = sso_database(&cluster, DB);
     let slapd = Slapd::start();
     let provider = |name: &str, lifetime: &str| {
         format!(
@@ -46,11 +46,7 @@ fn setup() -> (PgCluster, postgres::Client, Slapd) {
     };
     admin
         .batch_execute(&format!(
-            "ALTER ROLE integration_sidecar LOGIN;
-             CREATE ROLE app_admin NOLOGIN;
-             CREATE ROLE app_user NOLOGIN;
-             SELECT integration.ensure_signing_key();
-             {}{}",
+            "{}{}",
             provider("corp", "1 hour"),
             provider("brief", "1 minute"),
         ))

@@ -15,7 +15,7 @@ use integration_tests::ldap::{ADMINS_GROUP, BASE_DN, READER_DN, READER_PASSWORD}
 use integration_tests::oidc_provider::{CONFIDENTIAL_SECRET, HS256_SECRET, OAUTH2_SECRET};
 use integration_tests::web::{
     answer, browser as new_browser, browser_trusting, client, query, resolve, session,
-    verify_in_sql, wait_until, Answer,
+    sso_database, verify_in_sql, wait_until, Answer,
 };
 use integration_tests::{sample, OidcProvider, PgCluster, RogueOidc, Sidecar, Slapd};
 use reqwest::blocking::Client;
@@ -30,15 +30,7 @@ const DB: &str = "sso_e2e";
 /// until a test changes something).
 fn setup() -> (PgCluster, postgres::Client) {
     let cluster = PgCluster::start();
-    let mut admin = cluster.create_database(DB);
-    admin
-        .batch_execute(
-            "ALTER ROLE integration_sidecar LOGIN;
-             CREATE ROLE app_admin NOLOGIN;
-             CREATE ROLE app_user NOLOGIN;
-             SELECT integration.ensure_signing_key();",
-        )
-        .expect("roles");
+    let admin = sso_database(&cluster, DB);
     (cluster, admin)
 }
 

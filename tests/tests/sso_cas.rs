@@ -11,7 +11,7 @@
 
 use integration_tests::cas_server::{CAS_PASSWORD, CAS_USER, OTHER_SERVICE};
 use integration_tests::web::{
-    answer, browser, query, resolve, session, verify_in_sql, wait_until, Answer,
+    answer, browser, query, resolve, session, sso_database, verify_in_sql, wait_until, Answer,
 };
 use integration_tests::{CasServer, PgCluster, Sidecar};
 use reqwest::blocking::Client;
@@ -25,16 +25,12 @@ const DB: &str = "sso_cas_e2e";
 /// mapping), and the sidecar.
 fn setup() -> (PgCluster, postgres::Client, CasServer, Sidecar) {
     let cluster = PgCluster::start();
-    let mut admin = cluster.create_database(DB);
+    let mut admin = sso_database(&cluster, DB);
     let cas = CasServer::start();
     let server_url = cas.server_url();
     admin
         .batch_execute(&format!(
-            r#"ALTER ROLE integration_sidecar LOGIN;
-             CREATE ROLE app_admin NOLOGIN;
-             CREATE ROLE app_user NOLOGIN;
-             SELECT integration.ensure_signing_key();
-             SELECT integration.create_sso_provider('campus', 'cas',
+            r#"SELECT integration.create_sso_provider('campus', 'cas',
                  jsonb_build_object('server_url', '{server_url}', 'allow_http', true, 'version', 3,
                      'attributes', '{{"email": "mail", "name": "cn", "groups": "groups"}}'::jsonb),
                  role_mapping => '[{{"group": "dba", "role": "app_admin"}}]', default_role => 'app_user');

@@ -7,7 +7,7 @@
 //! assertion is refused; each refusal is audited without the assertion.
 
 use integration_tests::saml_signer::start_login;
-use integration_tests::web::{answer, browser, client, wait_until, Answer};
+use integration_tests::web::{answer, browser, client, sso_database, wait_until, Answer};
 use integration_tests::{PgCluster, SamlSigner, Sidecar};
 use serde_json::Value;
 
@@ -20,15 +20,7 @@ const IDP: &str = "https://idp.example.net/saml";
 /// the sidecar.
 fn setup(signer: &SamlSigner) -> (PgCluster, postgres::Client, Sidecar) {
     let cluster = PgCluster::start();
-    let mut admin = cluster.create_database(DB);
-    admin
-        .batch_execute(
-            "ALTER ROLE integration_sidecar LOGIN;
-             CREATE ROLE app_admin NOLOGIN;
-             CREATE ROLE app_user NOLOGIN;
-             SELECT integration.ensure_signing_key();",
-        )
-        .unwrap_or_else(|e| panic!("setup: {:?}", e.as_db_error()));
+    let mut admin = sso_database(&cluster, DB);
     for (name, idp_initiated) in [("corp", false), ("open", true)] {
         let config = serde_json::json!({
             "idp_entity_id": IDP,

@@ -12,7 +12,9 @@
 
 use integration_tests::chromium::run_script;
 use integration_tests::saml_idp::{Posted, Signing, Strict, ALICE, BOB};
-use integration_tests::web::{answer, browser, client, query, verify_in_sql, wait_until, Answer};
+use integration_tests::web::{
+    answer, browser, client, query, sso_database, verify_in_sql, wait_until, Answer,
+};
 use integration_tests::{free_port, PgCluster, SamlIdp, SamlSigner, Sidecar};
 use serde_json::{json, Value};
 
@@ -49,15 +51,7 @@ impl Setup {
         let idp = SamlIdp::start_strict(name, signing, &sp_metadata, strict);
         let metadata = idp.metadata();
         let cluster = PgCluster::start();
-        let mut admin = cluster.create_database(DB);
-        admin
-            .batch_execute(
-                "ALTER ROLE integration_sidecar LOGIN;
-                 CREATE ROLE app_admin NOLOGIN;
-                 CREATE ROLE app_user NOLOGIN;
-                 SELECT integration.ensure_signing_key();",
-            )
-            .unwrap_or_else(|e| panic!("setup: {:?}", e.as_db_error()));
+        let mut admin = sso_database(&cluster, DB);
         let attributes = json!({"email": "mail", "name": "cn", "groups": "groups"});
         let another_key = SamlSigner::new(&format!("{name}-another-key"));
         let sp_key = SamlSigner::new(&format!("{name}-sp-key"));
